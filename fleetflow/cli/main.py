@@ -1,0 +1,46 @@
+"""The ``fleetflow`` command: subcommands read like kubectl and sveltosctl.
+
+Every error fleetflow raises on purpose ends here as one line on stderr and exit code 1;
+bad usage exits 2, as argparse does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from fleetflow import __version__
+from fleetflow.cli import fleet
+from fleetflow.errors import FleetflowError, UsageError
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="fleetflow",
+        description=("Event-driven Database-as-a-Service for Kubernetes fleets, on Prefect."),
+    )
+    root.add_argument("--version", action="version", version=f"fleetflow {__version__}")
+    sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fleet.register(sub)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except FleetflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

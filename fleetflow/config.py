@@ -1,0 +1,61 @@
+"""Where fleetflow keeps its state, and which kubeconfig it uses.
+
+All paths come from here so that tests can point the whole program somewhere else with two
+environment variables: ``FLEETFLOW_HOME`` (state: the local fleet, tokens; default
+``~/.fleetflow``) and ``XDG_CACHE_HOME`` (built binaries; default ``~/.cache``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def home() -> Path:
+    """fleetflow's state directory."""
+    value = os.environ.get("FLEETFLOW_HOME")
+    return Path(value).expanduser() if value else Path.home() / ".fleetflow"
+
+
+def cache_dir() -> Path:
+    """Cache for binaries built from source, keyed by version below this directory."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    root = Path(base).expanduser() if base else Path.home() / ".cache"
+    return root / "fleetflow"
+
+
+def fleet_dir() -> Path:
+    return home() / "fleet"
+
+
+def fleet_kubeconfig() -> Path:
+    """The kubeconfig that ``fleetflow fleet up`` writes, one context per local cluster."""
+    return fleet_dir() / "kubeconfig"
+
+
+@dataclass(frozen=True)
+class KubeconfigChoice:
+    """Which kubeconfig file to use, and why (shown to the user when it goes wrong)."""
+
+    path: Path
+    source: str
+
+
+def resolve_kubeconfig(explicit: str | os.PathLike[str] | None = None) -> KubeconfigChoice:
+    """``--kubeconfig`` wins, then ``KUBECONFIG``, then the local fleet's, then ``~/.kube/config``."""
+    if explicit:
+        return KubeconfigChoice(Path(explicit).expanduser(), "--kubeconfig")
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        # kubectl merges a list; fleetflow uses the first existing file of it.
+        parts = [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+        for part in parts:
+            if part.exists():
+                return KubeconfigChoice(part, "KUBECONFIG")
+        if parts:
+            return KubeconfigChoice(parts[0], "KUBECONFIG")
+    local = fleet_kubeconfig()
+    if local.exists():
+        return KubeconfigChoice(local, "local fleet")
+    return KubeconfigChoice(Path.home() / ".kube" / "config", "default")

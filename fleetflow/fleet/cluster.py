@@ -1,0 +1,201 @@
+"""One local cluster: its own etcd, kube-apiserver and kube-controller-manager.
+
+The flags follow controller-runtime's envtest (TLS, client-certificate auth, RBAC), plus a
+kube-controller-manager so that namespaces really finish deleting and garbage collection runs.
+No kubelet runs: Pods and Jobs are stored, never executed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleetflow.errors import FleetError
+from fleetflow.fleet import kubeconfig, pki, processes, readiness
+from fleetflow.fleet.binaries import Binaries
+from fleetflow.fleet.state import PROCESSES, ClusterRecord
+
+
+@dataclass(frozen=True)
+class ClusterPaths:
+    root: Path
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def etcd_data(self) -> Path:
+        return self.root / "etcd"
+
+    @property
+    def kcm_kubeconfig(self) -> Path:
+        return self.root / "controller-manager.kubeconfig"
+
+    def log(self, process: str) -> Path:
+        return self.root / "logs" / f"{process}.log"
+
+    @property
+    def marker(self) -> str:
+        """A string every one of this cluster's processes has on its command line."""
+        return str(self.root)
+
+
+def health(record: ClusterRecord, paths: ClusterPaths) -> dict[str, bool]:
+    """Which of the cluster's processes are running (and are ours)."""
+    return {p: processes.is_ours(record.pids.get(p), paths.marker) for p in PROCESSES}
+
+
+def api_ready(record: ClusterRecord, paths: ClusterPaths) -> tuple[bool, str]:
+    keys = pki.ClusterPKI(paths.pki)
+    if not record.api_port or not keys.complete():
+        return False, "never started"
+    context = readiness.tls_context(keys.serving_ca, keys.admin_cert, keys.admin_key)
+    return readiness.probe(f"{record.server}/readyz", context)
+
+
+def stop(record: ClusterRecord, paths: ClusterPaths) -> None:
+    """Stop the cluster's processes, newest first; data and certificates stay."""
+    for process in reversed(PROCESSES):
+        pid = record.pids.pop(process, None)
+        if pid:
+            processes.stop(pid, paths.marker)
+
+
+def _choose_ports(record: ClusterRecord) -> list[str]:
+    """Keep the previous ports when free (kubeconfigs stay valid); otherwise take new ones."""
+    notes = []
+    for attr in ("etcd_port", "etcd_peer_port", "api_port"):
+        port = getattr(record, attr)
+        if not port or processes.port_in_use(port):
+            if port:
+                notes.append(f"port {port} is taken")
+            setattr(record, attr, processes.free_port())
+    return notes
+
+
+def start(record: ClusterRecord, paths: ClusterPaths, binaries: Binaries) -> list[str]:
+    """Start etcd, kube-apiserver and kube-controller-manager; return notes for the user."""
+    notes = _choose_ports(record)
+    keys = pki.ensure(paths.pki, record.name)
+    paths.etcd_data.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def launch(process: str, argv: list[str]) -> None:
+        record.pids[process] = processes.start(argv, paths.log(process))
+
+    def alive(process: str) -> bool:
+        return processes.is_ours(record.pids.get(process), paths.marker)
+
+    try:
+        etcd_url = f"http://127.0.0.1:{record.etcd_port}"
+        peer_url = f"http://127.0.0.1:{record.etcd_peer_port}"
+        launch(
+            "etcd",
+            [
+                str(binaries["etcd"]),
+                "--name",
+                record.name,
+                "--data-dir",
+                str(paths.etcd_data),
+                "--listen-client-urls",
+                etcd_url,
+                "--advertise-client-urls",
+                etcd_url,
+                "--listen-peer-urls",
+                peer_url,
+                "--initial-advertise-peer-urls",
+                peer_url,
+                "--initial-cluster",
+                f"{record.name}={peer_url}",
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ],
+        )
+        readiness.wait_healthy(
+            f"{record.name}: etcd", f"{etcd_url}/health", lambda: alive("etcd"), paths.log("etcd")
+        )
+        launch(
+            "kube-apiserver",
+            [
+                str(binaries["kube-apiserver"]),
+                "--secure-port",
+                str(record.api_port),
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+                "--cert-dir",
+                str(paths.pki),
+                "--tls-cert-file",
+                str(keys.serving_cert),
+                "--tls-private-key-file",
+                str(keys.serving_key),
+                "--client-ca-file",
+                str(keys.client_ca),
+                "--etcd-servers",
+                etcd_url,
+                "--service-cluster-ip-range",
+                "10.0.0.0/24",
+                "--allow-privileged=true",
+                "--authorization-mode",
+                "RBAC",
+                "--disable-admission-plugins",
+                "ServiceAccount",
+                "--service-account-issuer",
+                f"{record.server}",
+                "--service-account-key-file",
+                str(keys.sa_pub),
+                "--service-account-signing-key-file",
+                str(keys.sa_key),
+                "--endpoint-reconciler-type",
+                "none",
+            ],
+        )
+        context = readiness.tls_context(keys.serving_ca, keys.admin_cert, keys.admin_key)
+        readiness.wait_healthy(
+            f"{record.name}: kube-apiserver",
+            f"{record.server}/readyz",
+            lambda: alive("kube-apiserver"),
+            paths.log("kube-apiserver"),
+            context,
+        )
+        kubeconfig.write(
+            paths.kcm_kubeconfig,
+            [kubeconfig.Entry(record.name, record.server, keys.serving_ca, keys.admin_cert, keys.admin_key)],
+        )
+        launch(
+            "kube-controller-manager",
+            [
+                str(binaries["kube-controller-manager"]),
+                "--kubeconfig",
+                str(paths.kcm_kubeconfig),
+                "--secure-port",
+                "0",
+                "--leader-elect=false",
+                "--cluster-name",
+                record.name,
+                "--service-account-private-key-file",
+                str(keys.sa_key),
+                "--root-ca-file",
+                str(keys.serving_ca),
+                "--cluster-signing-cert-file",
+                str(keys.client_ca),
+                "--cluster-signing-key-file",
+                str(keys.client_ca_key),
+                "--use-service-account-credentials=false",
+            ],
+        )
+        # The controller manager has no endpoint of its own here; its first visible work is
+        # the `default` ServiceAccount in the `default` namespace.
+        readiness.wait_healthy(
+            f"{record.name}: kube-controller-manager",
+            f"{record.server}/api/v1/namespaces/default/serviceaccounts/default",
+            lambda: alive("kube-controller-manager"),
+            paths.log("kube-controller-manager"),
+            context,
+        )
+    except FleetError:
+        stop(record, paths)
+        raise
+    return notes

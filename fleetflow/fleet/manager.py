@@ -1,0 +1,135 @@
+"""The local fleet as a whole: ``up``, ``status`` and ``down`` over several local clusters.
+
+``up`` is idempotent: a cluster whose processes all run and whose API answers is left alone.
+A stale cluster (some processes gone, pids that belong to somebody else, ports taken) is
+stopped, reported in one line and started again with its data and certificates kept.
+Clusters start in parallel; the kubeconfig is rewritten once at the end with every cluster.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from fleetflow import config
+from fleetflow.errors import FleetError, UsageError
+from fleetflow.fleet import cluster, kubeconfig, pki
+from fleetflow.fleet.binaries import Binaries
+from fleetflow.fleet.state import ClusterRecord, FleetState
+
+DEFAULT_CLUSTERS = ("mgmt", "service-cluster", "workload-cluster")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    name: str
+    state: str  # Running, Stopped, Degraded
+    endpoint: str
+    detail: str
+
+
+def validate_names(names: Iterable[str]) -> list[str]:
+    result: list[str] = []
+    for name in names:
+        if not _DNS1123_LABEL.match(name):
+            raise UsageError(
+                f"invalid cluster name {name!r}: must be a DNS-1123 label "
+                "(lowercase letters, digits and '-', at most 63 characters)"
+            )
+        if name not in result:
+            result.append(name)
+    if not result:
+        raise UsageError("no cluster names given")
+    return result
+
+
+class Fleet:
+    """The local fleet rooted at ``$FLEETFLOW_HOME/fleet``."""
+
+    def __init__(self) -> None:
+        self.root = config.fleet_dir()
+        self.state_path = self.root / "state.json"
+        self.kubeconfig_path = config.fleet_kubeconfig()
+
+    def paths(self, name: str) -> cluster.ClusterPaths:
+        return cluster.ClusterPaths(self.root / "clusters" / name)
+
+    def up(self, names: Iterable[str], binaries: Binaries, progress: Progress) -> FleetState:
+        wanted = validate_names(names)
+        state = FleetState.load(self.state_path)
+        records = [state.clusters.setdefault(n, ClusterRecord(n)) for n in wanted]
+        errors: list[str] = []
+        try:
+            with ThreadPoolExecutor(max_workers=len(records)) as pool:
+                futures = [pool.submit(self._up_one, r, binaries, progress) for r in records]
+                for future in futures:
+                    try:
+                        future.result()
+                    except FleetError as exc:
+                        errors.append(str(exc))
+        finally:
+            state.save(self.state_path)
+            self._write_kubeconfig(state, current=wanted[0])
+        if errors:
+            raise FleetError("; ".join(errors))
+        return state
+
+    def _up_one(self, record: ClusterRecord, binaries: Binaries, progress: Progress) -> None:
+        paths = self.paths(record.name)
+        running = cluster.health(record, paths)
+        if all(running.values()):
+            ready, _ = cluster.api_ready(record, paths)
+            if ready:
+                progress(f"{record.name}: already running at {record.server}")
+                return
+        if record.pids:
+            gone = [p for p, ok in running.items() if not ok]
+            reason = f"{', '.join(gone)} not running" if gone else "API server not answering"
+            progress(f"{record.name}: recovering stale state ({reason}); restarting")
+            cluster.stop(record, paths)
+        notes = cluster.start(record, paths, binaries)
+        for note in notes:
+            progress(f"{record.name}: {note}; using a new port")
+        progress(f"{record.name}: ready at {record.server}")
+
+    def status(self) -> list[ClusterStatus]:
+        state = FleetState.load(self.state_path)
+        result = []
+        for name, record in sorted(state.clusters.items()):
+            paths = self.paths(name)
+            running = cluster.health(record, paths)
+            if not any(running.values()):
+                result.append(ClusterStatus(name, "Stopped", record.server, "no process running"))
+                continue
+            ready, detail = cluster.api_ready(record, paths)
+            down = [p for p, ok in running.items() if not ok]
+            if ready and not down:
+                result.append(ClusterStatus(name, "Running", record.server, "ready"))
+            else:
+                why = f"{', '.join(down)} not running" if down else f"API not ready: {detail}"
+                result.append(ClusterStatus(name, "Degraded", record.server, why))
+        return result
+
+    def down(self, progress: Progress) -> None:
+        state = FleetState.load(self.state_path)
+        for name, record in sorted(state.clusters.items()):
+            if record.pids:
+                cluster.stop(record, self.paths(name))
+                progress(f"{name}: stopped")
+        state.save(self.state_path)
+
+    def _write_kubeconfig(self, state: FleetState, current: str) -> None:
+        entries = []
+        for name, record in sorted(state.clusters.items()):
+            keys = pki.ClusterPKI(self.paths(name).pki)
+            if record.api_port and keys.complete():
+                entries.append(
+                    kubeconfig.Entry(name, record.server, keys.serving_ca, keys.admin_cert, keys.admin_key)
+                )
+        if entries:
+            kubeconfig.write(self.kubeconfig_path, entries, current=current)

@@ -1,0 +1,109 @@
+"""Start, recognise and stop the fleet's long-running processes.
+
+Processes are started in their own session so they outlive the CLI that started them. A pid
+from the state file is trusted only if ``/proc/<pid>/cmdline`` still names the cluster's own
+directory: after a reboot or a crash the pid may belong to somebody else, and we never signal
+a process we did not start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+_allocated: set[int] = set()
+_allocated_lock = threading.Lock()
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on, never handed out twice by this process."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        with _allocated_lock:
+            if port not in _allocated:
+                _allocated.add(port)
+                return port
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def start(argv: list[str], log: Path) -> int:
+    """Start ``argv`` detached, appending its output to ``log``; return its pid."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    return proc.pid
+
+
+def is_ours(pid: int | None, marker: str) -> bool:
+    """True if ``pid`` runs and its command line mentions ``marker`` (the cluster directory)."""
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z":  # a zombie is dead for our purposes
+        _reap(pid)
+        return False
+    return marker.encode() in cmdline
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    """Block until ``pid`` exits (a pidfd becomes readable), at most ``timeout`` seconds."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+    _reap(pid)
+    return bool(ready)
+
+
+def stop(pid: int, marker: str, timeout: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds; no-op unless the process is ours."""
+    if not is_ours(pid, marker):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    if _wait_exit(pid, timeout):
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    _wait_exit(pid, timeout)

@@ -1,0 +1,55 @@
+"""The local fleet's state file: which clusters exist, their ports and their processes' pids.
+
+One JSON file under ``$FLEETFLOW_HOME/fleet``; written atomically, so a crash while writing it
+leaves the previous state, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fleetflow.errors import FleetError
+
+PROCESSES = ("etcd", "kube-apiserver", "kube-controller-manager")
+
+
+@dataclass
+class ClusterRecord:
+    name: str
+    etcd_port: int = 0
+    etcd_peer_port: int = 0
+    api_port: int = 0
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+
+@dataclass
+class FleetState:
+    clusters: dict[str, ClusterRecord] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> FleetState:
+        if not path.exists():
+            return cls()
+        try:
+            raw = json.loads(path.read_text())
+            clusters = {name: ClusterRecord(**rec) for name, rec in raw.get("clusters", {}).items()}
+        except (ValueError, TypeError) as exc:
+            raise FleetError(
+                f"fleet state {path} is unreadable ({exc}); run 'fleetflow fleet down' "
+                "and remove it to start over"
+            ) from exc
+        return cls(clusters)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        body = {"clusters": {name: asdict(rec) for name, rec in sorted(self.clusters.items())}}
+        tmp.write_text(json.dumps(body, indent=2) + "\n")
+        os.replace(tmp, path)

@@ -1,0 +1,211 @@
+"""One client per cluster, reused: server-side apply, get, list, delete and watch-based wait.
+
+``client_for(context)`` builds the client once per (kubeconfig file, context) and hands out the
+same one afterwards; a rewritten kubeconfig (new port after a fleet restart) yields a new one.
+Every call translates the client library's failures into :mod:`fleetflow.errors`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.config.config_exception import ConfigException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+from kubernetes.dynamic.resource import Resource
+
+from fleetflow import config
+from fleetflow.errors import APINotFoundError, ConfigError, FleetflowError
+from fleetflow.kube.errors import api_errors
+from fleetflow.kube.kubeconfig import contexts
+from fleetflow.kube.types import FIELD_MANAGER, Body
+
+Predicate = Callable[[dict[str, Any] | None], bool]
+
+
+class WaitTimeoutError(FleetflowError):
+    """A wait ran out of time; the message says what was awaited and what was last seen."""
+
+
+class KubeClient:
+    """API access to one cluster (one kubeconfig context)."""
+
+    def __init__(self, api: k8s.ApiClient, context: str) -> None:
+        self.api = api
+        self.context = context
+        self._dynamic: DynamicClient | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def dynamic(self) -> DynamicClient:
+        with self._lock:
+            if self._dynamic is None:
+                with api_errors(f"discover APIs of {self.context}"):
+                    self._dynamic = DynamicClient(self.api)
+            return self._dynamic
+
+    def resource(self, api_version: str, kind: str) -> Resource:
+        with api_errors(f"look up {kind}.{api_version} in {self.context}"):
+            try:
+                return self.dynamic.resources.get(api_version=api_version, kind=kind)
+            except ResourceNotFoundError:
+                raise APINotFoundError(
+                    f"{self.context} does not serve {kind} ({api_version}); is its CRD installed?",
+                    status=404,
+                ) from None
+
+    def version(self) -> dict[str, Any]:
+        with api_errors(f"read /version of {self.context}"):
+            info = k8s.VersionApi(self.api).get_code()
+        return {"gitVersion": info.git_version, "platform": info.platform}
+
+    def apply(self, body: Body | dict[str, Any], *, force: bool = True) -> dict[str, Any]:
+        """Server-side apply ``body`` with field manager ``fleetflow``; return the live object."""
+        meta = body["metadata"]
+        what = _describe(body["kind"], meta.get("name", "?"), meta.get("namespace"))
+        resource = self.resource(body["apiVersion"], body["kind"])
+        with api_errors(f"apply {what} in {self.context}"):
+            live = resource.server_side_apply(
+                body=dict(body),
+                namespace=meta.get("namespace"),
+                field_manager=FIELD_MANAGER,
+                force_conflicts=force,
+            )
+        return dict(live.to_dict())
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+        resource = self.resource(api_version, kind)
+        with api_errors(f"get {_describe(kind, name, namespace)} in {self.context}"):
+            return dict(resource.get(name=name, namespace=namespace).to_dict())
+
+    def get_or_none(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> dict[str, Any] | None:
+        try:
+            return self.get(api_version, kind, name, namespace)
+        except APINotFoundError:
+            return None
+
+    def list(
+        self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """(items, resourceVersion) so that a watch can resume exactly after the list."""
+        resource = self.resource(api_version, kind)
+        with api_errors(f"list {kind} in {self.context}"):
+            result = resource.get(namespace=namespace, label_selector=label_selector).to_dict()
+        return list(result.get("items") or []), str(result["metadata"].get("resourceVersion", ""))
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        """Delete; False if it was already gone."""
+        resource = self.resource(api_version, kind)
+        try:
+            with api_errors(f"delete {_describe(kind, name, namespace)} in {self.context}"):
+                resource.delete(name=name, namespace=namespace)
+        except APINotFoundError:
+            return False
+        return True
+
+    def wait(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        predicate: Predicate,
+        *,
+        timeout: float,
+        awaiting: str,
+    ) -> dict[str, Any] | None:
+        """Watch one object until ``predicate(obj)`` holds (``obj`` is None once it is gone).
+
+        Lists first (the object may already be there), then watches from that resourceVersion,
+        relisting if the watch expires; raises WaitTimeoutError naming ``awaiting``.
+        """
+        resource = self.resource(api_version, kind)
+        deadline = time.monotonic() + timeout
+        what = _describe(kind, name, namespace)
+        selector = f"metadata.name={name}"
+        last: dict[str, Any] | None = None
+        while True:
+            with api_errors(f"list {what} in {self.context}"):
+                listed = resource.get(namespace=namespace, field_selector=selector).to_dict()
+            items = listed.get("items") or []
+            last = items[0] if items else None
+            if predicate(last):
+                return last
+            version = listed["metadata"]["resourceVersion"]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            with api_errors(f"watch {what} in {self.context}"):
+                for event in self.dynamic.watch(
+                    resource,
+                    namespace=namespace,
+                    field_selector=selector,
+                    resource_version=version,
+                    timeout=max(1, int(remaining)),
+                ):
+                    if event["type"] == "ERROR":
+                        break  # typically 410 Gone: relist and watch again
+                    last = None if event["type"] == "DELETED" else dict(event["raw_object"])
+                    if predicate(last):
+                        return last
+            if time.monotonic() >= deadline:
+                break
+        state = (
+            "absent"
+            if last is None
+            else f"last seen resourceVersion {last['metadata'].get('resourceVersion')}"
+        )
+        raise WaitTimeoutError(
+            f"timed out after {timeout:.0f}s waiting for {awaiting} ({what} in {self.context}: {state})"
+        )
+
+
+def _describe(kind: str, name: str, namespace: str | None) -> str:
+    return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+
+
+_clients: dict[tuple[str, str, int], KubeClient] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for(context: str, kubeconfig: str | Path | None = None) -> KubeClient:
+    """The shared client for ``context`` (kubeconfig chosen as :func:`config.resolve_kubeconfig`)."""
+    choice = config.resolve_kubeconfig(kubeconfig)
+    path = choice.path
+    known = contexts(path)  # raises a clear ConfigError for a missing or malformed file
+    if context not in known:
+        raise ConfigError(
+            f"context {context!r} not found in kubeconfig {path} (from {choice.source}); "
+            f"it has: {', '.join(known) or 'no contexts'}"
+        )
+    key = (str(path.resolve()), context, path.stat().st_mtime_ns)
+    with _clients_lock:
+        cached = _clients.get(key)
+        if cached is not None:
+            return cached
+        try:
+            api = k8s_config.new_client_from_config(
+                config_file=str(path), context=context, persist_config=False
+            )
+        except (ConfigException, ValueError, TypeError, KeyError) as exc:
+            # The library's message may quote the file; name the problem without its content.
+            raise ConfigError(
+                f"kubeconfig {path} context {context!r} is unusable ({type(exc).__name__})"
+            ) from None
+        client = KubeClient(api, context)
+        _clients[key] = client
+        return client
+
+
+def forget_clients() -> None:
+    """Drop cached clients (after a fleet restart in tests)."""
+    with _clients_lock:
+        _clients.clear()

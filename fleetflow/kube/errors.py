@@ -1,0 +1,72 @@
+"""Translate the kubernetes client's exceptions into fleetflow's error tree.
+
+Status codes decide the class: 409 and 429 and 5xx are temporary (retry with backoff), other
+4xx are permanent. Connection failures are temporary. Messages keep the API server's own
+reason, which is what a user needs to fix a rejected object.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import urllib3.exceptions
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import DynamicApiError
+
+from fleetflow.errors import (
+    APIConflictError,
+    APIError,
+    APIForbiddenError,
+    APIInvalidError,
+    APINotFoundError,
+    APIUnavailableError,
+    PermanentError,
+)
+
+
+def _server_message(body: object) -> tuple[str, str]:
+    if isinstance(body, bytes):
+        body = body.decode(errors="replace")
+    try:
+        status = json.loads(body) if isinstance(body, str) else {}
+    except ValueError:
+        return str(body)[:300], ""
+    if not isinstance(status, dict):
+        return "", ""
+    return str(status.get("message", "")), str(status.get("reason", ""))
+
+
+def translate(exc: Exception, action: str) -> APIError:
+    if isinstance(exc, DynamicApiError | ApiException):
+        code, body = exc.status, exc.body
+    else:
+        return APIUnavailableError(f"{action}: cannot reach the API server ({type(exc).__name__})")
+    message, reason = _server_message(body)
+    text = f"{action}: {message or reason or f'HTTP {code}'}"
+    cls: type[APIError]
+    if code == 404:
+        cls = APINotFoundError
+    elif code in (401, 403):
+        cls = APIForbiddenError
+    elif code in (400, 422):
+        cls = APIInvalidError
+    elif code == 409:
+        cls = APIConflictError
+    elif code == 429 or (code is not None and code >= 500):
+        cls = APIUnavailableError
+    else:
+        cls = PermanentError
+    return cls(text, status=code, reason=reason)
+
+
+@contextmanager
+def api_errors(action: str) -> Iterator[None]:
+    """Re-raise client exceptions as fleetflow API errors describing ``action``."""
+    try:
+        yield
+    except (ApiException, DynamicApiError) as exc:
+        raise translate(exc, action) from None
+    except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
+        raise translate(exc, action) from None

@@ -1,0 +1,29 @@
+"""Shared fixtures.
+
+Every test runs with ``KUBECONFIG`` and all ``PREFECT_*`` variables cleared and its own
+``FLEETFLOW_HOME``, so no test can touch a developer's real clusters, Prefect server or fleet.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    for name in list(os.environ):
+        if name.startswith("PREFECT_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("FLEETFLOW_HOME", str(tmp_path / "fleetflow-home"))
+
+
+@pytest.fixture(scope="session")
+def session_env() -> Iterator[pytest.MonkeyPatch]:
+    patch = pytest.MonkeyPatch()
+    yield patch
+    patch.undo()

@@ -1,0 +1,49 @@
+"""The layers of the guide hold: flows -> tasks -> fleetflow, and only fleetflow.kube imports kubernetes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_import_contracts_hold() -> None:
+    lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    assert lint, "lint-imports (import-linter) is not installed next to this Python"
+    proc = subprocess.run([lint, "--no-cache"], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 broken" in proc.stdout
+
+
+def test_public_error_names_are_pinned() -> None:
+    import fleetflow.errors as errors
+
+    public = sorted(n for n, v in vars(errors).items() if isinstance(v, type) and not n.startswith("_"))
+    assert public == sorted(
+        [
+            "FleetflowError",
+            "UsageError",
+            "ConfigError",
+            "BootstrapError",
+            "FleetError",
+            "APIError",
+            "PermanentError",
+            "TemporaryError",
+            "APINotFoundError",
+            "APIForbiddenError",
+            "APIInvalidError",
+            "APIConflictError",
+            "APIUnavailableError",
+        ]
+    )
+    assert issubclass(errors.APIConflictError, errors.TemporaryError)
+    assert issubclass(errors.APIInvalidError, errors.PermanentError)
+
+
+def test_kube_public_names_are_pinned() -> None:
+    import fleetflow.kube as kube
+
+    assert sorted(kube.__all__) == ["KubeClient", "client_for", "contexts", "forget_clients"]
