@@ -84,7 +84,7 @@ def start(record: ClusterRecord, paths: ClusterPaths, binaries: Binaries) -> lis
         record.pids[process] = processes.start(argv, paths.log(process))
 
     def alive(process: str) -> bool:
-        return processes.is_ours(record.pids.get(process), paths.marker)
+        return processes.child_running(record.pids[process])
 
     try:
         etcd_url = f"http://127.0.0.1:{record.etcd_port}"

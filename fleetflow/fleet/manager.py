@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from fleetflow import config
 from fleetflow.errors import FleetError, UsageError
@@ -51,10 +52,10 @@ def validate_names(names: Iterable[str]) -> list[str]:
 class Fleet:
     """The local fleet rooted at ``$FLEETFLOW_HOME/fleet``."""
 
-    def __init__(self) -> None:
-        self.root = config.fleet_dir()
+    def __init__(self, home: Path | None = None) -> None:
+        self.root = home / "fleet" if home else config.fleet_dir()
         self.state_path = self.root / "state.json"
-        self.kubeconfig_path = config.fleet_kubeconfig()
+        self.kubeconfig_path = self.root / config.fleet_kubeconfig().name
 
     def paths(self, name: str) -> cluster.ClusterPaths:
         return cluster.ClusterPaths(self.root / "clusters" / name)

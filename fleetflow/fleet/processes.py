@@ -13,7 +13,6 @@ import os
 import select
 import signal
 import socket
-import subprocess
 import threading
 from pathlib import Path
 
@@ -44,18 +43,35 @@ def port_in_use(port: int) -> bool:
 
 
 def start(argv: list[str], log: Path) -> int:
-    """Start ``argv`` detached, appending its output to ``log``; return its pid."""
+    """Start ``argv`` in its own session, appending its output to ``log``; return its pid."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    try:
+        return os.posix_spawn(
+            argv[0],
             argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
+            dict(os.environ),
+            setsid=True,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, devnull, 0),
+                (os.POSIX_SPAWN_DUP2, out, 1),
+                (os.POSIX_SPAWN_DUP2, out, 2),
+            ],
         )
-    return proc.pid
+    finally:
+        os.close(out)
+        os.close(devnull)
+
+
+def child_running(pid: int) -> bool:
+    """For a child we just started: still running? (Until it has exec'd, its ``/proc``
+    command line is still ours, so :func:`is_ours` cannot tell yet.)"""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return done == 0
 
 
 def is_ours(pid: int | None, marker: str) -> bool:

@@ -79,6 +79,21 @@ class KubeClient:
             )
         return dict(live.to_dict())
 
+    def apply_status(self, body: Body | dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply of the ``status`` subresource (field manager ``fleetflow``)."""
+        meta = body["metadata"]
+        what = _describe(body["kind"], meta.get("name", "?"), meta.get("namespace"))
+        resource = self.resource(body["apiVersion"], body["kind"])
+        with api_errors(f"apply status of {what} in {self.context}"):
+            live = resource.status.server_side_apply(
+                body=dict(body),
+                name=meta["name"],
+                namespace=meta.get("namespace"),
+                field_manager=FIELD_MANAGER,
+                force_conflicts=True,
+            )
+        return dict(live.to_dict())
+
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
         resource = self.resource(api_version, kind)
         with api_errors(f"get {_describe(kind, name, namespace)} in {self.context}"):

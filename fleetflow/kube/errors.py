@@ -38,6 +38,9 @@ def _server_message(body: object) -> tuple[str, str]:
     return str(status.get("message", "")), str(status.get("reason", ""))
 
 
+_TYPED_PATCH_FAILURE = "failed to create typed patch object"
+
+
 def translate(exc: Exception, action: str) -> APIError:
     if isinstance(exc, DynamicApiError | ApiException):
         code, body = exc.status, exc.body
@@ -46,7 +49,11 @@ def translate(exc: Exception, action: str) -> APIError:
     message, reason = _server_message(body)
     text = f"{action}: {message or reason or f'HTTP {code}'}"
     cls: type[APIError]
-    if code == 404:
+    if code == 500 and message.startswith(_TYPED_PATCH_FAILURE):
+        # Server-side apply answers 500 when the body does not fit the schema (a string
+        # where an integer belongs); retrying cannot fix the body, so it is invalid input.
+        cls, code = APIInvalidError, 422
+    elif code == 404:
         cls = APINotFoundError
     elif code in (401, 403):
         cls = APIForbiddenError

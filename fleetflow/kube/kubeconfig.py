@@ -5,6 +5,8 @@ Errors name the file and the context, never the file's content (it holds credent
 
 from __future__ import annotations
 
+import base64
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -28,3 +30,48 @@ def load(path: Path) -> dict[str, Any]:
 def contexts(path: Path) -> list[str]:
     """Names of the contexts in ``path``."""
     return [c["name"] for c in load(path)["contexts"] if isinstance(c, dict) and "name" in c]
+
+
+def _embed(entry: dict[str, Any], base: Path, field: str) -> None:
+    """Replace a file reference (``certificate-authority``) with its ``-data`` form."""
+    ref = entry.pop(field, None)
+    if ref and f"{field}-data" not in entry:
+        path = Path(ref) if Path(ref).is_absolute() else base / ref
+        try:
+            entry[f"{field}-data"] = base64.b64encode(path.read_bytes()).decode()
+        except OSError:
+            raise ConfigError(f"kubeconfig refers to {field} file {path}, which cannot be read") from None
+
+
+def _named(items: object, name: str, what: str, path: Path) -> dict[str, Any]:
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and item.get("name") == name and isinstance(item.get(what), dict):
+            return copy.deepcopy(item)
+    raise ConfigError(f"kubeconfig {path} is malformed: no {what} named {name!r}")
+
+
+def extract(path: Path, context: str) -> dict[str, Any]:
+    """A self-contained kubeconfig holding only ``context``, with file references embedded."""
+    raw = load(path)
+    ctx = next((c for c in raw["contexts"] if isinstance(c, dict) and c.get("name") == context), None)
+    if ctx is None:
+        names = ", ".join(str(c.get("name")) for c in raw["contexts"] if isinstance(c, dict))
+        raise ConfigError(f"context {context!r} not found in kubeconfig {path}; it has: {names or 'none'}")
+    spec = ctx.get("context") or {}
+    if not isinstance(spec, dict) or not spec.get("cluster") or not spec.get("user"):
+        raise ConfigError(f"kubeconfig {path} is malformed: context {context!r} lacks cluster or user")
+    cluster = _named(raw.get("clusters"), spec["cluster"], "cluster", path)
+    user = _named(raw.get("users"), spec["user"], "user", path)
+    if not cluster["cluster"].get("server"):
+        raise ConfigError(f"kubeconfig {path} is malformed: cluster {spec['cluster']!r} has no server")
+    _embed(cluster["cluster"], path.parent, "certificate-authority")
+    _embed(user["user"], path.parent, "client-certificate")
+    _embed(user["user"], path.parent, "client-key")
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [user],
+        "contexts": [{"name": context, "context": {**spec}}],
+        "current-context": context,
+    }

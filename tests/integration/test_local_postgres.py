@@ -1,0 +1,237 @@
+"""A real PostgreSQL server from Debian's packages: lifecycle, idempotent databases, credentials.
+
+Tests that need the server are marked ``integration``; name validation and binary lookup are not.
+"""
+
+from __future__ import annotations
+
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fleetflow.errors import BootstrapError, FleetError, UsageError
+from fleetflow.fleet import postgres
+from fleetflow.fleet.postgres import Endpoint, LocalPostgres, find_bindir, run_psql
+
+
+def _eventually(condition: Callable[[], bool], awaited: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {awaited}")
+        time.sleep(0.05)
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _sql(endpoint: Endpoint, sql: str, user: str, password: str, dbname: str) -> str:
+    return run_psql(find_bindir() / "psql", endpoint, sql, user=user, password=password, dbname=dbname)
+
+
+@pytest.fixture
+def server() -> Iterator[LocalPostgres]:
+    """A server of its own under this test's FLEETFLOW_HOME; destroyed afterwards."""
+    pg = LocalPostgres(postgres.default_root())
+    try:
+        yield pg
+    finally:
+        pg.destroy()
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalPostgres, Endpoint]]:
+    """One started server shared by the database tests of this module."""
+    pg = LocalPostgres(tmp_path_factory.mktemp("postgres") / "pg")
+    try:
+        yield pg, pg.start()
+    finally:
+        pg.destroy()
+
+
+@pytest.mark.integration
+def test_start_is_idempotent_and_stop_stops(server: LocalPostgres) -> None:
+    messages: list[str] = []
+    server = LocalPostgres(server.root, progress=messages.append)
+    assert server.status().state == "Absent"
+
+    endpoint = server.start()
+    assert endpoint.host == "127.0.0.1"
+    status = server.status()
+    assert status.state == "Running"
+    assert status.endpoint == endpoint
+    assert any("initialised PostgreSQL" in m for m in messages)
+
+    assert server.start() == endpoint
+    assert server.status().pid == status.pid
+
+    password_file = server.root / "superuser-password"
+    assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+    superuser = password_file.read_text().strip()
+    assert _sql(endpoint, "SHOW listen_addresses", "postgres", superuser, "postgres") == "127.0.0.1"
+    assert (server.root / "port").read_text().strip() == str(endpoint.port)
+
+    server.stop()
+    assert server.status().state == "Stopped"
+    _eventually(lambda: not _accepts(endpoint.port), f"port {endpoint.port} to stop accepting connections")
+    server.stop()  # no-op
+
+    assert server.start().port == endpoint.port  # the previous port, still free
+    server.stop()
+
+
+@pytest.mark.integration
+def test_stale_pidfile_is_recovered(server: LocalPostgres) -> None:
+    server.start()
+    server.stop()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    pidfile = server.data_dir / "postmaster.pid"
+    pidfile.write_text(f"{dead.pid}\n{server.data_dir}\n0\n5432\n\n127.0.0.1\n0 0\nready   \n")
+
+    status = server.status()
+    assert status.state == "Stopped"
+    assert "stale postmaster.pid" in status.detail
+
+    endpoint = server.start()
+    assert server.status().state == "Running"
+    superuser = (server.root / "superuser-password").read_text().strip()
+    assert _sql(endpoint, "SELECT 1", "postgres", superuser, "postgres") == "1"
+
+
+@pytest.mark.integration
+def test_ensure_database_is_idempotent_and_usable(running: tuple[LocalPostgres, Endpoint]) -> None:
+    pg, endpoint = running
+    password = pg.ensure_database("todo_app", "todo")
+    assert pg.ensure_database("todo_app", "todo") == password
+
+    out = _sql(endpoint, "CREATE TABLE todo (id bigint primary key); SELECT 1;", "todo_app", password, "todo")
+    assert out == "1"
+    assert _sql(endpoint, "SELECT count(*) FROM todo", "todo_app", password, "todo") == "0"
+
+    stored = pg.root / "roles" / "todo_app.password"
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    assert password not in pg.log_file.read_text()
+
+    with pytest.raises(FleetError, match="password authentication failed") as info:
+        _sql(endpoint, "SELECT 1", "todo_app", "not-the-password", "todo")
+    assert "not-the-password" not in str(info.value)
+
+    pg.drop_database("todo_app", "todo")
+    with pytest.raises(FleetError, match="password authentication failed"):
+        _sql(endpoint, "SELECT 1", "todo_app", password, "todo")
+    superuser = (pg.root / "superuser-password").read_text().strip()
+    assert (
+        _sql(
+            endpoint,
+            "SELECT count(*) FROM pg_database WHERE datname = 'todo'",
+            "postgres",
+            superuser,
+            "postgres",
+        )
+        == "0"
+    )
+    assert not stored.exists()
+    pg.drop_database("todo_app", "todo")  # idempotent
+
+
+@pytest.mark.integration
+def test_rotate_sets_a_new_password(running: tuple[LocalPostgres, Endpoint]) -> None:
+    pg, endpoint = running
+    old = pg.ensure_database("rot", "rotdb")
+    new = pg.ensure_database("rot", "rotdb", rotate=True)
+    assert new != old
+    assert _sql(endpoint, "SELECT current_user", "rot", new, "rotdb") == "rot"
+    with pytest.raises(FleetError, match="password authentication failed"):
+        _sql(endpoint, "SELECT 1", "rot", old, "rotdb")
+    assert pg.ensure_database("rot", "rotdb") == new
+    pg.drop_database("rot", "rotdb")
+
+
+@pytest.mark.integration
+def test_role_with_unknown_password_needs_rotate(running: tuple[LocalPostgres, Endpoint]) -> None:
+    pg, endpoint = running
+    pg.ensure_database("lost", "lostdb")
+    (pg.root / "roles" / "lost.password").unlink()
+    with pytest.raises(FleetError, match="rotate=True"):
+        pg.ensure_database("lost", "lostdb")
+    password = pg.ensure_database("lost", "lostdb", rotate=True)
+    assert _sql(endpoint, "SELECT 1", "lost", password, "lostdb") == "1"
+    pg.drop_database("lost", "lostdb")
+
+
+@pytest.mark.integration
+def test_databases_are_private_to_their_owner(running: tuple[LocalPostgres, Endpoint]) -> None:
+    pg, endpoint = running
+    a = pg.ensure_database("tenant_a", "db_a")
+    pg.ensure_database("tenant_b", "db_b")
+    with pytest.raises(FleetError, match="permission denied"):
+        _sql(endpoint, "SELECT 1", "tenant_a", a, "db_b")
+    pg.drop_database("tenant_a", "db_a")
+    pg.drop_database("tenant_b", "db_b")
+
+
+def test_database_calls_need_a_running_server(tmp_path: Path) -> None:
+    with pytest.raises(FleetError, match="not running"):
+        LocalPostgres(tmp_path / "pg").ensure_database("app", "app")
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [
+        ("role", "App"),
+        ("role", "a-b"),
+        ("role", 'x"; DROP ROLE postgres; --'),
+        ("role", "1abc"),
+        ("role", "a" * 64),
+        ("role", "pg_monitor"),
+        ("role", "postgres"),
+        ("database", "template1"),
+        ("database", ""),
+    ],
+)
+def test_names_are_validated(tmp_path: Path, kind: str, name: str) -> None:
+    pg = LocalPostgres(tmp_path / "pg")
+    role, dbname = (name, "ok") if kind == "role" else ("ok", name)
+    with pytest.raises(UsageError, match=f"invalid {kind} name"):
+        pg.ensure_database(role, dbname)
+    with pytest.raises(UsageError, match=f"invalid {kind} name"):
+        pg.drop_database(role, dbname)
+
+
+def test_missing_binaries_say_how_to_install(tmp_path: Path) -> None:
+    (tmp_path / "15" / "bin").mkdir(parents=True)
+    with pytest.raises(BootstrapError, match="apt-get install postgresql"):
+        find_bindir(tmp_path)
+
+
+def test_newest_version_wins(tmp_path: Path) -> None:
+    for version in ("9.6", "15", "16", "notaversion"):
+        bindir = tmp_path / version / "bin"
+        bindir.mkdir(parents=True)
+        for tool in ("initdb", "pg_ctl", "postgres", "psql"):
+            (bindir / tool).touch()
+    assert find_bindir(tmp_path) == tmp_path / "16" / "bin"
+    assert find_bindir(tmp_path, version="15") == tmp_path / "15" / "bin"
+
+
+def test_unsafe_root_path_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="characters"):
+        LocalPostgres(tmp_path / 'a"$b')
+
+
+def test_scram_verifier_has_postgres_format() -> None:
+    verifier = postgres.scram_verifier("pencil", salt=b"0123456789abcdef")
+    head, keys = verifier.split("$", 1)[1].split("$")
+    assert verifier.startswith("SCRAM-SHA-256$4096:")
+    assert head == "4096:MDEyMzQ1Njc4OWFiY2RlZg=="
+    assert len(keys.split(":")) == 2
+    assert "pencil" not in verifier
