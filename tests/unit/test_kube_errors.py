@@ -62,8 +62,11 @@ def test_malformed_kubeconfig_error_does_not_quote_its_content(tmp_path: Path) -
 
 
 def test_server_side_apply_schema_failure_is_invalid_not_retried() -> None:
-    exc = _api_exception(500, "failed to create typed patch object (ns/d; apps/v1, Kind=Deployment): "
-                              ".spec.replicas: expected numeric (int or float), got string")
+    exc = _api_exception(
+        500,
+        "failed to create typed patch object (ns/d; apps/v1, Kind=Deployment): "
+        ".spec.replicas: expected numeric (int or float), got string",
+    )
     err = translate(exc, "apply d")
     assert type(err) is errors.APIInvalidError
     assert not isinstance(err, errors.TemporaryError)
