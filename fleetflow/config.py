@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleetflow.errors import ConfigError
+
 
 def home() -> Path:
     """fleetflow's state directory."""
@@ -59,3 +61,54 @@ def resolve_kubeconfig(explicit: str | os.PathLike[str] | None = None) -> Kubeco
     if local.exists():
         return KubeconfigChoice(local, "local fleet")
     return KubeconfigChoice(Path.home() / ".kube" / "config", "default")
+
+
+MGMT_CONTEXT_ENV = "FLEETFLOW_MGMT_CONTEXT"
+
+
+def settings_file() -> Path:
+    return home() / "config.yaml"
+
+
+def _read_settings() -> dict[str, str]:
+    import yaml
+
+    path = settings_file()
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        raise ConfigError(f"settings file {path} is not valid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"settings file {path} must hold a mapping")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def save_setting(key: str, value: str) -> Path:
+    """Store one setting in ``$FLEETFLOW_HOME/config.yaml`` (written atomically)."""
+    import yaml
+
+    data = _read_settings()
+    data[key] = value
+    path = settings_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=True))
+    tmp.replace(path)
+    return path
+
+
+def mgmt_context(explicit: str | None = None) -> str:
+    """The management cluster's kubeconfig context: flag, then env, then the settings file."""
+    if explicit:
+        return explicit
+    if os.environ.get(MGMT_CONTEXT_ENV):
+        return os.environ[MGMT_CONTEXT_ENV]
+    stored = _read_settings().get("mgmtContext")
+    if stored:
+        return stored
+    raise ConfigError(
+        f"no management cluster configured: pass --mgmt-context, set {MGMT_CONTEXT_ENV}, "
+        "or run 'fleetflow init --mgmt-context CONTEXT'"
+    )

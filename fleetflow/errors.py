@@ -75,5 +75,9 @@ class APIConflictError(TemporaryError):
     """409 Conflict."""
 
 
+class APIGoneError(TemporaryError):
+    """410 Gone: the resourceVersion a watch resumed from was compacted away; relist."""
+
+
 class APIUnavailableError(TemporaryError):
     """The API server could not be reached, or answered 5xx/429."""

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over the fleetflow core that add retries, caching and result policy."""

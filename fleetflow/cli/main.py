@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from fleetflow import __version__
-from fleetflow.cli import fleet
+from fleetflow.cli import cluster, fleet
 from fleetflow.errors import FleetflowError, UsageError
 
 
@@ -23,6 +23,7 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--version", action="version", version=f"fleetflow {__version__}")
     sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fleet.register(sub)
+    cluster.register(sub)
     return root
 
 

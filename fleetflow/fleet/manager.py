@@ -8,7 +8,6 @@ Clusters start in parallel; the kubeconfig is rewritten once at the end with eve
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,9 +18,9 @@ from fleetflow.errors import FleetError, UsageError
 from fleetflow.fleet import cluster, kubeconfig, pki
 from fleetflow.fleet.binaries import Binaries
 from fleetflow.fleet.state import ClusterRecord, FleetState
+from fleetflow.labels import validate_dns_label
 
 DEFAULT_CLUSTERS = ("mgmt", "service-cluster", "workload-cluster")
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 Progress = Callable[[str], None]
 
@@ -37,11 +36,7 @@ class ClusterStatus:
 def validate_names(names: Iterable[str]) -> list[str]:
     result: list[str] = []
     for name in names:
-        if not _DNS1123_LABEL.match(name):
-            raise UsageError(
-                f"invalid cluster name {name!r}: must be a DNS-1123 label "
-                "(lowercase letters, digits and '-', at most 63 characters)"
-            )
+        validate_dns_label(name, "cluster name")
         if name not in result:
             result.append(name)
     if not result:

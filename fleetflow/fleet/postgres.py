@@ -250,7 +250,7 @@ class LocalPostgres:
                 if attempt < 2 and ("could not bind" in log or "Address already in use" in log):
                     port = processes.free_port()
                     continue
-                detail = _last_line(log) or _last_line(proc.stderr) or f"pg_ctl exited {proc.returncode}"
+                detail = _problem(log) or _last_line(proc.stderr) or f"pg_ctl exited {proc.returncode}"
                 raise FleetError(f"local PostgreSQL did not start: {detail} (log: {self.log_file})")
             (self.root / "port").write_text(f"{port}\n")
             endpoint = self._running_endpoint()
@@ -589,6 +589,15 @@ def _error_line(stderr: str) -> str:
         if any(tag in line for tag in ("ERROR:", "FATAL:", "error:")):
             return " ".join(line.split())
     return " ".join(lines[0].split()) if lines and not lines[0].startswith("LINE ") else ""
+
+
+def _problem(log: str) -> str:
+    """The server log's first FATAL or PANIC line (why it stopped), else its last line."""
+    for line in log.splitlines():
+        for tag in ("FATAL:", "PANIC:"):
+            if tag in line:
+                return " ".join(line[line.index(tag) :].split())
+    return _last_line(log)
 
 
 def _last_line(text: str) -> str:

@@ -4,7 +4,25 @@ Everything above it sees fleetflow's own types (:mod:`fleetflow.kube.types`) and
 (:mod:`fleetflow.errors`), never the client library's, so the client can be replaced here alone.
 """
 
-from fleetflow.kube.client import KubeClient, client_for, forget_clients
-from fleetflow.kube.kubeconfig import contexts
+from fleetflow.kube.client import (
+    KubeClient,
+    WaitTimeoutError,
+    client_for,
+    client_from_config,
+    forget_clients,
+    probe,
+)
+from fleetflow.kube.kubeconfig import Kubeconfig, contexts
+from fleetflow.kube.kubeconfig import extract as extract_kubeconfig
 
-__all__ = ["KubeClient", "client_for", "contexts", "forget_clients"]
+__all__ = [
+    "KubeClient",
+    "Kubeconfig",
+    "WaitTimeoutError",
+    "client_for",
+    "client_from_config",
+    "contexts",
+    "extract_kubeconfig",
+    "forget_clients",
+    "probe",
+]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,15 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from kubernetes.dynamic.resource import Resource
 
 from fleetflow import config
-from fleetflow.errors import APINotFoundError, ConfigError, FleetflowError
+from fleetflow.errors import (
+    APIGoneError,
+    APINotFoundError,
+    APIUnavailableError,
+    ConfigError,
+    FleetflowError,
+)
 from fleetflow.kube.errors import api_errors
-from fleetflow.kube.kubeconfig import contexts
+from fleetflow.kube.kubeconfig import Kubeconfig, contexts
 from fleetflow.kube.types import FIELD_MANAGER, Body
 
 Predicate = Callable[[dict[str, Any] | None], bool]
@@ -60,9 +66,9 @@ class KubeClient:
                     status=404,
                 ) from None
 
-    def version(self) -> dict[str, Any]:
+    def version(self, timeout: float = 10.0) -> dict[str, Any]:
         with api_errors(f"read /version of {self.context}"):
-            info = k8s.VersionApi(self.api).get_code()
+            info = k8s.VersionApi(self.api).get_code(_request_timeout=timeout)
         return {"gitVersion": info.git_version, "platform": info.platform}
 
     def apply(self, body: Body | dict[str, Any], *, force: bool = True) -> dict[str, Any]:
@@ -93,6 +99,54 @@ class KubeClient:
                 force_conflicts=True,
             )
         return dict(live.to_dict())
+
+    def merge_patch(
+        self, api_version: str, kind: str, name: str, namespace: str | None, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        """JSON merge patch; put ``metadata.resourceVersion`` in ``patch`` for optimistic
+        concurrency (a concurrent writer then gives APIConflictError, which is retried)."""
+        resource = self.resource(api_version, kind)
+        with api_errors(f"patch {_describe(kind, name, namespace)} in {self.context}"):
+            live = resource.patch(
+                body=patch,
+                name=name,
+                namespace=namespace,
+                content_type="application/merge-patch+json",
+                field_manager=FIELD_MANAGER,
+            )
+        return dict(live.to_dict())
+
+    def stream(
+        self,
+        api_version: str,
+        kind: str,
+        *,
+        resource_version: str,
+        timeout: int,
+        namespace: str | None = None,
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Watch events ``(type, object)`` from ``resource_version`` for at most ``timeout`` s.
+
+        Raises APIGoneError when the server has compacted past ``resource_version`` (410):
+        the caller relists. BOOKMARK events carry only a newer resourceVersion.
+        """
+        resource = self.resource(api_version, kind)
+        with api_errors(f"watch {kind} in {self.context}"):
+            for event in self.dynamic.watch(
+                resource,
+                namespace=namespace,
+                resource_version=resource_version,
+                timeout=timeout,
+                allow_watch_bookmarks=True,
+            ):
+                raw = dict(event["raw_object"])
+                if event["type"] == "ERROR":
+                    code = raw.get("code")
+                    message = f"watch {kind} in {self.context}: {raw.get('message', '')}"
+                    if code == 410:
+                        raise APIGoneError(message, status=410, reason=str(raw.get("reason", "")))
+                    raise APIUnavailableError(message, status=code)
+                yield event["type"], raw
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
         resource = self.resource(api_version, kind)
@@ -218,6 +272,40 @@ def client_for(context: str, kubeconfig: str | Path | None = None) -> KubeClient
         client = KubeClient(api, context)
         _clients[key] = client
         return client
+
+
+def client_from_config(config_dict: dict[str, Any], context: str, cache_key: str | None = None) -> KubeClient:
+    """A client from an in-memory kubeconfig (a registered cluster's Secret).
+
+    With ``cache_key`` (e.g. the Secret's uid and resourceVersion) the client is reused until
+    the credentials change.
+    """
+    key = ("<memory>", f"{context}/{cache_key}", 0)
+    with _clients_lock:
+        if cache_key and key in _clients:
+            return _clients[key]
+        try:
+            api = k8s_config.new_client_from_config_dict(
+                config_dict=config_dict, context=context, persist_config=False
+            )
+        except (ConfigException, ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(
+                f"kubeconfig for context {context!r} is unusable ({type(exc).__name__})"
+            ) from None
+        client = KubeClient(api, context)
+        if cache_key:
+            _clients[key] = client
+        return client
+
+
+def probe(kubeconfig: Kubeconfig, timeout: float = 10.0) -> str:
+    """The cluster's Kubernetes version (``/version``), through a client used only for this."""
+    api = client_from_config(kubeconfig.data, kubeconfig.context)
+    api.api.configuration.retries = 0  # the caller's task retries, with backoff
+    try:
+        return str(api.version(timeout)["gitVersion"])
+    finally:
+        api.api.close()
 
 
 def forget_clients() -> None:

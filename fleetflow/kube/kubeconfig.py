@@ -75,3 +75,47 @@ def extract(path: Path, context: str) -> dict[str, Any]:
         "contexts": [{"name": context, "context": {**spec}}],
         "current-context": context,
     }
+
+
+class Kubeconfig:
+    """A self-contained, single-context kubeconfig held in memory.
+
+    It holds credentials, so its ``repr`` and ``str`` never show them: a Kubeconfig that ends
+    up in a log line, a traceback or a Prefect task's inputs shows only its context.
+    """
+
+    __slots__ = ("_data", "context")
+
+    def __init__(self, data: dict[str, Any], context: str) -> None:
+        self._data = data
+        self.context = context
+
+    @classmethod
+    def from_file(cls, path: Path, context: str) -> Kubeconfig:
+        return cls(extract(path, context), context)
+
+    @classmethod
+    def from_yaml(cls, text: str, origin: str) -> Kubeconfig:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"stored kubeconfig {origin} is not valid YAML") from None
+        if not isinstance(data, dict) or not data.get("current-context"):
+            raise ConfigError(f"stored kubeconfig {origin} has no current-context")
+        return cls(data, str(data["current-context"]))
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self._data
+
+    @property
+    def server(self) -> str:
+        return str(self._data["clusters"][0]["cluster"]["server"])
+
+    def to_yaml(self) -> str:
+        return str(yaml.safe_dump(self._data, sort_keys=False))
+
+    def __repr__(self) -> str:
+        return f"Kubeconfig(context={self.context!r}, credentials=<hidden>)"
+
+    __str__ = __repr__

@@ -108,6 +108,28 @@ def test_stale_pidfile_is_recovered(server: LocalPostgres) -> None:
 
 
 @pytest.mark.integration
+def test_a_taken_port_is_replaced_and_reported(server: LocalPostgres) -> None:
+    messages: list[str] = []
+    server = LocalPostgres(server.root, progress=messages.append)
+    first = server.start()
+    server.stop()
+    _eventually(lambda: not _accepts(first.port), f"port {first.port} to stop accepting connections")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", first.port))
+        squatter.listen()
+        second = server.start()
+    assert second.port != first.port
+    assert f"postgres: port {first.port} is taken; using {second.port}" in messages
+    assert (server.root / "port").read_text().strip() == str(second.port)
+
+
+def test_start_failure_names_the_server_log_problem() -> None:
+    log = "2026-01-01 LOG:  starting\n2026-01-01 UTC [1] FATAL:  could not open file x\nLOG: shut down\n"
+    assert postgres._problem(log) == "FATAL: could not open file x"
+
+
+@pytest.mark.integration
 def test_ensure_database_is_idempotent_and_usable(running: tuple[LocalPostgres, Endpoint]) -> None:
     pg, endpoint = running
     password = pg.ensure_database("todo_app", "todo")

@@ -36,6 +36,7 @@ def test_public_error_names_are_pinned() -> None:
             "APIForbiddenError",
             "APIInvalidError",
             "APIConflictError",
+            "APIGoneError",
             "APIUnavailableError",
         ]
     )
@@ -46,4 +47,14 @@ def test_public_error_names_are_pinned() -> None:
 def test_kube_public_names_are_pinned() -> None:
     import fleetflow.kube as kube
 
-    assert sorted(kube.__all__) == ["KubeClient", "client_for", "contexts", "forget_clients"]
+    assert sorted(kube.__all__) == [
+        "KubeClient",
+        "Kubeconfig",
+        "WaitTimeoutError",
+        "client_for",
+        "client_from_config",
+        "contexts",
+        "extract_kubeconfig",
+        "forget_clients",
+        "probe",
+    ]

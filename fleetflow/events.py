@@ -1,0 +1,81 @@
+"""Prefect events fleetflow emits: the one module of the core that imports prefect.
+
+Events are POSTed to the Prefect API synchronously, so that a caller knows an event was
+accepted before it records it as emitted (a background websocket sender could lose it in a
+crash). Ids are deterministic (uuid5 of the object's uid and the change), so a replay after a
+restart is recognised by the server as the same event and dropped.
+
+Resource ids are shaped ``fleetflow.<kind>.<name>``; every label of a cluster is also a
+resource label ``fleetflow.label.<key>`` so that automations can ``match`` on it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect.events import Event
+from prefect.settings import get_current_settings
+
+from fleetflow.errors import ConfigError, TemporaryError
+
+NAMESPACE = uuid.UUID("5d0f6d1e-9c57-4c35-9a53-6f1e5b0c7a10")
+
+CLUSTER_REGISTERED = "fleetflow.cluster.registered"
+CLUSTER_LABELED = "fleetflow.cluster.labeled"
+CLUSTER_DEREGISTERED = "fleetflow.cluster.deregistered"
+
+
+def event_id(*parts: str) -> uuid.UUID:
+    """The same parts give the same id, always: replays are deduplicated by the server."""
+    return uuid.uuid5(NAMESPACE, "/".join(parts))
+
+
+def cluster_resource(name: str, labels: Mapping[str, str]) -> dict[str, str]:
+    resource = {"prefect.resource.id": f"fleetflow.cluster.{name}", "prefect.resource.name": name}
+    resource.update({f"fleetflow.label.{k}": v for k, v in sorted(labels.items())})
+    return resource
+
+
+@dataclass(frozen=True)
+class FleetEvent:
+    event: str
+    resource: dict[str, str]
+    id: uuid.UUID
+    payload: dict[str, Any] = field(default_factory=dict)
+    occurred: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+
+def require_api() -> str:
+    """The Prefect API URL; emitting to a throwaway ephemeral server would lose every event."""
+    url = get_current_settings().api.url
+    if not url:
+        raise ConfigError(
+            "no Prefect server configured: set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)"
+        )
+    return str(url)
+
+
+def emit(event: FleetEvent) -> None:
+    """Send one event and return once the server accepted it."""
+    require_api()
+    fields = {
+        "id": event.id,
+        "event": event.event,
+        "resource": event.resource,
+        "payload": event.payload,
+        "occurred": event.occurred,
+    }
+    body = Event.model_validate(fields).model_dump(mode="json")
+    try:
+        with get_client(sync_client=True) as client:
+            client.request("POST", "/events", json=[body])
+    except Exception as exc:  # httpx and Prefect errors: the server is away or overloaded
+        raise TemporaryError(
+            f"emit {event.event} for {event.resource['prefect.resource.id']}: "
+            f"Prefect API refused or unreachable ({type(exc).__name__})"
+        ) from None

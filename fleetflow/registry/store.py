@@ -1,0 +1,242 @@
+"""Read and write the registry: FleetCluster objects and their kubeconfig Secrets.
+
+Spec and status are written with server-side apply (field manager ``fleetflow``). Labels are
+written with a JSON merge patch that carries the object's resourceVersion: two writers editing
+labels at once get a 409 (retried by the caller) instead of one silently undoing the other.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleetflow.errors import APINotFoundError
+from fleetflow.kube import KubeClient, Kubeconfig, client_from_config
+from fleetflow.labels import LabelEdit, validate, validate_dns_label
+from fleetflow.registry import crd
+
+MANAGED = {"app.kubernetes.io/managed-by": "fleetflow"}
+CLUSTER_LABEL = "fleetflow.io/cluster"
+
+
+@dataclass(frozen=True)
+class ClusterRecord:
+    """A registered cluster as the registry holds it (no credentials)."""
+
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+    ready: bool | None = None
+    version: str = ""
+    last_probe_time: str = ""
+    reason: str = ""
+    message: str = ""
+    uid: str = ""
+    resource_version: str = ""
+
+    @property
+    def namespace(self) -> str:
+        return self.name
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> ClusterRecord:
+        meta, status = obj["metadata"], obj.get("status") or {}
+        return cls(
+            name=meta["name"],
+            labels=dict(meta.get("labels") or {}),
+            ready=status.get("ready"),
+            version=status.get("version", ""),
+            last_probe_time=status.get("lastProbeTime", ""),
+            reason=status.get("reason", ""),
+            message=status.get("message", ""),
+            uid=meta.get("uid", ""),
+            resource_version=meta.get("resourceVersion", ""),
+        )
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a probe of a cluster found."""
+
+    ready: bool
+    version: str = ""
+    reason: str = ""
+    message: str = ""
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Registry:
+    """The registry in one management cluster."""
+
+    def __init__(self, mgmt: KubeClient) -> None:
+        self.mgmt = mgmt
+
+    # -- the CRD -------------------------------------------------------------------------
+    def install(self, timeout: float = 30.0) -> None:
+        """Install or update the FleetCluster CRD and wait until it is served."""
+        self.mgmt.apply(crd.definition())
+
+        def established(obj: dict[str, Any] | None) -> bool:
+            conditions = (obj or {}).get("status", {}).get("conditions") or []
+            return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+        self.mgmt.wait(
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            crd.CRD_NAME,
+            None,
+            established,
+            timeout=timeout,
+            awaiting=f"CRD {crd.CRD_NAME} to be Established",
+        )
+
+    # -- reads ---------------------------------------------------------------------------
+    def get(self, name: str) -> ClusterRecord | None:
+        obj = self.mgmt.get_or_none(crd.API_VERSION, crd.KIND, name, name)
+        return ClusterRecord.from_object(obj) if obj else None
+
+    def require(self, name: str) -> ClusterRecord:
+        record = self.get(name)
+        if record is None:
+            raise APINotFoundError(f"cluster {name!r} is not registered", status=404)
+        return record
+
+    def list(self) -> list[ClusterRecord]:
+        items, _ = self.mgmt.list(crd.API_VERSION, crd.KIND)
+        return sorted((ClusterRecord.from_object(o) for o in items), key=lambda r: r.name)
+
+    def kubeconfig(self, name: str) -> Kubeconfig:
+        """The stored credentials of a registered cluster: the only way to reach it."""
+        secret_name = crd.kubeconfig_secret_name(name)
+        secret = self.mgmt.get("v1", "Secret", secret_name, name)
+        raw = (secret.get("data") or {}).get(crd.KUBECONFIG_KEY)
+        if not raw:
+            raise APINotFoundError(f"Secret {name}/{secret_name} holds no {crd.KUBECONFIG_KEY}", status=404)
+        return Kubeconfig.from_yaml(base64.b64decode(raw).decode(), f"{name}/{secret_name}")
+
+    def client(self, name: str) -> KubeClient:
+        """A client for a registered cluster, reused until its kubeconfig Secret changes."""
+        secret_name = crd.kubeconfig_secret_name(name)
+        secret = self.mgmt.get("v1", "Secret", secret_name, name)
+        meta = secret["metadata"]
+        raw = (secret.get("data") or {}).get(crd.KUBECONFIG_KEY, "")
+        config = Kubeconfig.from_yaml(base64.b64decode(raw).decode(), f"{name}/{secret_name}")
+        return client_from_config(config.data, config.context, f"{meta['uid']}/{meta['resourceVersion']}")
+
+    # -- writes --------------------------------------------------------------------------
+    def ensure_namespace(self, name: str) -> bool:
+        """Create the cluster's namespace if missing; True if this call created it."""
+        if self.mgmt.get_or_none("v1", "Namespace", name) is not None:
+            return False
+        self.mgmt.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name, "labels": {**MANAGED, CLUSTER_LABEL: name}},
+            }
+        )
+        return True
+
+    def store_kubeconfig(self, name: str, kubeconfig: Kubeconfig, owner_uid: str | None = None) -> None:
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": crd.kubeconfig_secret_name(name),
+                "namespace": name,
+                "labels": {**MANAGED, CLUSTER_LABEL: name},
+            },
+            "data": {crd.KUBECONFIG_KEY: base64.b64encode(kubeconfig.to_yaml().encode()).decode()},
+        }
+        if owner_uid:
+            body["metadata"]["ownerReferences"] = [
+                {
+                    "apiVersion": crd.API_VERSION,
+                    "kind": crd.KIND,
+                    "name": name,
+                    "uid": owner_uid,
+                }
+            ]
+        self.mgmt.apply(body)
+
+    def apply(self, name: str, context: str) -> ClusterRecord:
+        """Create or update the FleetCluster's spec (labels are set separately)."""
+        validate_dns_label(name, "cluster name")
+        live = self.mgmt.apply(
+            {
+                "apiVersion": crd.API_VERSION,
+                "kind": crd.KIND,
+                "metadata": {"name": name, "namespace": name},
+                "spec": {
+                    "context": context,
+                    "kubeconfigSecretRef": {
+                        "name": crd.kubeconfig_secret_name(name),
+                        "key": crd.KUBECONFIG_KEY,
+                    },
+                },
+            }
+        )
+        return ClusterRecord.from_object(live)
+
+    def set_labels(self, name: str, labels: dict[str, str]) -> ClusterRecord:
+        """Make the cluster's labels exactly ``labels``."""
+        wanted = validate(labels)
+        current = self.require(name)
+        patch: dict[str, Any] = {k: v for k, v in wanted.items() if current.labels.get(k) != v}
+        patch.update({k: None for k in current.labels if k not in wanted})
+        if not patch:
+            return current
+        live = self.mgmt.merge_patch(
+            crd.API_VERSION,
+            crd.KIND,
+            name,
+            name,
+            {
+                "metadata": {"resourceVersion": current.resource_version, "labels": patch},
+            },
+        )
+        return ClusterRecord.from_object(live)
+
+    def edit_labels(self, name: str, edit: LabelEdit) -> ClusterRecord:
+        """kubectl-style: add, overwrite and remove labels."""
+        current = self.require(name)
+        return self.set_labels(name, edit.applied_to(current.labels))
+
+    def record_probe(self, name: str, probe: Probe) -> ClusterRecord:
+        status = {
+            "ready": probe.ready,
+            "version": probe.version,
+            "lastProbeTime": now(),
+            "reason": probe.reason,
+            "message": probe.message,
+        }
+        live = self.mgmt.apply_status(
+            {
+                "apiVersion": crd.API_VERSION,
+                "kind": crd.KIND,
+                "metadata": {"name": name, "namespace": name},
+                "status": status,
+            }
+        )
+        return ClusterRecord.from_object(live)
+
+    def deregister(self, name: str, *, delete_namespace: bool = False) -> bool:
+        """Remove the FleetCluster and its kubeconfig Secret; False if it was not registered."""
+        existed = self.mgmt.delete(crd.API_VERSION, crd.KIND, name, name)
+        self.mgmt.delete("v1", "Secret", crd.kubeconfig_secret_name(name), name)
+        if delete_namespace:
+            self.mgmt.delete("v1", "Namespace", name)
+        return existed
+
+
+def connect(mgmt_context: str | None = None, kubeconfig: str | None = None) -> Registry:
+    """The registry of the configured management cluster (see :func:`config.mgmt_context`)."""
+    from fleetflow import config
+    from fleetflow.kube import client_for
+
+    return Registry(client_for(config.mgmt_context(mgmt_context), kubeconfig))
