@@ -48,9 +48,12 @@ Emit = Callable[[events.FleetEvent], None]
 
 
 class LabelWatcher:
-    def __init__(self, mgmt: KubeClient, emit: Emit = events.emit) -> None:
+    def __init__(
+        self, mgmt: KubeClient, emit: Emit = events.emit, watch_timeout: int = WATCH_TIMEOUT
+    ) -> None:
         self.mgmt = mgmt
         self.emit = emit
+        self.watch_timeout = watch_timeout
         self.emitted: dict[str, Emitted] = {}
         self.resource_version = ""
 
@@ -160,6 +163,7 @@ class LabelWatcher:
             self.observe(obj)
         for name in sorted(set(self.emitted) - seen):
             self.gone(name)
+        log.info("synced %d clusters at resourceVersion %s", len(items), self.resource_version)
 
     def handle(self, kind: str, obj: dict[str, Any]) -> None:
         self.resource_version = obj["metadata"].get("resourceVersion", self.resource_version)

@@ -22,7 +22,6 @@ from tasks.registry import (
     read_registration,
     record_probe,
     roll_back_registration,
-    set_cluster_labels,
     store_kubeconfig,
     validate_registration,
 )
@@ -64,10 +63,8 @@ def register_cluster(
     try:
         created_namespace = ensure_cluster_namespace(name, mgmt_context)
         store_kubeconfig(name, config, None, mgmt_context)
-        record = apply_registration(name, context, mgmt_context)
+        record = apply_registration(name, context, wanted_labels, mgmt_context)
         store_kubeconfig(name, config, record.uid, mgmt_context)
-        if wanted_labels is not None:
-            record = set_cluster_labels(name, wanted_labels, mgmt_context)
         record = record_probe(name, result, mgmt_context)
     except Exception:
         if existing is None:

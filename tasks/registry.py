@@ -55,13 +55,10 @@ def store_kubeconfig(
 
 
 @task(name="apply-registration", **api_task_options())
-def apply_registration(name: str, context: str, mgmt_context: str | None) -> ClusterRecord:
-    return connect(mgmt_context).apply(name, context)
-
-
-@task(name="set-cluster-labels", **api_task_options())
-def set_cluster_labels(name: str, labels: dict[str, str], mgmt_context: str | None) -> ClusterRecord:
-    return connect(mgmt_context).set_labels(name, labels)
+def apply_registration(
+    name: str, context: str, labels: dict[str, str] | None, mgmt_context: str | None
+) -> ClusterRecord:
+    return connect(mgmt_context).apply(name, context, labels)
 
 
 @task(name="record-probe", **api_task_options())

@@ -16,10 +16,10 @@ from typing import Any
 
 from fleetflow import config
 from fleetflow.cli.output import progress, table
+from fleetflow.errors import UsageError
 from fleetflow.flowrunner import run_flow
 from fleetflow.labels import LabelEdit, Selector, parse, validate_dns_label
 from fleetflow.registry import connect
-from fleetflow.watcher import LabelWatcher
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     reg.add_argument("name")
     reg.add_argument("--context", required=True, help="kubeconfig context that reaches the cluster")
     reg.add_argument("--labels", help="comma-separated key=value labels")
+    reg.add_argument(
+        "--probe-retries", type=int, default=3, help="retries for an unreachable cluster (default: 3)"
+    )
     _common(reg)
     reg.set_defaults(func=_register)
 
@@ -80,7 +83,12 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _run_register(
-    name: str, context: str, kubeconfig: str | None, labels: dict[str, str] | None, mgmt_context: str | None
+    name: str,
+    context: str,
+    kubeconfig: str | None,
+    labels: dict[str, str] | None,
+    mgmt_context: str | None,
+    probe_retries: int = 3,
 ) -> None:
     result: dict[str, Any] = run_flow(
         "register-cluster",
@@ -89,6 +97,7 @@ def _run_register(
         kubeconfig=kubeconfig,
         labels=labels,
         mgmt_context=config.mgmt_context(mgmt_context),
+        probe_retries=probe_retries,
     )
     shown = ",".join(f"{k}={v}" for k, v in sorted(result["labels"].items())) or "<none>"
     print(
@@ -102,7 +111,9 @@ def _register(args: argparse.Namespace) -> int:
     labels = parse(args.labels) if args.labels is not None else None
     mgmt = config.mgmt_context(args.mgmt_context)
     connect(mgmt, args.kubeconfig)  # a missing management context fails here, before Prefect starts
-    _run_register(args.name, args.context, args.kubeconfig, labels, mgmt)
+    if args.probe_retries < 0:
+        raise UsageError("--probe-retries must be 0 or more")
+    _run_register(args.name, args.context, args.kubeconfig, labels, mgmt, args.probe_retries)
     return 0
 
 
@@ -146,10 +157,12 @@ def _deregister(args: argparse.Namespace) -> int:
 
 def _watch(args: argparse.Namespace) -> int:
     from fleetflow.events import require_api
+    from fleetflow.watcher import LabelWatcher
 
     require_api()
     registry = connect(args.mgmt_context, args.kubeconfig)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     stop = threading.Event()
 
     def _stop(signum: int, frame: object) -> None:

@@ -6,6 +6,12 @@ bad usage exits 2, as argparse does.
 
 from __future__ import annotations
 
+import os
+
+# Never phone home from a CLI run (this also keeps a closed network's errors out of the output).
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
 import argparse
 import sys
 from collections.abc import Sequence

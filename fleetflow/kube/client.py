@@ -85,6 +85,17 @@ class KubeClient:
             )
         return dict(live.to_dict())
 
+    def create(self, body: Body | dict[str, Any]) -> dict[str, Any]:
+        """Create (POST) ``body``; APIConflictError if it exists already."""
+        meta = body["metadata"]
+        what = _describe(body["kind"], meta.get("name", "?"), meta.get("namespace"))
+        resource = self.resource(body["apiVersion"], body["kind"])
+        with api_errors(f"create {what} in {self.context}"):
+            live = resource.create(
+                body=dict(body), namespace=meta.get("namespace"), field_manager=FIELD_MANAGER
+            )
+        return dict(live.to_dict())
+
     def apply_status(self, body: Body | dict[str, Any]) -> dict[str, Any]:
         """Server-side apply of the ``status`` subresource (field manager ``fleetflow``)."""
         meta = body["metadata"]

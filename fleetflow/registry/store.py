@@ -164,24 +164,28 @@ class Registry:
             ]
         self.mgmt.apply(body)
 
-    def apply(self, name: str, context: str) -> ClusterRecord:
-        """Create or update the FleetCluster's spec (labels are set separately)."""
+    def apply(self, name: str, context: str, labels: dict[str, str] | None = None) -> ClusterRecord:
+        """Create the FleetCluster with its labels in one write, or update its spec and labels.
+
+        A new object is created whole, so the label watcher sees it born with its labels (one
+        ``registered`` event, no spurious ``labeled``). An existing one gets its spec by
+        server-side apply and its labels by :meth:`set_labels` (None keeps them).
+        """
         validate_dns_label(name, "cluster name")
-        live = self.mgmt.apply(
-            {
-                "apiVersion": crd.API_VERSION,
-                "kind": crd.KIND,
-                "metadata": {"name": name, "namespace": name},
-                "spec": {
-                    "context": context,
-                    "kubeconfigSecretRef": {
-                        "name": crd.kubeconfig_secret_name(name),
-                        "key": crd.KUBECONFIG_KEY,
-                    },
-                },
-            }
-        )
-        return ClusterRecord.from_object(live)
+        body: dict[str, Any] = {
+            "apiVersion": crd.API_VERSION,
+            "kind": crd.KIND,
+            "metadata": {"name": name, "namespace": name},
+            "spec": {
+                "context": context,
+                "kubeconfigSecretRef": {"name": crd.kubeconfig_secret_name(name), "key": crd.KUBECONFIG_KEY},
+            },
+        }
+        if self.get(name) is None:
+            body["metadata"]["labels"] = validate(labels or {})
+            return ClusterRecord.from_object(self.mgmt.create(body))
+        record = ClusterRecord.from_object(self.mgmt.apply(body))
+        return self.set_labels(name, labels) if labels is not None else record
 
     def set_labels(self, name: str, labels: dict[str, str]) -> ClusterRecord:
         """Make the cluster's labels exactly ``labels``."""

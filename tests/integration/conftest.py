@@ -58,3 +58,27 @@ def namespace(local_fleet: LocalFleet, request: pytest.FixtureRequest) -> Iterat
 
 def ensure_namespace(client: KubeClient, name: str) -> None:
     client.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": TEST_LABEL}})
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """A real Prefect server (temporary SQLite) for the whole session; yields its API URL."""
+    from prefect.settings import get_current_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield str(get_current_settings().api.url)
+
+
+@pytest.fixture(scope="session")
+def registry_env(local_fleet: LocalFleet, prefect_api: str) -> dict[str, str]:
+    """Environment for CLI subprocesses: the session's fleet, management context and Prefect."""
+    import os
+
+    return dict(
+        os.environ,
+        FLEETFLOW_HOME=str(local_fleet.home),
+        KUBECONFIG=str(local_fleet.kubeconfig),
+        FLEETFLOW_MGMT_CONTEXT="mgmt",
+        PREFECT_API_URL=prefect_api,
+    )
