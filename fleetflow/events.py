@@ -28,6 +28,7 @@ NAMESPACE = uuid.UUID("5d0f6d1e-9c57-4c35-9a53-6f1e5b0c7a10")
 CLUSTER_REGISTERED = "fleetflow.cluster.registered"
 CLUSTER_LABELED = "fleetflow.cluster.labeled"
 CLUSTER_DEREGISTERED = "fleetflow.cluster.deregistered"
+DATABASE_READY = "fleetflow.database.ready"
 
 
 def event_id(*parts: str) -> uuid.UUID:
@@ -39,6 +40,15 @@ def cluster_resource(name: str, labels: Mapping[str, str]) -> dict[str, str]:
     resource = {"prefect.resource.id": f"fleetflow.cluster.{name}", "prefect.resource.name": name}
     resource.update({f"fleetflow.label.{k}": v for k, v in sorted(labels.items())})
     return resource
+
+
+def database_resource(cluster: str, service_cluster: str) -> dict[str, str]:
+    return {
+        "prefect.resource.id": f"fleetflow.database.{cluster}",
+        "prefect.resource.name": cluster,
+        "fleetflow.cluster": cluster,
+        "fleetflow.service-cluster": service_cluster,
+    }
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from fleetflow import __version__
-from fleetflow.cli import cluster, fleet
+from fleetflow.cli import cluster, fleet, run
 from fleetflow.errors import FleetflowError, UsageError
 
 
@@ -30,6 +30,7 @@ def parser() -> argparse.ArgumentParser:
     sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fleet.register(sub)
     cluster.register(sub)
+    run.register(sub)
     return root
 
 

@@ -27,6 +27,7 @@ class ClusterRecord:
 
     name: str
     labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
     ready: bool | None = None
     version: str = ""
     last_probe_time: str = ""
@@ -45,6 +46,7 @@ class ClusterRecord:
         return cls(
             name=meta["name"],
             labels=dict(meta.get("labels") or {}),
+            annotations=dict(meta.get("annotations") or {}),
             ready=status.get("ready"),
             version=status.get("version", ""),
             last_probe_time=status.get("lastProbeTime", ""),
@@ -202,6 +204,20 @@ class Registry:
             name,
             {
                 "metadata": {"resourceVersion": current.resource_version, "labels": patch},
+            },
+        )
+        return ClusterRecord.from_object(live)
+
+    def annotate(self, name: str, annotations: dict[str, str | None]) -> ClusterRecord:
+        """Set (or, with None, remove) annotations; concurrent writers get a 409 to retry."""
+        current = self.require(name)
+        live = self.mgmt.merge_patch(
+            crd.API_VERSION,
+            crd.KIND,
+            name,
+            name,
+            {
+                "metadata": {"resourceVersion": current.resource_version, "annotations": annotations},
             },
         )
         return ClusterRecord.from_object(live)

@@ -1,0 +1,164 @@
+"""``fleetflow run FLOW ...`` and ``fleetflow show addons|databases``.
+
+Each run starts the flow in this process (against ``PREFECT_API_URL``, or a temporary local
+Prefect server when unset), prints what it did, and exits non-zero with the reason on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from fleetflow.cli.output import table
+from fleetflow.flowrunner import run_flow
+from fleetflow.labels import Selector, validate_dns_label
+from fleetflow.registry import connect
+
+
+def _mgmt(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mgmt-context", help="management cluster context (default: fleetflow's configuration)"
+    )
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser("run", help="run a flow now: install-operator, provision-database, ...")
+    flows = run.add_subparsers(dest="flow", required=True, metavar="FLOW")
+
+    op = flows.add_parser("install-operator", help="install CloudNativePG on clusters matching a selector")
+    op.add_argument("--selector", "-l", default="type=services")
+    op.add_argument("--chart", default="cloudnative-pg", help="chart name, oci:// reference or local path")
+    op.add_argument("--repo", default="https://cloudnative-pg.github.io/charts", help="chart repository URL")
+    op.add_argument("--version", default="0.22.1", help="chart version")
+    op.add_argument(
+        "--local-chart",
+        action="store_true",
+        help="use fleetflow's CloudNativePG stand-in chart (local fleet only)",
+    )
+    _mgmt(op)
+    op.set_defaults(func=_install_operator)
+
+    prov = flows.add_parser("provision-database", help="provision the database of CLUSTER and wait for it")
+    prov.add_argument("cluster")
+    prov.add_argument("--instances", type=int, default=3)
+    prov.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for readiness")
+    prov.add_argument("--templates", help="directory of templates overriding the defaults")
+    _mgmt(prov)
+    prov.set_defaults(func=_provision)
+
+    fetch = flows.add_parser("fetch-credentials", help="deliver CLUSTER's database credentials")
+    fetch.add_argument("cluster")
+    fetch.add_argument("--deliver-to", choices=["mgmt", "workload"], default="mgmt")
+    _mgmt(fetch)
+    fetch.set_defaults(func=_fetch)
+
+    app = flows.add_parser("deploy-app", help="apply the todo-table Job on CLUSTER (labelled type=app)")
+    app.add_argument("cluster", nargs="?")
+    app.add_argument("--templates", help="directory of templates overriding the defaults")
+    _mgmt(app)
+    app.set_defaults(func=_deploy)
+
+    show = sub.add_parser("show", help="show addons or databases")
+    what = show.add_subparsers(dest="what", required=True, metavar="WHAT")
+    addons = what.add_parser("addons", help="what install-operator installed where")
+    _mgmt(addons)
+    addons.set_defaults(func=_show_addons)
+    dbs = what.add_parser("databases", help="each requesting cluster's database (never a password)")
+    _mgmt(dbs)
+    dbs.set_defaults(func=_show_databases)
+
+
+def _install_operator(args: argparse.Namespace) -> int:
+    Selector.parse(args.selector)
+    params: dict[str, Any] = {
+        "selector": args.selector,
+        "chart": args.chart,
+        "repository": args.repo,
+        "version": args.version,
+        "mgmt_context": args.mgmt_context,
+    }
+    if args.local_chart:
+        from fleetflow.dbaas.operator import LOCAL_CHART
+
+        params.update(chart=str(LOCAL_CHART), repository=None, version=None)
+    results = run_flow("install-operator", **params)
+    for r in results:
+        print(
+            f"{r['cluster']}: helm release {r['namespace']}/{r['release']} {r['chart']} {r['version']} "
+            f"{'installed' if r['changed'] else 'unchanged'}"
+        )
+    if not results:
+        print(f"no registered cluster matches {args.selector}")
+    return 0
+
+
+def _provision(args: argparse.Namespace) -> int:
+    validate_dns_label(args.cluster, "cluster name")
+    r = run_flow(
+        "provision-database",
+        cluster=args.cluster,
+        instances=args.instances,
+        timeout_seconds=args.timeout,
+        template_dir=args.templates,
+        mgmt_context=args.mgmt_context,
+    )
+    print(
+        f"database {r['namespace']}/{r['name']} for {r['cluster']} ready on {r['service_cluster']} "
+        f"at {r['endpoint']}"
+    )
+    return 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    validate_dns_label(args.cluster, "cluster name")
+    r = run_flow(
+        "fetch-credentials", cluster=args.cluster, deliver_to=args.deliver_to, mgmt_context=args.mgmt_context
+    )
+    print(
+        f"credentials for {r['cluster']} {'written to' if r['changed'] else 'already current in'} "
+        f"{r['target']} (endpoint {r['endpoint']})"
+    )
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    if args.cluster:
+        validate_dns_label(args.cluster, "cluster name")
+    results = run_flow(
+        "deploy-app", cluster=args.cluster, template_dir=args.templates, mgmt_context=args.mgmt_context
+    )
+    for r in results:
+        print(f"{r['cluster']}: job {r['job']} {r['job_outcome']}")
+    if not results:
+        print("no registered cluster is labelled type=app")
+    return 0
+
+
+def _show_addons(args: argparse.Namespace) -> int:
+    from fleetflow.dbaas.operator import addons
+
+    entries = addons(connect(args.mgmt_context).mgmt)
+    rows = [
+        [f"{a.cluster}/{a.cluster}", a.kind, a.namespace, a.name, a.version, a.time, a.by] for a in entries
+    ]
+    print(
+        table(["CLUSTER", "RESOURCE TYPE", "NAMESPACE", "NAME", "VERSION", "TIME", "INSTALLED BY"], rows)
+        if rows
+        else "No addons installed."
+    )
+    return 0
+
+
+def _show_databases(args: argparse.Namespace) -> int:
+    from fleetflow.dbaas.inventory import rows
+
+    found = rows(connect(args.mgmt_context))
+    print(
+        table(
+            ["CLUSTER", "SERVICE CLUSTER", "PHASE", "ENDPOINT", "CREDENTIALS"],
+            [[r.cluster, r.service_cluster, r.phase, r.endpoint, r.credentials] for r in found],
+        )
+        if found
+        else "No cluster requests a database."
+    )
+    return 0

@@ -1,0 +1,61 @@
+"""The seed's application: the todo-table Job, on workload clusters labelled ``type=app``.
+
+The Job reads its password from the Secret ``pg-credentials`` in its own namespace through
+``secretKeyRef``; the password is never written into the Job. A Job's pod template is
+immutable, so a Job whose rendered spec changed (new address after a move) is replaced.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fleetflow import templating
+from fleetflow.dbaas.credentials import Credentials
+from fleetflow.dbaas.names import APP_NAMESPACE, MANAGED
+from fleetflow.dbaas.provision import Endpoint
+from fleetflow.errors import APIInvalidError
+from fleetflow.kube import KubeClient
+
+
+def render_job(creds: Credentials, endpoint: Endpoint, template_dir: Path | None = None) -> dict[str, Any]:
+    [job] = [
+        o
+        for o in templating.render(
+            "todo-table-job.yaml.j2",
+            {
+                "host": endpoint.host,
+                "port": endpoint.port,
+                "user": creds.user,
+                "labels": dict(MANAGED),
+            },
+            template_dir,
+        )
+        if o["kind"] == "Job"
+    ]
+    return job
+
+
+def apply_job(workload: KubeClient, job: dict[str, Any]) -> str:
+    """Apply the Job; returns "created", "unchanged" or "replaced"."""
+    meta = job["metadata"]
+    namespace = meta.get("namespace", APP_NAMESPACE)
+    existing = workload.get_or_none("batch/v1", "Job", meta["name"], namespace)
+    try:
+        workload.apply(job)
+    except APIInvalidError as exc:
+        if "immutable" not in str(exc):
+            raise
+        workload.delete("batch/v1", "Job", meta["name"], namespace)
+        workload.wait(
+            "batch/v1",
+            "Job",
+            meta["name"],
+            namespace,
+            lambda o: o is None,
+            timeout=60,
+            awaiting=f"old Job {namespace}/{meta['name']} to be deleted",
+        )
+        workload.apply(job)
+        return "replaced"
+    return "unchanged" if existing else "created"

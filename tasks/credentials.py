@@ -1,0 +1,63 @@
+"""Tasks that touch credentials: read and write in one task, never persisted, never cached.
+
+A password is read from the source secret and written to its target inside one task run, so
+it never travels as a task result or parameter; only the outcome (changed or not) is returned.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from fleetflow.dbaas import app, credentials, placement, provision
+from fleetflow.dbaas.names import APP_NAMESPACE
+from fleetflow.errors import PermanentError
+from fleetflow.registry import connect
+from tasks.policy import api_task_options
+
+SECRET = {"persist_result": False, "cache_policy": NO_CACHE}
+
+
+@task(name="deliver-credentials", **SECRET, **api_task_options())
+def deliver_credentials(cluster: str, deliver_to: str, mgmt_context: str | None) -> dict[str, str | bool]:
+    registry = connect(mgmt_context)
+    service_cluster = placement.recorded_service_cluster(registry, cluster)
+    if service_cluster is None:
+        raise PermanentError(f"cluster {cluster!r} has no database: run provision-database first")
+    db = provision.database_of(cluster, service_cluster)
+    creds, endpoint = credentials.read(registry.client(service_cluster), db)
+    if deliver_to == "workload":
+        target, namespace = registry.client(cluster), APP_NAMESPACE
+    else:
+        target, namespace = registry.mgmt, cluster
+    changed = credentials.publish(target, namespace, creds, endpoint)
+    return {
+        "cluster": cluster,
+        "target": f"{deliver_to}:{namespace}",
+        "endpoint": str(endpoint),
+        "changed": changed,
+    }
+
+
+@task(name="deploy-app", **SECRET, **api_task_options())
+def deploy_app_to(cluster: str, template_dir: str | None, mgmt_context: str | None) -> dict[str, str | bool]:
+    """Copy the credentials into the workload cluster (if they are in mgmt) and apply the Job."""
+    registry = connect(mgmt_context)
+    workload = registry.client(cluster)
+    from_mgmt = credentials.read_published(registry.mgmt, cluster)
+    copied = False
+    if from_mgmt is not None:
+        copied = credentials.publish(workload, APP_NAMESPACE, *from_mgmt)
+    published = credentials.read_published(workload, APP_NAMESPACE)
+    if published is None:
+        raise PermanentError(f"cluster {cluster!r} has no credentials yet: run fetch-credentials first")
+    job = app.render_job(*published, Path(template_dir) if template_dir else None)
+    outcome = app.apply_job(workload, job)
+    return {
+        "cluster": cluster,
+        "job": f"{job['metadata']['namespace']}/{job['metadata']['name']}",
+        "job_outcome": outcome,
+        "credentials_copied": copied,
+    }

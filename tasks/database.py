@@ -1,0 +1,67 @@
+"""Tasks of provision-database: place, render, apply, wait, announce."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from fleetflow import events
+from fleetflow.dbaas import placement, provision
+from fleetflow.registry import connect
+from tasks.policy import api_task_options
+
+
+@task(name="choose-service-cluster", **api_task_options())
+def choose_service_cluster(cluster: str, mgmt_context: str | None) -> str:
+    return placement.choose_service_cluster(connect(mgmt_context), cluster)
+
+
+@task(name="render-database")
+def render_database(cluster: str, instances: int, template_dir: str | None) -> dict[str, Any]:
+    """A template error fails at once: retrying cannot fix a template."""
+    return provision.render_cluster(cluster, instances, Path(template_dir) if template_dir else None)
+
+
+@task(name="apply-database", **api_task_options())
+def apply_database(
+    service_cluster: str, body: dict[str, Any], cluster: str, mgmt_context: str | None
+) -> provision.Database:
+    service = connect(mgmt_context).client(service_cluster)
+    return provision.apply_cluster(service, body, service_cluster, cluster)
+
+
+@task(name="wait-database-ready", **api_task_options())
+def wait_database_ready(db: provision.Database, timeout_seconds: float, mgmt_context: str | None) -> str:
+    endpoint = provision.wait_ready(connect(mgmt_context).client(db.service_cluster), db, timeout_seconds)
+    return str(endpoint)
+
+
+@task(name="announce-database-ready", **api_task_options())
+def announce_database_ready(db: provision.Database, endpoint: str, resource_version: str) -> None:
+    events.emit(
+        events.FleetEvent(
+            events.DATABASE_READY,
+            events.database_resource(db.cluster, db.service_cluster),
+            events.event_id(db.cluster, db.service_cluster, "database-ready", resource_version),
+            {
+                "cluster": db.cluster,
+                "service_cluster": db.service_cluster,
+                "namespace": db.namespace,
+                "name": db.name,
+                "endpoint": endpoint,
+            },
+        )
+    )
+
+
+@task(name="database-version", **api_task_options())
+def database_version(db: provision.Database, mgmt_context: str | None) -> str:
+    """The Cluster's uid/resourceVersion: makes the ready event's id change only with the Cluster."""
+    live = (
+        connect(mgmt_context)
+        .client(db.service_cluster)
+        .get(provision.CNPG_API, "Cluster", db.name, db.namespace)
+    )
+    return f"{live['metadata']['uid']}/{live['metadata']['generation']}"
