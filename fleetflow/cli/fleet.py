@@ -36,6 +36,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     status = verbs.add_parser("status", help="show each local cluster's state and endpoint")
     status.set_defaults(func=_status)
 
+    standin = verbs.add_parser("cnpg-standin", help=argparse.SUPPRESS)
+    standin.add_argument("--kubeconfig", required=True)
+    standin.add_argument("--clusters", required=True)
+    standin.set_defaults(func=_standin)
+
     down = verbs.add_parser("down", help="stop every process 'up' started; data is kept")
     down.set_defaults(func=_down)
 
@@ -75,4 +80,20 @@ def _status(args: argparse.Namespace) -> int:
 
 def _down(args: argparse.Namespace) -> int:
     Fleet().down(progress)
+    return 0
+
+
+def _standin(args: argparse.Namespace) -> int:
+    """Run the local CloudNativePG stand-in until SIGTERM (started by ``fleet up``)."""
+    import logging
+    import signal
+    import threading
+    from pathlib import Path
+
+    from fleetflow.fleet.cnpg import controller
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    controller.run(Path(args.kubeconfig), args.clusters.split(","), stop)
     return 0

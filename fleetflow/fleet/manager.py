@@ -8,6 +8,7 @@ Clusters start in parallel; the kubeconfig is rewritten once at the end with eve
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from fleetflow import config
 from fleetflow.errors import FleetError, UsageError
-from fleetflow.fleet import cluster, kubeconfig, pki
+from fleetflow.fleet import cluster, kubeconfig, pki, processes
 from fleetflow.fleet.binaries import Binaries
 from fleetflow.fleet.state import ClusterRecord, FleetState
 from fleetflow.labels import validate_dns_label
@@ -55,7 +56,10 @@ class Fleet:
     def paths(self, name: str) -> cluster.ClusterPaths:
         return cluster.ClusterPaths(self.root / "clusters" / name)
 
-    def up(self, names: Iterable[str], binaries: Binaries, progress: Progress) -> FleetState:
+    def up(
+        self, names: Iterable[str], binaries: Binaries, progress: Progress, *, standin: bool = True
+    ) -> FleetState:
+        """Start the clusters; with ``standin`` also the local CloudNativePG stand-in controller."""
         wanted = validate_names(names)
         state = FleetState.load(self.state_path)
         records = [state.clusters.setdefault(n, ClusterRecord(n)) for n in wanted]
@@ -73,7 +77,34 @@ class Fleet:
             self._write_kubeconfig(state, current=wanted[0])
         if errors:
             raise FleetError("; ".join(errors))
+        if standin:
+            self._ensure_standin(state, progress)
         return state
+
+    def _standin_log(self) -> Path:
+        return self.root / "logs" / "cnpg-standin.log"
+
+    def _ensure_standin(self, state: FleetState, progress: Progress) -> None:
+        """The stand-in for the CloudNativePG operator (no kubelet runs Pods here), as a process."""
+        marker = str(self.kubeconfig_path)
+        if processes.is_ours(state.standin_pid, marker):
+            return
+        argv = [
+            sys.executable,
+            "-m",
+            "fleetflow.cli.main",
+            "fleet",
+            "cnpg-standin",
+            "--kubeconfig",
+            marker,
+            "--clusters",
+            ",".join(sorted(state.clusters)),
+        ]
+        state.standin_pid = processes.start(argv, self._standin_log())
+        state.save(self.state_path)
+        progress(
+            f"CloudNativePG stand-in controller started (pid {state.standin_pid}, log {self._standin_log()})"
+        )
 
     def _up_one(self, record: ClusterRecord, binaries: Binaries, progress: Progress) -> None:
         paths = self.paths(record.name)
@@ -113,6 +144,10 @@ class Fleet:
 
     def down(self, progress: Progress) -> None:
         state = FleetState.load(self.state_path)
+        if state.standin_pid:
+            processes.stop(state.standin_pid, str(self.kubeconfig_path))
+            state.standin_pid = 0
+            progress("CloudNativePG stand-in controller: stopped")
         for name, record in sorted(state.clusters.items()):
             if record.pids:
                 cluster.stop(record, self.paths(name))

@@ -32,6 +32,7 @@ class ClusterRecord:
 @dataclass
 class FleetState:
     clusters: dict[str, ClusterRecord] = field(default_factory=dict)
+    standin_pid: int = 0  # the local CloudNativePG stand-in controller
 
     @classmethod
     def load(cls, path: Path) -> FleetState:
@@ -40,16 +41,20 @@ class FleetState:
         try:
             raw = json.loads(path.read_text())
             clusters = {name: ClusterRecord(**rec) for name, rec in raw.get("clusters", {}).items()}
+            standin = int(raw.get("standin_pid", 0))
         except (ValueError, TypeError) as exc:
             raise FleetError(
                 f"fleet state {path} is unreadable ({exc}); run 'fleetflow fleet down' "
                 "and remove it to start over"
             ) from exc
-        return cls(clusters)
+        return cls(clusters, standin)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        body = {"clusters": {name: asdict(rec) for name, rec in sorted(self.clusters.items())}}
+        body = {
+            "clusters": {name: asdict(rec) for name, rec in sorted(self.clusters.items())},
+            "standin_pid": self.standin_pid,
+        }
         tmp.write_text(json.dumps(body, indent=2) + "\n")
         os.replace(tmp, path)

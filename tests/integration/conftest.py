@@ -41,7 +41,7 @@ def local_fleet(tmp_path_factory: pytest.TempPathFactory, assets: binaries.Binar
     fleet = Fleet(home)
     messages: list[str] = []
     try:
-        fleet.up(DEFAULT_CLUSTERS, assets, messages.append)
+        fleet.up(DEFAULT_CLUSTERS, assets, messages.append, standin=False)
         yield LocalFleet(home, fleet, DEFAULT_CLUSTERS)
     finally:
         fleet.down(messages.append)

@@ -36,8 +36,14 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+_created: list[str] = []
+
+
 def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+    """A fresh cluster name, deregistered after the test (other modules share the registry)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    _created.append(name)
+    return name
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +54,14 @@ def registry(local_fleet: LocalFleet, prefect_api: str) -> Registry:
 
 
 @pytest.fixture(autouse=True)
-def _use_the_local_fleet(monkeypatch: pytest.MonkeyPatch, local_fleet: LocalFleet) -> None:
+def _use_the_local_fleet(monkeypatch: pytest.MonkeyPatch, local_fleet: LocalFleet) -> Iterator[None]:
     """In-process flows find the management cluster as a user's shell would: KUBECONFIG + context."""
     monkeypatch.setenv("KUBECONFIG", str(local_fleet.kubeconfig))
     monkeypatch.setenv("FLEETFLOW_MGMT_CONTEXT", "mgmt")
+    yield
+    registry = Registry(local_fleet.client("mgmt"))
+    while _created:
+        registry.deregister(_created.pop(), delete_namespace=True)
 
 
 def register(local_fleet: LocalFleet, name: str, context: str, labels: dict[str, str]) -> None:

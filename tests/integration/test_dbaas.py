@@ -1,0 +1,277 @@
+"""The seed's chain, flow by flow, on the local fleet with a real Prefect server and real PostgreSQL.
+
+install-operator -> provision-database -> fetch-credentials -> deploy-app, then the delivered
+credentials are proven by connecting with them and running the Job's own SQL.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleetflow.dbaas.names import APP_NAMESPACE
+from fleetflow.dbaas.operator import LOCAL_CHART
+from fleetflow.fleet.cnpg import controller
+from fleetflow.labels import LabelEdit
+from fleetflow.registry import Registry
+from flows.deploy_app import deploy_app
+from flows.fetch_credentials import fetch_credentials
+from flows.install_operator import install_operator
+from flows.provision_database import provision_database
+from flows.register_cluster import register_cluster
+from tests.integration.conftest import LocalFleet
+
+pytestmark = pytest.mark.integration
+
+FLEETFLOW = str(Path(sys.executable).parent / "fleetflow")
+PSQL = "/usr/bin/psql"
+
+
+@pytest.fixture(autouse=True)
+def _use_the_local_fleet(monkeypatch: pytest.MonkeyPatch, local_fleet: LocalFleet) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(local_fleet.kubeconfig))
+    monkeypatch.setenv("FLEETFLOW_MGMT_CONTEXT", "mgmt")
+
+
+@pytest.fixture(scope="module")
+def seed(
+    local_fleet: LocalFleet, prefect_api: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Registry]:
+    """The seed's three clusters registered, and the CloudNativePG stand-in running for service-cluster."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("KUBECONFIG", str(local_fleet.kubeconfig))
+    patch.setenv("FLEETFLOW_MGMT_CONTEXT", "mgmt")
+    registry = Registry(local_fleet.client("mgmt"))
+    registry.install()
+    for name, labels in (
+        ("mgmt", {"type": "mgmt"}),
+        ("service-cluster", {"type": "services"}),
+        ("workload-cluster", {"postgres": "required"}),
+    ):
+        register_cluster(name=name, context=name, labels=labels, mgmt_context="mgmt")
+    stop = threading.Event()
+    root = tmp_path_factory.mktemp("cnpg-standin")
+    thread = threading.Thread(
+        target=controller.run, args=(local_fleet.kubeconfig, ["service-cluster"], stop, root)
+    )
+    thread.start()
+    try:
+        yield registry
+    finally:
+        stop.set()
+        thread.join(60)
+        patch.undo()
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FLEETFLOW, *args], env=dict(os.environ), capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def decoded(secret: dict[str, Any]) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+
+def psql(
+    host: str, port: str, user: str, password: str, dbname: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ["PATH"], "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10"}
+    return subprocess.run(
+        [
+            PSQL,
+            f"--host={host}",
+            f"--port={port}",
+            f"--username={user}",
+            f"--dbname={dbname}",
+            "--no-password",
+            "--set=ON_ERROR_STOP=1",
+            *args,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def versions(local_fleet: LocalFleet) -> dict[str, str]:
+    """resourceVersions of everything the chain writes: re-running a flow must change none."""
+    service, mgmt, workload = (local_fleet.client(n) for n in ("service-cluster", "mgmt", "workload-cluster"))
+    objs = {
+        "cluster": service.get(
+            "postgresql.cnpg.io/v1", "Cluster", "cluster-workload-cluster", "workload-cluster"
+        ),
+        "mgmt-secret": mgmt.get("v1", "Secret", "pg-credentials", "workload-cluster"),
+        "mgmt-config": mgmt.get("v1", "ConfigMap", "pg-loadbalancer-data", "workload-cluster"),
+        "app-secret": workload.get("v1", "Secret", "pg-credentials", APP_NAMESPACE),
+        "job": workload.get("batch/v1", "Job", "todo-table", APP_NAMESPACE),
+    }
+    return {k: v["metadata"]["resourceVersion"] for k, v in objs.items()}
+
+
+def test_the_seed_chain_flow_by_flow(seed: Registry, local_fleet: LocalFleet, prefect_api: str) -> None:
+    installed = install_operator(chart=str(LOCAL_CHART), repository=None, version=None)
+    assert [(r["cluster"], r["release"], r["namespace"]) for r in installed] == [
+        ("service-cluster", "cnpg", "cnpg-system")
+    ]
+    shown = cli("show", "addons").stdout.splitlines()
+    assert shown[0].split()[:3] == ["CLUSTER", "RESOURCE", "TYPE"]
+    row = next(line for line in shown if line.startswith("service-cluster/service-cluster"))
+    for cell in ("helm chart", "cnpg-system", " cnpg ", "flow/install-operator"):
+        assert cell in row
+
+    ready = provision_database(cluster="workload-cluster", timeout_seconds=120)
+    assert ready["service_cluster"] == "service-cluster"
+    service = local_fleet.client("service-cluster")
+    cluster = service.get("postgresql.cnpg.io/v1", "Cluster", "cluster-workload-cluster", "workload-cluster")
+    assert cluster["metadata"]["labels"] == {"cluster": "workload-cluster-workload-cluster"}
+    assert cluster["spec"]["instances"] == 3
+    assert cluster["spec"]["bootstrap"]["initdb"]["database"] == "todo"
+    assert cluster["spec"]["managed"]["services"]["disabledDefaultServices"] == ["ro", "r"]
+
+    fetched = fetch_credentials(cluster="workload-cluster")
+    assert fetched["changed"] is True
+    mgmt = local_fleet.client("mgmt")
+    creds = decoded(mgmt.get("v1", "Secret", "pg-credentials", "workload-cluster"))
+    assert set(creds) == {"user", "password"}
+    address = mgmt.get("v1", "ConfigMap", "pg-loadbalancer-data", "workload-cluster")["data"]
+    assert address["external-ip"] == "127.0.0.1"
+    assert f"{address['external-ip']}:{address['port']}" == ready["endpoint"]
+
+    seed.edit_labels("workload-cluster", LabelEdit.parse(["type=app"]))
+    [deployed] = deploy_app(cluster="workload-cluster")
+    assert deployed["job"] == "todo/todo-table"
+    workload = local_fleet.client("workload-cluster")
+    job = workload.get("batch/v1", "Job", "todo-table", APP_NAMESPACE)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert creds["password"] not in str(job)
+    assert container["env"] == [
+        {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": "pg-credentials", "key": "password"}}}
+    ]
+
+    # The credentials the workload cluster holds really open the database, and the Job's SQL runs.
+    delivered = decoded(workload.get("v1", "Secret", "pg-credentials", APP_NAMESPACE))
+    args = dict(a.split("=", 1) for a in container["args"] if a.startswith("--") and "=" in a)
+    done = psql(
+        args["--host"],
+        args["--port"],
+        args["--username"],
+        delivered["password"],
+        args["--dbname"],
+        args["--command"],
+    )
+    assert done.returncode == 0, done.stderr
+    tables = psql(
+        args["--host"],
+        args["--port"],
+        args["--username"],
+        delivered["password"],
+        "todo",
+        "--tuples-only",
+        "--command=select count(*) from todo",
+    )
+    assert tables.stdout.strip() == "0", tables.stderr
+    wrong = psql(
+        args["--host"], args["--port"], args["--username"], "not-the-password", "todo", "-c", "select 1"
+    )
+    assert wrong.returncode != 0
+
+    # Re-running any flow changes nothing.
+    before = versions(local_fleet)
+    assert [
+        r["changed"] for r in install_operator(chart=str(LOCAL_CHART), repository=None, version=None)
+    ] == [False]
+    provision_database(cluster="workload-cluster", timeout_seconds=60)
+    assert fetch_credentials(cluster="workload-cluster")["changed"] is False
+    assert deploy_app(cluster="workload-cluster")[0]["job_outcome"] == "unchanged"
+    assert versions(local_fleet) == before
+
+    listing = cli("show", "databases")
+    assert listing.returncode == 0, listing.stderr
+    line = next(x for x in listing.stdout.splitlines() if x.startswith("workload-cluster"))
+    assert line.split() == [
+        "workload-cluster",
+        "service-cluster",
+        "Cluster",
+        "in",
+        "healthy",
+        "state",
+        ready["endpoint"],
+        "mgmt,workload",
+    ]
+    assert creds["password"] not in listing.stdout
+
+    # No secret value reached Prefect's database, its result storage or any log line.
+    db_url = (
+        __import__("prefect.settings", fromlist=["x"]).get_current_settings().server.database.connection_url
+    )
+    db_dir = Path(
+        str(db_url.get_secret_value() if hasattr(db_url, "get_secret_value") else db_url).split("///")[-1]
+    ).parent
+    stored = [p for p in db_dir.glob("*") if p.is_file()]
+    storage = Path(os.path.expanduser("~/.prefect/storage"))
+    stored += [p for p in storage.rglob("*") if p.is_file()] if storage.exists() else []
+    assert stored, "found no Prefect database to search"
+    for path in stored:
+        assert creds["password"].encode() not in path.read_bytes(), f"password found in {path}"
+
+
+def test_two_workload_clusters_get_two_databases(seed: Registry, local_fleet: LocalFleet) -> None:
+    names = ["wl-a", "wl-b"]
+    for name in names:
+        register_cluster(
+            name=name, context="workload-cluster", labels={"postgres": "required"}, mgmt_context="mgmt"
+        )
+    try:
+        endpoints = [provision_database(cluster=n, timeout_seconds=120)["endpoint"] for n in names]
+        assert len(set(endpoints)) == 2
+        for name in names:
+            fetch_credentials(cluster=name)
+        mgmt = local_fleet.client("mgmt")
+        creds = [decoded(mgmt.get("v1", "Secret", "pg-credentials", n)) for n in names]
+        assert creds[0]["password"] != creds[1]["password"]
+        for cred, endpoint in zip(creds, endpoints, strict=True):
+            host, port = endpoint.split(":")
+            assert psql(host, port, cred["user"], cred["password"], "todo", "-c", "select 1").returncode == 0
+        host, port = endpoints[0].split(":")
+        crossed = psql(host, port, creds[1]["user"], creds[1]["password"], "todo", "-c", "select 1")
+        assert crossed.returncode != 0, "one cluster's credentials must not open the other's database"
+    finally:
+        service = local_fleet.client("service-cluster")
+        for name in names:
+            service.delete("postgresql.cnpg.io/v1", "Cluster", f"cluster-{name}", name)
+            seed.deregister(name, delete_namespace=True)
+
+
+def test_a_template_error_fails_at_once_with_the_file_named(seed: Registry, tmp_path: Path) -> None:
+    (tmp_path / "cnpg-cluster.yaml.j2").write_text(
+        "apiVersion: v1\nkind: Cluster\nmetadata:\n  name: {{ nope }}\n"
+    )
+    with pytest.raises(Exception, match=r"cnpg-cluster\.yaml\.j2") as info:
+        provision_database(cluster="workload-cluster", template_dir=str(tmp_path))
+    assert "nope" in str(info.value)
+
+
+def test_without_a_service_cluster_provisioning_says_so(seed: Registry) -> None:
+    seed.edit_labels("service-cluster", LabelEdit.parse(["type=services-paused"]))
+    register_cluster(
+        name="wl-lonely", context="workload-cluster", labels={"postgres": "required"}, mgmt_context="mgmt"
+    )
+    try:
+        with pytest.raises(
+            Exception, match="no service cluster for 'wl-lonely': no registered cluster matches"
+        ):
+            provision_database(cluster="wl-lonely")
+    finally:
+        seed.edit_labels("service-cluster", LabelEdit.parse(["type=services"]))
+        seed.deregister("wl-lonely", delete_namespace=True)

@@ -1,0 +1,48 @@
+"""provision-database gives up at its timeout, saying what it waited for (no operator runs here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleetflow.dbaas.operator import LOCAL_CHART
+from fleetflow.registry import Registry
+from flows.install_operator import install_operator
+from flows.provision_database import provision_database
+from flows.register_cluster import register_cluster
+from tests.integration.conftest import LocalFleet
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_database_that_never_becomes_ready_times_out_clearly(
+    monkeypatch: pytest.MonkeyPatch, local_fleet: LocalFleet, prefect_api: str
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(local_fleet.kubeconfig))
+    monkeypatch.setenv("FLEETFLOW_MGMT_CONTEXT", "mgmt")
+    registry = Registry(local_fleet.client("mgmt"))
+    registry.install()
+    for name, labels in (("service-cluster", {"type": "services"}), ("wl-slow", {"postgres": "required"})):
+        register_cluster(
+            name=name,
+            context=name if name != "wl-slow" else "workload-cluster",
+            labels=labels,
+            mgmt_context="mgmt",
+        )
+    service = local_fleet.client("service-cluster")
+    try:
+        if (
+            service.get_or_none(
+                "apiextensions.k8s.io/v1", "CustomResourceDefinition", "clusters.postgresql.cnpg.io"
+            )
+            is None
+        ):
+            pytest.fail("the Cluster CRD is not installed: run the chain test module first")
+        with pytest.raises(
+            Exception,
+            match=r"timed out after 3s waiting for Cluster wl-slow/cluster-wl-slow "
+            r"on service-cluster to be healthy and Ready",
+        ):
+            provision_database(cluster="wl-slow", timeout_seconds=3)
+    finally:
+        service.delete("postgresql.cnpg.io/v1", "Cluster", "cluster-wl-slow", "wl-slow")
+        registry.deregister("wl-slow", delete_namespace=True)
