@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleetflow.dbaas.operator import LOCAL_CHART
 from fleetflow.registry import Registry
-from flows.install_operator import install_operator
 from flows.provision_database import provision_database
 from flows.register_cluster import register_cluster
 from tests.integration.conftest import LocalFleet
