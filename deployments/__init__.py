@@ -1,0 +1,1 @@
+"""Prefect deployments, schedules and automations of the fleetflow platform (the top layer)."""

@@ -29,6 +29,7 @@ CLUSTER_REGISTERED = "fleetflow.cluster.registered"
 CLUSTER_LABELED = "fleetflow.cluster.labeled"
 CLUSTER_DEREGISTERED = "fleetflow.cluster.deregistered"
 DATABASE_READY = "fleetflow.database.ready"
+CREDENTIALS_PUBLISHED = "fleetflow.credentials.published"
 
 
 def event_id(*parts: str) -> uuid.UUID:

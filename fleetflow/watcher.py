@@ -118,10 +118,13 @@ class LabelWatcher:
             diff = LabelDiff.between(known.labels, labels)
             if not diff:
                 return
+            resource = events.cluster_resource(name, labels)
+            # Prefect cannot match an absent label, so removals are named in the resource too.
+            resource.update({f"fleetflow.label-removed.{k}": v for k, v in diff.removed.items()})
             self._send(
                 events.FleetEvent(
                     events.CLUSTER_LABELED,
-                    events.cluster_resource(name, labels),
+                    resource,
                     events.event_id(uid, "labeled", rv),
                     {
                         "cluster": name,

@@ -17,6 +17,7 @@ def deploy_app(
     selector: str = "type=app",
     template_dir: str | None = None,
     mgmt_context: str | None = None,
+    skip_unready: bool = False,
 ) -> list[dict[str, Any]]:
     """Apply the Job on CLUSTER, or on every cluster matching SELECTOR.
 
@@ -25,13 +26,18 @@ def deploy_app(
         selector: label selector of app clusters.
         template_dir: a directory of templates overriding the defaults.
         mgmt_context: the management cluster's context (default: fleetflow's configuration).
+        skip_unready: succeed without doing anything where the cluster is not labelled type=app or
+            has no credentials yet (what automations use: deploy only "where both hold").
     """
     logger = get_run_logger()
     matching = select_clusters(selector, mgmt_context)
     targets = [c for c in matching if cluster in (None, c)]
     if cluster is not None and not targets:
+        if skip_unready:
+            logger.info("%s does not match %s; nothing to deploy", cluster, selector)
+            return []
         raise UsageError(f"cluster {cluster!r} does not match {selector}; label it first")
-    results = [deploy_app_to(name, template_dir, mgmt_context) for name in targets]
+    results = [r for name in targets if (r := deploy_app_to(name, template_dir, skip_unready, mgmt_context))]
     for result in results:
         logger.info("%s: Job %s %s", result["cluster"], result["job"], result["job_outcome"])
     return results

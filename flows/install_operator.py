@@ -12,6 +12,7 @@ from tasks.operator import helm_upgrade_install, select_clusters
 @flow(name="install-operator", validate_parameters=True)
 def install_operator(
     selector: str = "type=services",
+    cluster: str | None = None,
     chart: str = "cloudnative-pg",
     repository: str | None = "https://cloudnative-pg.github.io/charts",
     version: str | None = "0.22.1",
@@ -24,6 +25,7 @@ def install_operator(
 
     Args:
         selector: label selector of the target clusters, e.g. type=services.
+        cluster: only this cluster (it must match the selector); None for every match.
         chart: chart name in the repository, an oci:// reference, or a local chart directory.
         repository: chart repository URL (ignored for oci:// and local charts).
         version: chart version (ignored for local charts).
@@ -33,7 +35,7 @@ def install_operator(
         mgmt_context: the management cluster's context (default: fleetflow's configuration).
     """
     logger = get_run_logger()
-    clusters = select_clusters(selector, mgmt_context)
+    clusters = [c for c in select_clusters(selector, mgmt_context) if cluster in (None, c)]
     if not clusters:
         logger.warning("no registered cluster matches %s; nothing to install", selector)
     results = []

@@ -11,6 +11,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from fleetflow import events
 from fleetflow.dbaas import app, credentials, placement, provision
 from fleetflow.dbaas.names import APP_NAMESPACE
 from fleetflow.errors import PermanentError
@@ -33,6 +34,19 @@ def deliver_credentials(cluster: str, deliver_to: str, mgmt_context: str | None)
     else:
         target, namespace = registry.mgmt, cluster
     changed = credentials.publish(target, namespace, creds, endpoint)
+    if changed:
+        events.emit(
+            events.FleetEvent(
+                events.CREDENTIALS_PUBLISHED,
+                events.database_resource(cluster, service_cluster),
+                events.event_id(cluster, deliver_to, "credentials", creds.source),
+                {
+                    "cluster": cluster,
+                    "service_cluster": service_cluster,
+                    "target": f"{deliver_to}:{namespace}",
+                },
+            )
+        )
     return {
         "cluster": cluster,
         "target": f"{deliver_to}:{namespace}",
@@ -42,7 +56,9 @@ def deliver_credentials(cluster: str, deliver_to: str, mgmt_context: str | None)
 
 
 @task(name="deploy-app", **SECRET, **api_task_options())
-def deploy_app_to(cluster: str, template_dir: str | None, mgmt_context: str | None) -> dict[str, str | bool]:
+def deploy_app_to(
+    cluster: str, template_dir: str | None, skip_unready: bool, mgmt_context: str | None
+) -> dict[str, str | bool] | None:
     """Copy the credentials into the workload cluster (if they are in mgmt) and apply the Job."""
     registry = connect(mgmt_context)
     workload = registry.client(cluster)
@@ -52,6 +68,8 @@ def deploy_app_to(cluster: str, template_dir: str | None, mgmt_context: str | No
         copied = credentials.publish(workload, APP_NAMESPACE, *from_mgmt)
     published = credentials.read_published(workload, APP_NAMESPACE)
     if published is None:
+        if skip_unready:
+            return None
         raise PermanentError(f"cluster {cluster!r} has no credentials yet: run fetch-credentials first")
     job = app.render_job(*published, Path(template_dir) if template_dir else None)
     outcome = app.apply_job(workload, job)

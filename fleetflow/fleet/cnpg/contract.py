@@ -2,8 +2,8 @@
 
 Pure functions, no API calls: :func:`parse` reads the parts of a ``postgresql.cnpg.io/v1``
 Cluster the stand-in honours; the builders return the Secret, Services and status CloudNativePG
-1.30 would write (``pkg/specs/secrets.go``, ``pkg/specs/services.go``), with one deliberate
-difference: ports are the real local PostgreSQL server's port, not 5432, so that a
+1.30 would write (its ``pkg/specs/secrets.go`` and ``pkg/specs/services.go``), with one
+deliberate difference: ports are the real local PostgreSQL server's port, not 5432, so that a
 LoadBalancer Service's ingress IP (127.0.0.1) plus its port reaches the server.
 """
 
@@ -63,16 +63,16 @@ class ClusterSpec:
     database: str
     owner: str
     user_secret: str | None  # spec.bootstrap.initdb.secret.name: credentials the user provides
-    default_services: tuple[str, ...]  # selector types of the X-rw/-ro/-r services to keep
+    default_services: tuple[str, ...]  # selector types of the -rw/-ro/-r services to keep
     additional: tuple[AdditionalService, ...]
-
-    @property
-    def app_secret_name(self) -> str:
-        return self.user_secret or f"{self.name}-app"
 
     @property
     def rw_service(self) -> str:
         return service_name(self.name, "rw")
+
+    @property
+    def app_secret_name(self) -> str:
+        return f"{self.name}-app"
 
 
 def service_name(cluster: str, selector_type: str) -> str:
@@ -91,14 +91,20 @@ def _mapping(value: Any, where: str, cluster: str) -> dict[str, Any]:
     return value
 
 
+def requested_instances(obj: dict[str, Any]) -> int:
+    """``spec.instances`` when it is a positive integer, else 0 (for the status of a bad definition)."""
+    value = (obj.get("spec") or {}).get("instances", 1)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 def parse(obj: dict[str, Any]) -> ClusterSpec:
     """What ``obj`` asks for; UsageError (phase "Invalid cluster definition") if the stand-in cannot honour it."""
     meta = obj["metadata"]
     name, namespace = str(meta["name"]), str(meta["namespace"])
     spec = _mapping(obj.get("spec"), "spec", name)
-    instances = spec.get("instances", 1)
-    if not isinstance(instances, int) or isinstance(instances, bool) or instances < 1:
-        raise _invalid(name, f"spec.instances must be a positive integer, not {instances!r}")
+    instances = requested_instances(obj)
+    if not instances:
+        raise _invalid(name, f"spec.instances must be a positive integer, not {spec.get('instances')!r}")
     bootstrap = _mapping(spec.get("bootstrap"), "spec.bootstrap", name)
     others = sorted(set(bootstrap) - {"initdb"})
     if others:
@@ -114,18 +120,19 @@ def parse(obj: dict[str, Any]) -> ClusterSpec:
     secret_ref = _mapping(initdb.get("secret"), "spec.bootstrap.initdb.secret", name)
     user_secret = str(secret_ref["name"]) if secret_ref.get("name") else None
 
-    services = _mapping(_mapping(spec.get("managed"), "spec.managed", name).get("services"), "services", name)
+    managed = _mapping(spec.get("managed"), "spec.managed", name)
+    services = _mapping(managed.get("services"), "spec.managed.services", name)
     disabled = services.get("disabledDefaultServices") or []
     if not isinstance(disabled, list) or any(d not in _DISABLEABLE for d in disabled):
         raise _invalid(
             name, f"spec.managed.services.disabledDefaultServices may hold only {list(_DISABLEABLE)}"
         )
     defaults = tuple(t for t in SELECTOR_TYPES if t not in disabled)
-    additional: list[AdditionalService] = []
     reserved = {service_name(name, t) for t in SELECTOR_TYPES}
-    for index, entry in enumerate(services.get("additional") or []):
+    additional: list[AdditionalService] = []
+    for index, raw in enumerate(services.get("additional") or []):
         where = f"spec.managed.services.additional[{index}]"
-        entry = _mapping(entry, where, name)
+        entry = _mapping(raw, where, name)
         selector_type = entry.get("selectorType")
         if selector_type not in SELECTOR_TYPES:
             raise _invalid(name, f"{where}.selectorType must be one of {list(SELECTOR_TYPES)}")
@@ -134,13 +141,20 @@ def parse(obj: dict[str, Any]) -> ClusterSpec:
         if not service or not isinstance(service, str):
             raise _invalid(name, f"{where}.serviceTemplate.metadata.name is required")
         if service in reserved or service in {a.name for a in additional}:
-            raise _invalid(name, f"{where}: service name {service} is already taken")
+            raise _invalid(name, f"{where}: the service name {service} is already taken")
         strategy = str(entry.get("updateStrategy") or "patch")
         additional.append(AdditionalService(service, str(selector_type), strategy, template))
     return ClusterSpec(
-        namespace, name, str(meta.get("uid", "")), instances, database, owner, user_secret, defaults,
-        tuple(additional),
-    )  # fmt: skip
+        namespace=namespace,
+        name=name,
+        uid=str(meta.get("uid", "")),
+        instances=instances,
+        database=database,
+        owner=owner,
+        user_secret=user_secret,
+        default_services=defaults,
+        additional=tuple(additional),
+    )
 
 
 # -- what the operator writes ----------------------------------------------------------------
@@ -158,6 +172,10 @@ def owner_reference(obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def owned_by(obj: dict[str, Any], uid: str) -> bool:
+    return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
+
+
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode("ascii")
 
@@ -169,12 +187,13 @@ def secret_values(spec: ClusterSpec, user: str, password: str, port: int) -> dic
     fqdn = f"{host}.{spec.namespace}.svc.{CLUSTER_DOMAIN}:{port}"
     userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}"
     query = urlencode({"password": password, "user": user})  # Go's url.Values.Encode sorts keys
+    path = quote(spec.database)
 
     def uri(where: str) -> str:
-        return f"postgresql://{userinfo}@{where}/{quote(spec.database)}"
+        return f"postgresql://{userinfo}@{where}/{path}"
 
     def jdbc(where: str) -> str:
-        return f"jdbc:postgresql://{where}/{quote(spec.database)}?{query}"
+        return f"jdbc:postgresql://{where}/{path}?{query}"
 
     return {
         "username": user,
@@ -192,13 +211,13 @@ def secret_values(spec: ClusterSpec, user: str, password: str, port: int) -> dic
 
 
 def app_secret(obj: dict[str, Any], spec: ClusterSpec, password: str, port: int) -> dict[str, Any]:
-    """Secret ``<cluster>-app`` (kubernetes.io/basic-auth) owned by the Cluster."""
+    """Secret ``<cluster>-app`` (kubernetes.io/basic-auth), owned by the Cluster."""
     values = secret_values(spec, spec.owner, password, port)
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
-            "name": f"{spec.name}-app",
+            "name": spec.app_secret_name,
             "namespace": spec.namespace,
             "labels": {
                 RELOAD_LABEL: "true",
@@ -253,23 +272,18 @@ def default_service(obj: dict[str, Any], spec: ClusterSpec, selector_type: str, 
 def additional_service(
     obj: dict[str, Any], spec: ClusterSpec, entry: AdditionalService, port: int
 ) -> dict[str, Any]:
-    """A ``managed.services.additional[]`` Service: its template, plus what CloudNativePG sets on it.
+    """A ``managed.services.additional[]`` Service: its template plus what CloudNativePG sets on it.
 
-    The selector, labels and the ``postgres`` port are the operator's; the port number is the
-    local server's, whatever the template says, so that the Service leads to the server.
+    The selector, the labels and the ``postgres`` port are the operator's; the port number is
+    the local server's whatever the template says, so that the Service leads to the server.
     """
-    template_meta = dict(entry.template.get("metadata") or {})
+    template_meta = entry.template.get("metadata") or {}
     template_spec = dict(entry.template.get("spec") or {})
+    template_spec.pop("ports", None)
     labels = {**(template_meta.get("labels") or {}), IS_MANAGED_LABEL: "true", **_labels(spec.name)}
     annotations = {
         **(template_meta.get("annotations") or {}),
         UPDATE_STRATEGY_ANNOTATION: entry.update_strategy,
-    }
-    service_spec = {
-        **template_spec,
-        "type": template_spec.get("type") or "ClusterIP",
-        "selector": _selector(spec.name, entry.selector_type),
-        "ports": _ports(port),
     }
     return {
         "apiVersion": "v1",
@@ -281,12 +295,17 @@ def additional_service(
             "annotations": annotations,
             "ownerReferences": [owner_reference(obj)],
         },
-        "spec": service_spec,
+        "spec": {
+            **template_spec,
+            "type": template_spec.get("type") or "ClusterIP",
+            "selector": _selector(spec.name, entry.selector_type),
+            "ports": _ports(port),
+        },
     }
 
 
 def load_balancer_status(service: dict[str, Any]) -> dict[str, Any]:
-    """The status a cloud's load balancer controller would write: reachable at 127.0.0.1."""
+    """The status a cloud's load-balancer controller would write: reachable at 127.0.0.1."""
     meta = service["metadata"]
     return {
         "apiVersion": "v1",
@@ -297,14 +316,15 @@ def load_balancer_status(service: dict[str, Any]) -> dict[str, Any]:
 
 
 def cluster_status(
-    spec: ClusterSpec,
+    name: str,
+    instances: int,
     phase: str,
     *,
     previous: dict[str, Any] | None,
     now: str,
     reason: str = "",
 ) -> dict[str, Any]:
-    """The Cluster's status for ``phase``; the Ready condition keeps its lastTransitionTime while unchanged."""
+    """The Cluster's status in ``phase``; the Ready condition keeps its lastTransitionTime while unchanged."""
     ready = phase == PHASE_HEALTHY
     condition = {
         "type": "Ready",
@@ -314,32 +334,36 @@ def cluster_status(
         "lastTransitionTime": now,
     }
     for old in (previous or {}).get("conditions") or []:
-        if (
-            old.get("type") == "Ready"
-            and old.get("status") == condition["status"]
-            and old.get("lastTransitionTime")
-        ):
-            condition["lastTransitionTime"] = old["lastTransitionTime"]
+        if old.get("type") == "Ready" and old.get("status") == condition["status"]:
+            condition["lastTransitionTime"] = old.get("lastTransitionTime") or now
     return {
         "phase": phase,
         "phaseReason": reason,
-        "instances": spec.instances,
-        "readyInstances": spec.instances if ready else 0,
-        "writeService": spec.rw_service,
-        "readService": service_name(spec.name, "r"),
+        "instances": instances,
+        "readyInstances": instances if ready else 0,
+        "writeService": service_name(name, "rw"),
+        "readService": service_name(name, "r"),
         "conditions": [condition],
     }
 
 
 def status_is(live: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
-    """Whether the live status already says what ``desired`` says (so writing it would change nothing)."""
+    """Whether the live status already says what ``desired`` says (writing it would change nothing)."""
     live = live or {}
     return all(live.get(key) == value for key, value in desired.items())
 
 
-def decode(secret: dict[str, Any], key: str) -> str | None:
+def is_ready(obj: dict[str, Any] | None) -> bool:
+    """CloudNativePG's readiness: phase healthy and condition Ready=True."""
+    status = (obj or {}).get("status") or {}
+    return status.get("phase") == PHASE_HEALTHY and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+
+
+def decode(secret: dict[str, Any] | None, key: str) -> str | None:
     """One key of a Secret's data, decoded; None if absent or not text."""
-    raw = (secret.get("data") or {}).get(key)
+    raw = ((secret or {}).get("data") or {}).get(key)
     if not raw:
         return None
     try:

@@ -1,0 +1,67 @@
+"""One deployment per flow, with typed parameters (a form in the Prefect UI) and its automations.
+
+``apply_all`` registers deployments and automations with the Prefect API (re-running updates
+them, never duplicates); ``serve_all`` additionally runs them in this process, polling for new
+runs every ``poll_seconds`` so a label change reaches a running flow within about two seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prefect import serve
+from prefect.deployments.runner import RunnerDeployment
+
+from deployments import automations
+from flows.deploy_app import deploy_app
+from flows.fetch_credentials import fetch_credentials
+from flows.install_operator import install_operator
+from flows.provision_database import provision_database
+from flows.register_cluster import register_cluster
+
+NAME = "fleetflow"
+
+
+def build(operator_chart: dict[str, Any] | None = None) -> list[RunnerDeployment]:
+    """The platform's deployments; ``operator_chart`` overrides install-operator's chart parameters."""
+    tags = ["fleetflow"]
+    return [
+        register_cluster.to_deployment(NAME, tags=tags, description="Register a cluster and its labels."),
+        install_operator.to_deployment(
+            NAME,
+            tags=tags,
+            parameters=operator_chart or {},
+            triggers=automations.install_operator(),
+            description="Install CloudNativePG on service clusters.",
+        ),
+        provision_database.to_deployment(
+            NAME,
+            tags=tags,
+            triggers=automations.provision_database(),
+            description="Provision a requesting cluster's database.",
+        ),
+        fetch_credentials.to_deployment(
+            NAME,
+            tags=tags,
+            triggers=automations.fetch_credentials(),
+            description="Deliver a database's credentials and address.",
+        ),
+        deploy_app.to_deployment(
+            NAME,
+            tags=tags,
+            triggers=automations.deploy_app(),
+            description="Apply the todo-table Job where credentials and type=app meet.",
+        ),
+    ]
+
+
+def apply_all(operator_chart: dict[str, Any] | None = None) -> list[str]:
+    """Create or update every deployment and its automations; returns their ids."""
+    return [str(d.apply()) for d in build(operator_chart)]
+
+
+def serve_all(operator_chart: dict[str, Any] | None = None, poll_seconds: float = 1.0) -> None:
+    """Register and run the deployments here until interrupted."""
+    os.environ["PREFECT_RUNNER_POLL_FREQUENCY"] = str(int(max(1, poll_seconds)))
+    serve(*build(operator_chart), limit=8)
