@@ -29,3 +29,11 @@ def run_flow(flow_name: str, /, **parameters: Any) -> Any:
         )
     flow = matches[0].load()
     return flow(**parameters)
+
+
+def platform(name: str) -> Any:
+    """``apply`` or ``serve`` from the deployments layer (entry point group ``fleetflow.platform``)."""
+    matches = [ep for ep in entry_points(group="fleetflow.platform") if ep.name == name]
+    if not matches:
+        raise ConfigError(f"fleetflow's deployments are not installed (no {name!r}); reinstall fleetflow")
+    return matches[0].load()

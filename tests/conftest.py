@@ -12,10 +12,17 @@ from pathlib import Path
 
 import pytest
 
+# The Prefect test server is started once per session, before any per-test isolation: keep it
+# from phoning home (there is no network here, and its failed attempts only add noise).
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("FLEETFLOW_API_TOKEN", raising=False)
+    monkeypatch.delenv("FLEETFLOW_MGMT_CONTEXT", raising=False)
     for name in list(os.environ):
         if name.startswith("PREFECT_"):
             monkeypatch.delenv(name)

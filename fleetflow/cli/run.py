@@ -7,10 +7,11 @@ Prefect server when unset), prints what it did, and exits non-zero with the reas
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from fleetflow.cli.output import table
-from fleetflow.flowrunner import run_flow
+from fleetflow.flowrunner import platform, run_flow
 from fleetflow.labels import Selector, validate_dns_label
 from fleetflow.registry import connect
 
@@ -57,6 +58,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     app.add_argument("--templates", help="directory of templates overriding the defaults")
     _mgmt(app)
     app.set_defaults(func=_deploy)
+
+    deploy = sub.add_parser(
+        "deploy", help="create or update the deployments and automations (PREFECT_API_URL)"
+    )
+    deploy.add_argument(
+        "--local-chart",
+        action="store_true",
+        help="automations install fleetflow's CloudNativePG stand-in chart (local fleet)",
+    )
+    deploy.set_defaults(func=_deploy_platform)
+
+    serve = sub.add_parser("serve", help="apply and run the deployments here, until interrupted")
+    serve.add_argument("--local-chart", action="store_true", help="as for deploy")
+    serve.add_argument("--poll", type=float, default=1.0, help="seconds between polls for new runs")
+    serve.set_defaults(func=_serve_platform)
+
+    api = sub.add_parser("api", help="serve the webhook API (POST/DELETE/GET /v1/databases, /healthz)")
+    api.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    api.add_argument("--port", type=int, default=8089)
+    _mgmt(api)
+    api.set_defaults(func=_serve_api)
 
     show = sub.add_parser("show", help="show addons or databases")
     what = show.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -161,4 +183,47 @@ def _show_databases(args: argparse.Namespace) -> int:
         if found
         else "No cluster requests a database."
     )
+    return 0
+
+
+def _chart(local: bool) -> dict[str, Any] | None:
+    if not local:
+        return None
+    from fleetflow.dbaas.operator import LOCAL_CHART
+
+    return {"chart": str(LOCAL_CHART), "repository": None, "version": None}
+
+
+def _deploy_platform(args: argparse.Namespace) -> int:
+    from fleetflow.events import require_api
+
+    api = require_api()
+    ids = platform("apply")(_chart(args.local_chart))
+    print(f"{len(ids)} deployments and their automations applied to {api}")
+    return 0
+
+
+def _serve_platform(args: argparse.Namespace) -> int:
+    from fleetflow.events import require_api
+
+    require_api()
+    platform("serve")(_chart(args.local_chart), args.poll)
+    return 0
+
+
+def _serve_api(args: argparse.Namespace) -> int:
+    from fleetflow import config
+    from fleetflow.api import TOKEN_ENV, load_or_create_token, serve
+    from fleetflow.cli.output import progress
+
+    token, path, created = load_or_create_token(config.home())
+    mgmt = config.mgmt_context(args.mgmt_context)
+    connect(mgmt)  # fail now, with a clear message, if the management cluster is not configured
+    where = (
+        f"{'generated into' if created else 'read from'} {path}"
+        if os.environ.get(TOKEN_ENV) is None
+        else f"from {TOKEN_ENV}"
+    )
+    progress(f"webhook API on http://{args.host}:{args.port}/v1/databases; bearer token {where}")
+    serve(args.host, args.port, lambda: connect(mgmt), token)
     return 0

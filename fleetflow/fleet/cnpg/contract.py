@@ -98,7 +98,7 @@ def requested_instances(obj: dict[str, Any]) -> int:
 
 
 def parse(obj: dict[str, Any]) -> ClusterSpec:
-    """What ``obj`` asks for; UsageError (phase "Invalid cluster definition") if the stand-in cannot honour it."""
+    """What ``obj`` asks for; UsageError ("Invalid cluster definition") if the stand-in cannot honour it."""
     meta = obj["metadata"]
     name, namespace = str(meta["name"]), str(meta["namespace"])
     spec = _mapping(obj.get("spec"), "spec", name)

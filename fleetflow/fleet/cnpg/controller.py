@@ -120,7 +120,7 @@ class StandInController:
         self.synced = {name: threading.Event() for name in self.clients}
         self._done: dict[Key, _Done] = {}
         self._retries: dict[Key, _Retry] = {}
-        self._locks: dict[Key, threading.Lock] = {}
+        self._locks: dict[Key, threading.RLock] = {}
         self._guard = threading.Lock()
 
     # -- running ---------------------------------------------------------------------------
@@ -287,14 +287,18 @@ class StandInController:
                 spec = contract.parse(obj)
                 obj = self._ensure_finalizer(client, obj)
                 port = self._ensure(client, service_cluster, obj, spec, hidden)
-            except FleetflowError as exc:
+            except Exception as exc:
                 phase = contract.PHASE_INVALID if isinstance(exc, UsageError) else contract.PHASE_UNABLE
                 message = _redact(str(exc), hidden)
+                if not isinstance(exc, FleetflowError):
+                    message = f"{type(exc).__name__}: {message}"
                 with contextlib.suppress(FleetflowError):
                     self._write_status(client, obj, phase, reason=message)
                 with self._guard:
                     self._done.pop(key, None)
-                raise type(exc)(message) from None
+                if isinstance(exc, FleetflowError):
+                    raise type(exc)(message) from None
+                raise FleetError(message) from None
             with self._guard:
                 self._done[key] = _Done(meta["uid"], int(meta.get("generation") or 0), port)
 
@@ -311,7 +315,12 @@ class StandInController:
         return status.endpoint is not None and status.endpoint.port == done.port
 
     def _ensure(
-        self, client: KubeClient, service_cluster: str, obj: dict[str, Any], spec: ClusterSpec, hidden: list[str]
+        self,
+        client: KubeClient,
+        service_cluster: str,
+        obj: dict[str, Any],
+        spec: ClusterSpec,
+        hidden: list[str],
     ) -> int:
         if (obj.get("status") or {}).get("phase") != contract.PHASE_HEALTHY:
             self._write_status(client, obj, contract.PHASE_SETTING_UP)
@@ -325,14 +334,14 @@ class StandInController:
         self._write_status(client, obj, contract.PHASE_HEALTHY)
         return port
 
-    def _password(self, client: KubeClient, spec: ClusterSpec, server: LocalPostgres, hidden: list[str]) -> str:
+    def _password(
+        self, client: KubeClient, spec: ClusterSpec, server: LocalPostgres, hidden: list[str]
+    ) -> str:
         """The owner's password: the user's initdb secret's, else the existing ``-app`` secret's, else new."""
         if spec.user_secret is not None:
             secret = client.get_or_none("v1", "Secret", spec.user_secret, spec.namespace)
             if secret is None:
-                raise FleetError(
-                    f"Secret {spec.namespace}/{spec.user_secret} (spec.bootstrap.initdb.secret) does not exist"
-                )
+                raise FleetError(f"the initdb secret {spec.namespace}/{spec.user_secret} does not exist")
             username, password = contract.decode(secret, "username"), contract.decode(secret, "password")
             if not password:
                 raise FleetError(f"Secret {spec.namespace}/{spec.user_secret} has no password")
@@ -378,14 +387,21 @@ class StandInController:
         finalizers = list(meta.get("finalizers") or [])
         if FINALIZER in finalizers:
             return obj
-        patch = {"metadata": {"finalizers": [*finalizers, FINALIZER], "resourceVersion": meta["resourceVersion"]}}
+        patch = {
+            "metadata": {"finalizers": [*finalizers, FINALIZER], "resourceVersion": meta["resourceVersion"]}
+        }
         return client.merge_patch(API_VERSION, KIND, meta["name"], meta["namespace"], patch)
 
     def _write_status(self, client: KubeClient, obj: dict[str, Any], phase: str, *, reason: str = "") -> None:
         meta = obj["metadata"]
         previous = obj.get("status") or {}
         status = contract.cluster_status(
-            meta["name"], contract.requested_instances(obj), phase, previous=previous, now=_now(), reason=reason
+            meta["name"],
+            contract.requested_instances(obj),
+            phase,
+            previous=previous,
+            now=_now(),
+            reason=reason,
         )
         if contract.status_is(previous, status):
             return
@@ -411,7 +427,9 @@ class StandInController:
             remaining = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
             if len(remaining) == len(meta.get("finalizers") or []):
                 return
-            patch = {"metadata": {"finalizers": remaining or None, "resourceVersion": meta["resourceVersion"]}}
+            patch = {
+                "metadata": {"finalizers": remaining or None, "resourceVersion": meta["resourceVersion"]}
+            }
             try:
                 client.merge_patch(API_VERSION, KIND, name, namespace, patch)
                 log.info("cnpg stand-in: Cluster %s/%s on %s: deleted", namespace, name, service_cluster)
@@ -452,11 +470,13 @@ class StandInController:
             return
         for root in sorted(base.glob("*/*")):
             if (root / UID_FILE).is_file() and (root.parent.name, root.name) not in live:
-                log.info("cnpg stand-in: %s: Cluster %s/%s is gone", service_cluster, root.parent.name, root.name)
+                log.info(
+                    "cnpg stand-in: %s: Cluster %s/%s is gone", service_cluster, root.parent.name, root.name
+                )
                 self._forget(service_cluster, root.parent.name, root.name, None)
 
     def _claim(self, server: LocalPostgres, spec: ClusterSpec) -> None:
-        """Make ``server`` this Cluster's: a server left by an earlier Cluster of the same name is destroyed."""
+        """Make ``server`` this Cluster's; one left by an earlier Cluster of the same name is destroyed."""
         owner = _read_uid(server)
         if owner is not None and owner != spec.uid:
             log.info(
@@ -478,7 +498,7 @@ class StandInController:
     @contextlib.contextmanager
     def _lock(self, key: Key) -> Iterator[None]:
         with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
+            lock = self._locks.setdefault(key, threading.RLock())
         with lock:
             yield
 

@@ -1,0 +1,493 @@
+"""The local CloudNativePG stand-in honours CNPG's contract on the local fleet.
+
+The chart is installed with the real helm binary, the controller runs in a thread against
+"service-cluster", and every database is reached the way a consumer would reach it: with the
+``<cluster>-app`` Secret's user and password and the LoadBalancer Service's ingress IP and port.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleetflow.errors import FleetError
+from fleetflow.fleet import binaries, cnpg
+from fleetflow.fleet.cnpg import contract
+from fleetflow.fleet.cnpg.controller import StandInController
+from fleetflow.fleet.postgres import Endpoint, find_bindir, run_psql
+from fleetflow.kube import KubeClient
+from tests.integration.conftest import LocalFleet, ensure_namespace
+
+pytestmark = pytest.mark.integration
+
+SERVICE_CLUSTER = "service-cluster"
+WAIT = 120.0  # seconds: a first initdb on a busy 2-core machine takes a few
+SECRET_KEYS = {
+    "username",
+    "user",
+    "password",
+    "dbname",
+    "host",
+    "port",
+    "pgpass",
+    "uri",
+    "jdbc-uri",
+    "fqdn-uri",
+    "fqdn-jdbc-uri",
+}
+# The seed's Job (job-to-create-table) runs exactly this against the todo database.
+SEED_SQL = (
+    "create table Todo (id bigint not null,completed boolean not null,ordering integer,"
+    "title varchar(255),url varchar(255),primary key (id));"
+    "create sequence hibernate_sequence start with 1 increment by 1;"
+)
+
+
+def seed_cluster(workload: str, namespace: str) -> dict[str, Any]:
+    """The seed's Cluster template, instantiated for workload cluster ``workload``.
+
+    In the seed the namespace is the workload cluster's own; here it is the test's, so the
+    ``cluster`` label (``<namespace>-<name>`` in the seed) repeats the workload's name instead.
+    """
+    return {
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "Cluster",
+        "metadata": {
+            "name": f"cluster-{workload}",
+            "namespace": namespace,
+            "labels": {"cluster": f"{workload}-{workload}"},
+        },
+        "spec": {
+            "instances": 3,
+            "bootstrap": {"initdb": {"database": "todo"}},
+            "storage": {"size": "1Gi"},
+            "managed": {
+                "services": {
+                    "disabledDefaultServices": ["ro", "r"],
+                    "additional": [
+                        {
+                            "selectorType": "rw",
+                            "serviceTemplate": {
+                                "metadata": {"name": "cluster-rw-lb"},
+                                "spec": {"type": "LoadBalancer"},
+                            },
+                        }
+                    ],
+                }
+            },
+        },
+    }
+
+
+def plain_cluster(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "Cluster",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"instances": 1, **spec},
+    }
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class Credentials:
+    user: str
+    password: str
+    dbname: str
+    host: str
+    port: int
+
+    def sql(self, sql: str) -> str:
+        """Run ``sql`` with psql as the secret's user; the password travels only in PGPASSWORD."""
+        endpoint = Endpoint(self.host, self.port, None)
+        return run_psql(
+            find_bindir() / "psql", endpoint, sql, user=self.user, password=self.password, dbname=self.dbname
+        )
+
+
+@dataclass
+class StandIn:
+    client: KubeClient
+    namespace: str
+    root: Path
+    controller: StandInController
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.stop = threading.Event()
+        self.thread = threading.Thread(
+            target=self.controller.run, args=(self.stop,), name="cnpg-standin-test"
+        )
+        self.thread.start()
+
+    def halt(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=4 * self.controller.watch_timeout + 60)
+            assert not self.thread.is_alive(), "the stand-in controller did not stop within its watch timeout"
+            self.thread = None
+
+    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.client.apply(body)
+
+    def wait_ready(self, name: str) -> dict[str, Any]:
+        obj = self.client.wait(
+            contract.API_VERSION,
+            contract.KIND,
+            name,
+            self.namespace,
+            cnpg.is_ready,
+            timeout=WAIT,
+            awaiting=f"Cluster {name} in phase {cnpg.PHASE_HEALTHY!r} with condition Ready=True",
+        )
+        assert obj is not None
+        return obj
+
+    def wait_phase(self, name: str, phase: str) -> dict[str, Any]:
+        obj = self.client.wait(
+            contract.API_VERSION,
+            contract.KIND,
+            name,
+            self.namespace,
+            lambda o: ((o or {}).get("status") or {}).get("phase") == phase,
+            timeout=WAIT,
+            awaiting=f"Cluster {name} in phase {phase!r}",
+        )
+        assert obj is not None
+        return obj
+
+    def wait_gone(self, kind: str, name: str, api_version: str = contract.API_VERSION) -> None:
+        self.client.wait(
+            api_version,
+            kind,
+            name,
+            self.namespace,
+            lambda o: o is None,
+            timeout=WAIT,
+            awaiting=f"{kind} {name} to be deleted",
+        )
+
+    def secret(self, name: str) -> dict[str, Any]:
+        return self.client.get("v1", "Secret", name, self.namespace)
+
+    def service(self, name: str) -> dict[str, Any] | None:
+        return self.client.get_or_none("v1", "Service", name, self.namespace)
+
+    def credentials(self, cluster: str, service: str) -> Credentials:
+        """What a consumer has: the -app secret's user and password, the LoadBalancer's IP and port."""
+        secret = self.secret(f"{cluster}-app")
+        lb = self.client.wait(
+            "v1",
+            "Service",
+            service,
+            self.namespace,
+            lambda o: bool(((o or {}).get("status") or {}).get("loadBalancer", {}).get("ingress")),
+            timeout=WAIT,
+            awaiting=f"Service {service} to have a load balancer ingress",
+        )
+        assert lb is not None
+        user, password, dbname = (contract.decode(secret, k) for k in ("username", "password", "dbname"))
+        assert user
+        assert password
+        assert dbname
+        ip = lb["status"]["loadBalancer"]["ingress"][0]["ip"]
+        return Credentials(user, password, dbname, ip, int(lb["spec"]["ports"][0]["port"]))
+
+
+@pytest.fixture(scope="module")
+def helm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """helm with its own cache and config, not the developer's."""
+    home = tmp_path_factory.mktemp("helm")
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG" and not k.startswith("HELM_")}
+    env.update(
+        HELM_CACHE_HOME=str(home / "cache"),
+        HELM_CONFIG_HOME=str(home / "config"),
+        HELM_DATA_HOME=str(home / "data"),
+    )
+    return env
+
+
+def _helm_install(fleet: LocalFleet, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    helm = binaries.ensure()["helm"]
+    argv = [str(helm), "upgrade", "--install", "cnpg", str(cnpg.CHART_DIR), "--namespace", "cnpg-system"]
+    argv += ["--create-namespace", "--kubeconfig", str(fleet.kubeconfig), "--kube-context", SERVICE_CLUSTER]
+    argv += ["--wait=false"]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=180, check=False)
+
+
+@pytest.fixture(scope="module")
+def chart(local_fleet: LocalFleet, helm_env: dict[str, str]) -> None:
+    """The stand-in chart, installed into service-cluster exactly as CloudNativePG's chart would be."""
+    proc = _helm_install(local_fleet, helm_env)
+    assert proc.returncode == 0, proc.stderr
+    local_fleet.client(SERVICE_CLUSTER).wait(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        cnpg.CRD_NAME,
+        None,
+        lambda o: any(
+            c["type"] == "Established" and c["status"] == "True"
+            for c in (o or {}).get("status", {}).get("conditions", [])
+        ),
+        timeout=60,
+        awaiting=f"CRD {cnpg.CRD_NAME} installed by helm to be established",
+    )
+
+
+@pytest.fixture
+def standin(
+    local_fleet: LocalFleet, chart: None, namespace: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> Iterator[StandIn]:
+    """A running controller for service-cluster with its own state root, and this test's namespace.
+
+    Afterwards every Cluster of the namespace is deleted through the controller (so its
+    finalizer is honoured and its server destroyed), then the controller is stopped.
+    """
+    caplog.set_level(logging.DEBUG, logger="fleetflow")
+    client = local_fleet.client(SERVICE_CLUSTER)
+    ensure_namespace(client, namespace)
+    root = tmp_path / "cnpg"
+    controller = StandInController({SERVICE_CLUSTER: client}, root, watch_timeout=2)
+    standin = StandIn(client, namespace, root, controller)
+    standin.start()
+    try:
+        yield standin
+    finally:
+        try:
+            if standin.thread is None:
+                standin.start()
+            items, _ = client.list(contract.API_VERSION, contract.KIND, namespace)
+            for item in items:
+                client.delete(contract.API_VERSION, contract.KIND, item["metadata"]["name"], namespace)
+            for item in items:
+                standin.wait_gone(contract.KIND, item["metadata"]["name"])
+            standin.halt()
+        finally:
+            standin.stop.set()
+            cnpg.destroy_servers(root)  # a safety net: no server outlives its test
+
+
+def _no_password_logged(caplog: pytest.LogCaptureFixture, *passwords: str) -> None:
+    for record in caplog.records:
+        text = record.getMessage()
+        for password in passwords:
+            assert password not in text, f"a password appeared in the log line {record.name}: {text[:60]}..."
+
+
+def test_chart_installs_like_cloudnative_pg_and_reinstalls(
+    local_fleet: LocalFleet, chart: None, helm_env: dict[str, str]
+) -> None:
+    again = _helm_install(local_fleet, helm_env)
+    assert again.returncode == 0, again.stderr
+    assert "has been upgraded" in again.stdout
+
+    client = local_fleet.client(SERVICE_CLUSTER)
+    crd = client.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", cnpg.CRD_NAME)
+    assert crd["spec"]["scope"] == "Namespaced"
+    (version,) = crd["spec"]["versions"]
+    assert (version["name"], version["served"], version["storage"]) == ("v1", True, True)
+    assert "status" in version["subresources"]
+    schema = version["schema"]["openAPIV3Schema"]["properties"]
+    assert schema["spec"]["x-kubernetes-preserve-unknown-fields"] is True
+    assert schema["status"]["x-kubernetes-preserve-unknown-fields"] is True
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert columns["Instances"] == ".status.instances"
+    assert columns["Ready"] == ".status.readyInstances"
+    assert columns["Status"] == ".status.phase"
+    assert columns["Age"] == ".metadata.creationTimestamp"
+
+    described = client.get("v1", "ConfigMap", "cnpg-standin", "cnpg-system")
+    assert "NOT the CloudNativePG operator" in described["data"]["stand-in"]
+    # The helper that `fleet up` can use runs the same command.
+    assert "has been upgraded" in cnpg.install_chart(local_fleet.kubeconfig, SERVICE_CLUSTER)
+
+
+def test_seed_cluster_gets_cnpg_objects_and_a_real_database(
+    standin: StandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = "cluster-workload-cluster"
+    standin.apply(seed_cluster("workload-cluster", standin.namespace))
+    cluster = standin.wait_ready(name)
+
+    status = cluster["status"]
+    assert status["instances"] == 3
+    assert status["readyInstances"] == 3
+    assert status["writeService"] == f"{name}-rw"
+    (ready,) = [c for c in status["conditions"] if c["type"] == "Ready"]
+    assert (ready["status"], ready["reason"]) == ("True", "ClusterIsReady")
+    assert ready["lastTransitionTime"]
+    assert ready["message"]
+    assert cnpg.FINALIZER in cluster["metadata"]["finalizers"]
+    uid = cluster["metadata"]["uid"]
+
+    secret = standin.secret(f"{name}-app")
+    assert secret["type"] == "kubernetes.io/basic-auth"
+    assert secret["metadata"]["labels"] == {
+        "cnpg.io/reload": "true",
+        "cnpg.io/cluster": name,
+        "cnpg.io/userType": "app",
+        "app.kubernetes.io/managed-by": "cloudnative-pg",
+    }
+    assert [r["uid"] for r in secret["metadata"]["ownerReferences"]] == [uid]
+    assert set(secret["data"]) == SECRET_KEYS
+    values = {k: contract.decode(secret, k) for k in SECRET_KEYS}
+    assert values["username"] == values["user"] == "todo"  # the owner defaults to the database name
+    assert values["dbname"] == "todo"
+    assert values["host"] == f"{name}-rw"
+
+    rw = standin.service(f"{name}-rw")
+    assert rw is not None
+    assert rw["spec"]["type"] == "ClusterIP"
+    assert rw["metadata"]["labels"]["cnpg.io/cluster"] == name
+    assert standin.service(f"{name}-ro") is None
+    assert standin.service(f"{name}-r") is None
+    lb = standin.service("cluster-rw-lb")
+    assert lb is not None
+    assert lb["spec"]["type"] == "LoadBalancer"
+    assert lb["metadata"]["labels"]["cnpg.io/isManaged"] == "true"
+    assert lb["metadata"]["labels"]["cnpg.io/cluster"] == name
+    assert [r["uid"] for r in lb["metadata"]["ownerReferences"]] == [uid]
+
+    creds = standin.credentials(name, "cluster-rw-lb")
+    assert creds.host == "127.0.0.1"
+    assert values["port"] == str(creds.port) == str(rw["spec"]["ports"][0]["port"])
+    assert (
+        values["uri"] == f"postgresql://todo:{creds.password}@{name}-rw.{standin.namespace}:{creds.port}/todo"
+    )
+    assert values["pgpass"] == f"{name}-rw:{creds.port}:todo:todo:{creds.password}\n"
+    creds.sql(SEED_SQL)
+    assert creds.sql("select nextval('hibernate_sequence'); select count(*) from Todo") == "1\n0"
+    assert creds.sql("select current_user, current_database()") == "todo|todo"
+
+    # Re-observing a Cluster whose objects are all in place changes nothing.
+    def versions() -> list[str]:
+        found: list[dict[str, Any] | None] = [
+            standin.client.get(contract.API_VERSION, contract.KIND, name, standin.namespace)
+        ]
+        found += [
+            standin.secret(f"{name}-app"),
+            standin.service(f"{name}-rw"),
+            standin.service("cluster-rw-lb"),
+        ]
+        return [str((o or {}).get("metadata", {}).get("resourceVersion")) for o in found]
+
+    before = versions()
+    standin.controller.reconcile(SERVICE_CLUSTER, standin.namespace, name, force=True)
+    standin.controller.reconcile(SERVICE_CLUSTER, standin.namespace, name)
+    assert versions() == before
+
+    _no_password_logged(caplog, creds.password)
+
+
+def test_two_clusters_get_two_servers_and_two_credentials(standin: StandIn) -> None:
+    standin.apply(plain_cluster("one", standin.namespace))
+    standin.apply(plain_cluster("two", standin.namespace))
+    standin.wait_ready("one")
+    standin.wait_ready("two")
+
+    one, two = (contract.decode(standin.secret(f"{n}-app"), "password") for n in ("one", "two"))
+    assert one
+    assert two
+    assert one != two
+    ports = [int(standin.service(f"{n}-rw")["spec"]["ports"][0]["port"]) for n in ("one", "two")]  # type: ignore[index]
+    assert ports[0] != ports[1]
+    for n in ("one", "two"):
+        svc = standin.service(f"{n}-ro")
+        assert svc is not None  # the default services are all there
+        assert standin.service(f"{n}-r") is not None
+        assert contract.decode(standin.secret(f"{n}-app"), "username") == "app"  # CNPG's defaults
+    first = Credentials("app", one, "app", "127.0.0.1", ports[0])
+    second = Credentials("app", two, "app", "127.0.0.1", ports[1])
+    first.sql("create table only_in_one (x int)")
+    assert second.sql("select count(*) from pg_tables where tablename = 'only_in_one'") == "0"
+    with pytest.raises(FleetError, match="password authentication failed"):
+        Credentials("app", one, "app", "127.0.0.1", ports[1]).sql("select 1")
+    roots = {s.root for s in cnpg.servers(standin.root)}
+    assert roots == {standin.root / SERVICE_CLUSTER / standin.namespace / n for n in ("one", "two")}
+
+
+def test_deleting_a_cluster_destroys_its_server_and_its_objects(standin: StandIn) -> None:
+    standin.apply(plain_cluster("doomed", standin.namespace))
+    standin.wait_ready("doomed")
+    port = int(contract.decode(standin.secret("doomed-app"), "port") or 0)
+    assert _accepts(port)
+    server_root = standin.root / SERVICE_CLUSTER / standin.namespace / "doomed"
+    assert server_root.is_dir()
+
+    standin.client.delete(contract.API_VERSION, contract.KIND, "doomed", standin.namespace)
+    standin.wait_gone(contract.KIND, "doomed")
+    assert not _accepts(port), "the deleted Cluster's PostgreSQL server still accepts connections"
+    assert not server_root.exists()
+    # kube-controller-manager's garbage collector removes what the Cluster owned.
+    standin.wait_gone("Secret", "doomed-app", "v1")
+    for suffix in ("rw", "ro", "r"):
+        standin.wait_gone("Service", f"doomed-{suffix}", "v1")
+
+
+def test_existing_secret_password_survives_a_lost_server(standin: StandIn) -> None:
+    standin.apply(seed_cluster("keep", standin.namespace))
+    standin.wait_ready("cluster-keep")
+    before = standin.credentials("cluster-keep", "cluster-rw-lb")
+    before.sql("select 1")
+
+    standin.halt()  # the controller is down ...
+    standin.controller.server(
+        SERVICE_CLUSTER, standin.namespace, "cluster-keep"
+    ).destroy()  # ... and the data lost
+    restarted = StandInController({SERVICE_CLUSTER: standin.client}, standin.root, watch_timeout=2)
+    standin.controller = restarted
+    standin.start()
+    assert restarted.synced[SERVICE_CLUSTER].wait(WAIT), "the restarted controller did not sync its Clusters"
+
+    after = standin.credentials("cluster-keep", "cluster-rw-lb")
+    assert (after.user, after.password) == (before.user, before.password)
+    assert after.sql("select current_user") == "todo"
+
+
+def test_a_failing_cluster_is_reported_and_retried_without_stopping_the_controller(
+    standin: StandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    standin.apply(plain_cluster("bad", standin.namespace, bootstrap={"recovery": {"source": "elsewhere"}}))
+    invalid = standin.wait_phase("bad", cnpg.PHASE_INVALID)
+    assert "initdb only" in invalid["status"]["phaseReason"]
+
+    mine = {"initdb": {"database": "shop", "owner": "clerk", "secret": {"name": "clerk-credentials"}}}
+    standin.apply(plain_cluster("mine", standin.namespace, bootstrap=mine))
+    unable = standin.wait_phase("mine", cnpg.PHASE_UNABLE)
+    assert "clerk-credentials" in unable["status"]["phaseReason"]
+
+    password = "a-password-chosen-by-the-user"
+    user_secret = {"username": "clerk", "password": password}
+    standin.client.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "clerk-credentials", "namespace": standin.namespace},
+            "type": "kubernetes.io/basic-auth",
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in user_secret.items()},
+        }
+    )
+    standin.wait_ready("mine")  # retried with backoff, by the same controller
+    assert standin.client.get_or_none("v1", "Secret", "mine-app", standin.namespace) is None
+    port = int(standin.service("mine-rw")["spec"]["ports"][0]["port"])  # type: ignore[index]
+    creds = Credentials("clerk", password, "shop", "127.0.0.1", port)
+    assert creds.sql("select current_user, current_database()") == "clerk|shop"
+    assert standin.thread is not None
+    assert standin.thread.is_alive()
+    _no_password_logged(caplog, password)
