@@ -3,16 +3,24 @@
 The chart is installed with the real helm binary, the controller runs in a thread against
 "service-cluster", and every database is reached the way a consumer would reach it: with the
 ``<cluster>-app`` Secret's user and password and the LoadBalancer Service's ingress IP and port.
+
+These tests run on a local fleet of their own (one cluster, "service-cluster", started like the
+session's but without the background stand-in that ``fleet up`` starts): the controller under
+test must be the only one serving that cluster, or two controllers would both act on every
+Cluster. It also lets the first test watch the controller wait for a chart not installed yet.
 """
 
 from __future__ import annotations
 
 import base64
+import inspect
 import logging
 import os
 import socket
 import subprocess
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +32,7 @@ from fleetflow.errors import FleetError
 from fleetflow.fleet import binaries, cnpg
 from fleetflow.fleet.cnpg import contract
 from fleetflow.fleet.cnpg.controller import StandInController
+from fleetflow.fleet.manager import Fleet
 from fleetflow.fleet.postgres import Endpoint, find_bindir, run_psql
 from fleetflow.kube import KubeClient
 from tests.integration.conftest import LocalFleet, ensure_namespace
@@ -211,6 +220,30 @@ class StandIn:
 
 
 @pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, assets: binaries.Binaries) -> Iterator[LocalFleet]:
+    """A fleet of one cluster, "service-cluster", for this module, with no other stand-in serving it."""
+    home = tmp_path_factory.mktemp("cnpg-fleet")
+    private = Fleet(home)
+    messages: list[str] = []
+    # `fleet up` may start the stand-in as a background process; here the test runs it instead.
+    options = {"standin": False} if "standin" in inspect.signature(Fleet.up).parameters else {}
+    try:
+        private.up([SERVICE_CLUSTER], assets, messages.append, **options)
+        yield LocalFleet(home, private, (SERVICE_CLUSTER,))
+    finally:
+        private.down(messages.append)
+
+
+@pytest.fixture
+def namespace(fleet: LocalFleet, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace in this module's fleet, as the session's ``namespace`` fixture makes them."""
+    name = f"t-{request.node.name[:40].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:6]}"
+    ensure_namespace(fleet.client(SERVICE_CLUSTER), name)
+    yield name
+    fleet.client(SERVICE_CLUSTER).delete("v1", "Namespace", name)
+
+
+@pytest.fixture(scope="module")
 def helm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """helm with its own cache and config, not the developer's."""
     home = tmp_path_factory.mktemp("helm")
@@ -232,19 +265,25 @@ def _helm_install(fleet: LocalFleet, env: dict[str, str]) -> subprocess.Complete
 
 
 @pytest.fixture(scope="module")
-def chart(local_fleet: LocalFleet, helm_env: dict[str, str]) -> None:
+def chart(fleet: LocalFleet, helm_env: dict[str, str]) -> None:
     """The stand-in chart, installed into service-cluster exactly as CloudNativePG's chart would be."""
-    proc = _helm_install(local_fleet, helm_env)
+    proc = _helm_install(fleet, helm_env)
     assert proc.returncode == 0, proc.stderr
-    local_fleet.client(SERVICE_CLUSTER).wait(
+    _wait_established(fleet.client(SERVICE_CLUSTER))
+
+
+def _established(crd: dict[str, Any] | None) -> bool:
+    conditions = ((crd or {}).get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+
+def _wait_established(client: KubeClient) -> None:
+    client.wait(
         "apiextensions.k8s.io/v1",
         "CustomResourceDefinition",
         cnpg.CRD_NAME,
         None,
-        lambda o: any(
-            c["type"] == "Established" and c["status"] == "True"
-            for c in (o or {}).get("status", {}).get("conditions", [])
-        ),
+        _established,
         timeout=60,
         awaiting=f"CRD {cnpg.CRD_NAME} installed by helm to be established",
     )
@@ -252,7 +291,7 @@ def chart(local_fleet: LocalFleet, helm_env: dict[str, str]) -> None:
 
 @pytest.fixture
 def standin(
-    local_fleet: LocalFleet, chart: None, namespace: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    fleet: LocalFleet, chart: None, namespace: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> Iterator[StandIn]:
     """A running controller for service-cluster with its own state root, and this test's namespace.
 
@@ -260,8 +299,7 @@ def standin(
     finalizer is honoured and its server destroyed), then the controller is stopped.
     """
     caplog.set_level(logging.DEBUG, logger="fleetflow")
-    client = local_fleet.client(SERVICE_CLUSTER)
-    ensure_namespace(client, namespace)
+    client = fleet.client(SERVICE_CLUSTER)
     root = tmp_path / "cnpg"
     controller = StandInController({SERVICE_CLUSTER: client}, root, watch_timeout=2)
     standin = StandIn(client, namespace, root, controller)
@@ -290,14 +328,70 @@ def _no_password_logged(caplog: pytest.LogCaptureFixture, *passwords: str) -> No
             assert password not in text, f"a password appeared in the log line {record.name}: {text[:60]}..."
 
 
-def test_chart_installs_like_cloudnative_pg_and_reinstalls(
-    local_fleet: LocalFleet, chart: None, helm_env: dict[str, str]
+def test_run_waits_for_the_chart_then_serves_until_stopped(
+    fleet: LocalFleet,
+    namespace: str,
+    helm_env: dict[str, str],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    again = _helm_install(local_fleet, helm_env)
+    """`run` (what `fleet up` starts) watches for the CRD, then serves; a stop ends it promptly."""
+    caplog.set_level(logging.INFO, logger="fleetflow")
+    client = fleet.client(SERVICE_CLUSTER)
+    root = tmp_path / "cnpg"
+    crd_api = "apiextensions.k8s.io/v1"
+    chart_was_installed = client.get_or_none(crd_api, "CustomResourceDefinition", cnpg.CRD_NAME) is not None
+    stop = threading.Event()
+    thread = threading.Thread(target=cnpg.run, args=(fleet.kubeconfig, [SERVICE_CLUSTER], stop, root))
+    thread.start()
+    try:
+        if not chart_was_installed:  # the module's first test: the controller starts before the chart
+            deadline = time.monotonic() + WAIT
+            while not any("waiting for the chart" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, "timed out waiting for the controller to wait for the CRD"
+                time.sleep(0.05)
+        installed = _helm_install(fleet, helm_env)
+        assert installed.returncode == 0, installed.stderr
+        _wait_established(client)
+
+        client.apply(plain_cluster("late", namespace))
+        obj = client.wait(
+            contract.API_VERSION,
+            contract.KIND,
+            "late",
+            namespace,
+            cnpg.is_ready,
+            timeout=WAIT,
+            awaiting="Cluster late (made after the chart was installed) to be healthy and Ready",
+        )
+        assert obj is not None
+        assert cnpg.servers(root)[0].root == root / SERVICE_CLUSTER / namespace / "late"
+        client.delete(contract.API_VERSION, contract.KIND, "late", namespace)
+        client.wait(
+            contract.API_VERSION,
+            contract.KIND,
+            "late",
+            namespace,
+            lambda o: o is None,
+            timeout=WAIT,
+            awaiting="Cluster late to be deleted through the stand-in's finalizer",
+        )
+        assert cnpg.servers(root) == []
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        cnpg.destroy_servers(root)
+    assert not thread.is_alive(), "run() did not return within a watch timeout of the stop"
+
+
+def test_chart_installs_like_cloudnative_pg_and_reinstalls(
+    fleet: LocalFleet, chart: None, helm_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    again = _helm_install(fleet, helm_env)
     assert again.returncode == 0, again.stderr
     assert "has been upgraded" in again.stdout
 
-    client = local_fleet.client(SERVICE_CLUSTER)
+    client = fleet.client(SERVICE_CLUSTER)
     crd = client.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", cnpg.CRD_NAME)
     assert crd["spec"]["scope"] == "Namespaced"
     (version,) = crd["spec"]["versions"]
@@ -315,7 +409,9 @@ def test_chart_installs_like_cloudnative_pg_and_reinstalls(
     described = client.get("v1", "ConfigMap", "cnpg-standin", "cnpg-system")
     assert "NOT the CloudNativePG operator" in described["data"]["stand-in"]
     # The helper that `fleet up` can use runs the same command.
-    assert "has been upgraded" in cnpg.install_chart(local_fleet.kubeconfig, SERVICE_CLUSTER)
+    for key in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
+        monkeypatch.setenv(key, helm_env[key])
+    assert "has been upgraded" in cnpg.install_chart(fleet.kubeconfig, SERVICE_CLUSTER)
 
 
 def test_seed_cluster_gets_cnpg_objects_and_a_real_database(

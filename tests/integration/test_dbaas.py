@@ -168,7 +168,7 @@ def test_the_seed_chain_flow_by_flow(seed: Registry, local_fleet: LocalFleet, pr
         args["--username"],
         delivered["password"],
         args["--dbname"],
-        args["--command"],
+        f"--command={args['--command']}",
     )
     assert done.returncode == 0, done.stderr
     tables = psql(

@@ -38,7 +38,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,8 +111,12 @@ class StandInController:
         *,
         watch_timeout: int = WATCH_TIMEOUT,
         resync_seconds: float = RESYNC_SECONDS,
+        connect: Callable[[str], KubeClient] | None = None,
     ) -> None:
+        """``connect(name)``, when given, builds a fresh client after connection errors (a
+        restarted cluster may listen on a new port, written to the kubeconfig)."""
         self.clients = dict(clients)
+        self.connect = connect
         self.root = (root or default_root()).expanduser().absolute()
         self.watch_timeout = watch_timeout
         self.resync_seconds = resync_seconds
@@ -140,10 +144,10 @@ class StandInController:
 
     def run_cluster(self, service_cluster: str, stop: threading.Event) -> None:
         """Wait for the Cluster CRD, then list and watch Clusters in all namespaces until ``stop``."""
-        client = self.clients[service_cluster]
         backoff = BACKOFF_FIRST
         log.info("cnpg stand-in: serving %s", service_cluster)
         while not stop.is_set():
+            client = self.clients[service_cluster]
             try:
                 if not self._await_crd(client, stop):
                     break
@@ -159,6 +163,7 @@ class StandInController:
                 log.warning("cnpg stand-in: %s: %s; relisting in %.1fs", service_cluster, exc, backoff)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
+                self._reconnect(service_cluster)
             except Exception as exc:  # the controller outlives its bugs; the next relist starts afresh
                 log.error(
                     "cnpg stand-in: %s: unexpected %s: %s; relisting in %.1fs",
@@ -170,6 +175,14 @@ class StandInController:
                 stop.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
         log.info("cnpg stand-in: stopped serving %s", service_cluster)
+
+    def _reconnect(self, service_cluster: str) -> None:
+        if self.connect is None:
+            return
+        try:
+            self.clients[service_cluster] = self.connect(service_cluster)
+        except FleetflowError as exc:  # e.g. the kubeconfig is being rewritten: keep the old client
+            log.warning("cnpg stand-in: %s: cannot reconnect: %s", service_cluster, exc)
 
     def _await_crd(self, client: KubeClient, stop: threading.Event) -> bool:
         """Watch until the Cluster CRD is established (helm installed the chart); False if stopped."""
@@ -242,6 +255,17 @@ class StandInController:
         key = (service_cluster, namespace, name)
         try:
             self.reconcile(service_cluster, namespace, name, force=force)
+        except UsageError as exc:
+            # An invalid definition stays invalid until the Cluster changes, which is an event.
+            with self._guard:
+                self._retries.pop(key, None)
+            log.warning(
+                "cnpg stand-in: Cluster %s/%s on %s: %s; waiting for it to change",
+                namespace,
+                name,
+                service_cluster,
+                exc,
+            )
         except Exception as exc:
             with self._guard:
                 previous = self._retries.get(key)
@@ -346,7 +370,7 @@ class StandInController:
             if not password:
                 raise FleetError(f"Secret {spec.namespace}/{spec.user_secret} has no password")
             if username and username != spec.owner:
-                raise UsageError(
+                raise FleetError(
                     f"Secret {spec.namespace}/{spec.user_secret} is for user {username}, "
                     f"but the database owner is {spec.owner}"
                 )
@@ -573,5 +597,8 @@ def destroy_servers(root: Path | None = None) -> int:
 
 def run(kubeconfig: Path, contexts: list[str], stop: threading.Event, root: Path | None = None) -> None:
     """Stand in for CloudNativePG on the clusters of ``contexts`` until ``stop`` is set (one thread each)."""
-    clients = {context: client_for(context, kubeconfig) for context in contexts}
-    StandInController(clients, root).run(stop)
+
+    def connect(context: str) -> KubeClient:
+        return client_for(context, kubeconfig)  # a new client only when the kubeconfig changed
+
+    StandInController({context: connect(context) for context in contexts}, root, connect=connect).run(stop)
