@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     standin = verbs.add_parser("cnpg-standin", help=argparse.SUPPRESS)
     standin.add_argument("--kubeconfig", required=True)
     standin.add_argument("--clusters", required=True)
+    standin.add_argument("--root", required=True)
     standin.set_defaults(func=_standin)
 
     down = verbs.add_parser("down", help="stop every process 'up' started; data is kept")
@@ -95,5 +96,5 @@ def _standin(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    controller.run(Path(args.kubeconfig), args.clusters.split(","), stop)
+    controller.run(Path(args.kubeconfig), args.clusters.split(","), stop, Path(args.root))
     return 0

@@ -81,6 +81,11 @@ class Fleet:
             self._ensure_standin(state, progress)
         return state
 
+    @property
+    def standin_root(self) -> Path:
+        """Where the stand-in keeps one PostgreSQL server per CNPG Cluster."""
+        return self.root / "cnpg"
+
     def _standin_log(self) -> Path:
         return self.root / "logs" / "cnpg-standin.log"
 
@@ -148,6 +153,10 @@ class Fleet:
             processes.stop(state.standin_pid, str(self.kubeconfig_path))
             state.standin_pid = 0
             progress("CloudNativePG stand-in controller: stopped")
+        from fleetflow.fleet.cnpg import stop_servers
+
+        if stopped := stop_servers(self.standin_root):
+            progress(f"stopped {stopped} stand-in PostgreSQL server(s); their data stays")
         for name, record in sorted(state.clusters.items()):
             if record.pids:
                 cluster.stop(record, self.paths(name))

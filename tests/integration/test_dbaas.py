@@ -68,6 +68,7 @@ def seed(
     finally:
         stop.set()
         thread.join(60)
+        controller.destroy_servers(root)
         patch.undo()
 
 

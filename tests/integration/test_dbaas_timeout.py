@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from fleetflow.dbaas.operator import LOCAL_CHART
 from fleetflow.registry import Registry
+from flows.install_operator import install_operator
 from flows.provision_database import provision_database
 from flows.register_cluster import register_cluster
 from tests.integration.conftest import LocalFleet
@@ -28,13 +30,7 @@ def test_a_database_that_never_becomes_ready_times_out_clearly(
         )
     service = local_fleet.client("service-cluster")
     try:
-        if (
-            service.get_or_none(
-                "apiextensions.k8s.io/v1", "CustomResourceDefinition", "clusters.postgresql.cnpg.io"
-            )
-            is None
-        ):
-            pytest.fail("the Cluster CRD is not installed: run the chain test module first")
+        install_operator(chart=str(LOCAL_CHART), repository=None, version=None)  # the CRD, no controller
         with pytest.raises(
             Exception,
             match=r"timed out after 3s waiting for Cluster wl-slow/cluster-wl-slow "

@@ -82,9 +82,9 @@ def platform(
         handles.append(handle)
         procs.append(subprocess.Popen([FLEETFLOW, *argv], env=env, stdout=handle, stderr=subprocess.STDOUT))
     stop = threading.Event()
+    standin_root = tmp_path_factory.mktemp("standin")
     standin = threading.Thread(
-        target=controller.run,
-        args=(local_fleet.kubeconfig, ["service-cluster"], stop, tmp_path_factory.mktemp("standin")),
+        target=controller.run, args=(local_fleet.kubeconfig, ["service-cluster"], stop, standin_root)
     )
     standin.start()
     p = Platform(registry, env, logs)
@@ -100,6 +100,7 @@ def platform(
             handle.close()
         stop.set()
         standin.join(60)
+        controller.destroy_servers(standin_root)
 
 
 def _deployments() -> list[Any]:

@@ -1,6 +1,8 @@
-"""The stand-in controller: CloudNativePG's work for each Cluster, done on this machine.
+"""A stand-in for the CloudNativePG operator, on the local fleet ONLY (never a real cluster).
 
-For each ``postgresql.cnpg.io/v1`` Cluster X in namespace N of a service cluster S it
+The local fleet has no kubelet, so the real operator cannot run there; this controller does
+its work on this machine instead. For each ``postgresql.cnpg.io/v1`` Cluster X in namespace N
+of a service cluster S it
 
 1. adds the finalizer ``fleetflow.io/cnpg-standin`` (a deletion is noticed even if the
    controller was down when it happened);
@@ -316,8 +318,9 @@ class StandInController:
                 message = _redact(str(exc), hidden)
                 if not isinstance(exc, FleetflowError):
                     message = f"{type(exc).__name__}: {message}"
-                with contextlib.suppress(FleetflowError):
-                    self._write_status(client, obj, phase, reason=message)
+                if not isinstance(exc, TemporaryError):  # a conflict or an unreachable API is just retried
+                    with contextlib.suppress(FleetflowError):
+                        self._write_status(client, obj, phase, reason=message)
                 with self._guard:
                     self._done.pop(key, None)
                 if isinstance(exc, FleetflowError):
