@@ -128,8 +128,22 @@ def _secret(client: KubeClient, name: str, namespace: str) -> dict[str, str] | N
     return {k: base64.b64decode(v).decode() for k, v in obj["data"].items()} if obj else None
 
 
-def test_labels_alone_drive_the_chain(platform: Platform, local_fleet: LocalFleet) -> None:
+@pytest.fixture
+def cleanup(platform: Platform, local_fleet: LocalFleet) -> Iterator[list[str]]:
+    """Clusters a test enrols; their databases and registrations are removed afterwards."""
+    names: list[str] = []
+    yield names
+    service = local_fleet.client("service-cluster")
+    for name in names:
+        service.delete("postgresql.cnpg.io/v1", "Cluster", f"cluster-{name}", name)
+        platform.registry.deregister(name, delete_namespace=True)
+
+
+def test_labels_alone_drive_the_chain(
+    platform: Platform, local_fleet: LocalFleet, cleanup: list[str]
+) -> None:
     svc, app = "e2e-services", "e2e-app"
+    cleanup += [svc, app]
     platform.enroll(svc, "service-cluster", {"type": "services"})
     platform.enroll(app, "workload-cluster", {})
     _wait(
