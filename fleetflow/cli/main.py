@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from fleetflow import __version__
-from fleetflow.cli import cluster, fleet, run
+from fleetflow.cli import cluster, fleet, platform, run
 from fleetflow.errors import FleetflowError, UsageError
 
 
@@ -27,8 +27,10 @@ def parser() -> argparse.ArgumentParser:
         description=("Event-driven Database-as-a-Service for Kubernetes fleets, on Prefect."),
     )
     root.add_argument("--version", action="version", version=f"fleetflow {__version__}")
+    root.add_argument("--home", help="state directory (default: $FLEETFLOW_HOME, then ~/.fleetflow)")
     sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fleet.register(sub)
+    platform.register(sub)
     cluster.register(sub)
     run.register(sub)
     return root
@@ -36,6 +38,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.home:
+        os.environ["FLEETFLOW_HOME"] = args.home
     try:
         code: int = args.func(args)
     except UsageError as exc:

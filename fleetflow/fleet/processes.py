@@ -42,7 +42,7 @@ def port_in_use(port: int) -> bool:
     return False
 
 
-def start(argv: list[str], log: Path) -> int:
+def start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> int:
     """Start ``argv`` in its own session, appending its output to ``log``; return its pid."""
     log.parent.mkdir(parents=True, exist_ok=True)
     out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -51,7 +51,7 @@ def start(argv: list[str], log: Path) -> int:
         return os.posix_spawn(
             argv[0],
             argv,
-            dict(os.environ),
+            dict(os.environ) if env is None else env,
             setsid=True,
             file_actions=[
                 (os.POSIX_SPAWN_DUP2, devnull, 0),
@@ -86,7 +86,7 @@ def is_ours(pid: int | None, marker: str) -> bool:
     if stat.rsplit(")", 1)[-1].split()[0] == "Z":  # a zombie is dead for our purposes
         _reap(pid)
         return False
-    return marker.encode() in cmdline
+    return marker.encode() in cmdline.replace(b"\0", b" ")
 
 
 def _reap(pid: int) -> None:

@@ -163,7 +163,7 @@ def test_labels_alone_drive_the_chain(
         platform,
     )
     for flow_name in ("provision-database", "fetch-credentials"):
-        assert _completed(flow_name, app), f"{flow_name} did not complete for {app}\n{platform.tails()}"
+        _wait(f"a completed {flow_name} run for {app}", lambda f=flow_name: _completed(f, app), 60, platform)
 
     platform.registry.edit_labels(app, LabelEdit.parse(["type=app"]))
     address = mgmt.get("v1", "ConfigMap", "pg-loadbalancer-data", app)["data"]
@@ -177,7 +177,7 @@ def test_labels_alone_drive_the_chain(
     _wait(
         "the todo-table Job for this database on the workload cluster", job_for_this_database, 180, platform
     )
-    assert _completed("deploy-app", app)
+    _wait(f"a completed deploy-app run for {app}", lambda: _completed("deploy-app", app), 60, platform)
     delivered = _secret(workload, "pg-credentials", APP_NAMESPACE)
     assert delivered == creds
     env = {"PATH": os.environ["PATH"], "PGPASSWORD": creds["password"]}

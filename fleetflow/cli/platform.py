@@ -1,0 +1,97 @@
+"""``fleetflow up``, ``fleetflow down`` and ``fleetflow status``: the whole platform."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import threading
+
+from fleetflow import config
+from fleetflow import platform as parts
+from fleetflow.cli.output import progress, table
+from fleetflow.fleet.manager import DEFAULT_CLUSTERS
+
+SEED_LABELS = {"mgmt": {"type": "mgmt"}, "service-cluster": {"type": "services"}, "workload-cluster": {}}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    up = sub.add_parser("up", help="start the platform in the background and return once it is ready")
+    up.add_argument(
+        "--local",
+        action="store_true",
+        help="also bring the local fleet up and register its clusters (seed labels)",
+    )
+    up.add_argument("--webhook-port", type=int, default=0, help="webhook API port (default: a free one)")
+    up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops the platform")
+    up.set_defaults(func=_up)
+    down = sub.add_parser("down", help="stop what 'fleetflow up' started (the local fleet too, with --local)")
+    down.add_argument("--local", action="store_true", help="also stop the local fleet")
+    down.set_defaults(func=_down)
+    status = sub.add_parser("status", help="each part of the platform, the Prefect UI and the webhook URL")
+    status.set_defaults(func=_status)
+
+
+def _up(args: argparse.Namespace) -> int:
+    env: dict[str, str] = {}
+    if args.local:
+        from fleetflow.fleet import binaries
+        from fleetflow.fleet.manager import Fleet
+
+        fleet = Fleet()
+        fleet.up(DEFAULT_CLUSTERS, binaries.ensure(None, progress), progress)
+        env = {"KUBECONFIG": str(fleet.kubeconfig_path), "FLEETFLOW_MGMT_CONTEXT": "mgmt"}
+        os.environ.update(env)
+
+    def enrol_mgmt(api_url: str) -> None:
+        os.environ["PREFECT_API_URL"] = api_url
+        if args.local:
+            _register("mgmt")
+
+    state = parts.up(
+        progress, local_chart=args.local, webhook_port=args.webhook_port, env=env, before_workers=enrol_mgmt
+    )
+    if args.local:
+        for name in DEFAULT_CLUSTERS[1:]:
+            _register(name)
+    _status(args)
+    token = config.home() / "api-token"
+    print(
+        f"\nPrefect UI: {state.api_url.removesuffix('/api')}\nWebhook API: "
+        f"http://127.0.0.1:{state.webhook_port}/v1/databases (bearer token: $FLEETFLOW_API_TOKEN or {token})"
+    )
+    if args.foreground:
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+        parts.down(progress)
+    return 0
+
+
+def _register(name: str) -> None:
+    from fleetflow.flowrunner import run_flow
+    from fleetflow.registry import connect
+
+    registry = connect("mgmt")
+    if name == "mgmt":
+        registry.install()
+        config.save_setting("mgmtContext", "mgmt")
+    if registry.get(name) is None:
+        run_flow("register-cluster", name=name, context=name, labels=SEED_LABELS[name], mgmt_context="mgmt")
+        progress(f"registered {name} {SEED_LABELS[name] or ''}")
+
+
+def _down(args: argparse.Namespace) -> int:
+    parts.down(progress)
+    if args.local:
+        from fleetflow.fleet.manager import Fleet
+
+        Fleet().down(progress)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    print(table(["PART", "STATUS", "ADDRESS"], [list(r) for r in parts.status()]))
+    return 0
