@@ -17,14 +17,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fleetflow import config
-from fleetflow.errors import FleetError
 from fleetflow.fleet import processes, readiness
 
 Progress = Callable[[str], None]
@@ -88,16 +86,7 @@ def _deployments_ready(api_url: str) -> bool:
 
 
 def _await(what: str, check: Callable[[], bool], pid: int, part: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        if not processes.child_running(pid):
-            raise FleetError(
-                f"{part} exited while starting; its log ({_log(part)}) ends: {readiness.log_tail(_log(part))}"
-            )
-        time.sleep(0.25)  # polling a readiness check with a deadline
-    raise FleetError(f"{part} did not become ready within {timeout:.0f}s ({what}); see {_log(part)}")
+    readiness.wait_until(f"{part} ({what})", check, lambda: processes.child_running(pid), _log(part), timeout)
 
 
 def up(

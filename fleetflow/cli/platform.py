@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import threading
+import time
 
 from fleetflow import config
 from fleetflow import platform as parts
@@ -29,6 +30,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     down = sub.add_parser("down", help="stop what 'fleetflow up' started (the local fleet too, with --local)")
     down.add_argument("--local", action="store_true", help="also stop the local fleet")
     down.set_defaults(func=_down)
+    demo = sub.add_parser("demo", help="the seed's Path B end to end on the local fleet, timed and verified")
+    demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for each stage")
+    demo.set_defaults(func=_demo)
     status = sub.add_parser("status", help="each part of the platform, the Prefect UI and the webhook URL")
     status.set_defaults(func=_status)
 
@@ -94,4 +98,21 @@ def _down(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     print(table(["PART", "STATUS", "ADDRESS"], [list(r) for r in parts.status()]))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from fleetflow import demo
+    from fleetflow.registry import connect
+
+    started = time.monotonic()
+    args.local, args.webhook_port, args.foreground = True, 0, False
+    _up(args)
+    stages = [
+        demo.Stage("platform up (fleet, Prefect, serve, watch, api)", time.monotonic() - started, "ready")
+    ]
+    stages += demo.run(connect("mgmt"), parts.load(), progress, args.timeout)
+    print()
+    print(table(["STAGE", "SECONDS", "RESULT"], [[s.name, f"{s.seconds:.1f}", s.result] for s in stages]))
+    print(f"\nAll {len(stages)} stages verified. Prefect UI: {parts.load().api_url.removesuffix('/api')}")
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fleetflow import config
 from fleetflow.errors import FleetError, UsageError
-from fleetflow.fleet import cluster, kubeconfig, pki, processes
+from fleetflow.fleet import cluster, kubeconfig, pki, processes, readiness
 from fleetflow.fleet.binaries import Binaries
 from fleetflow.fleet.state import ClusterRecord, FleetState
 from fleetflow.labels import validate_dns_label
@@ -104,9 +104,24 @@ class Fleet:
             marker,
             "--clusters",
             ",".join(sorted(state.clusters)),
+            "--root",
+            str(self.standin_root),
         ]
-        state.standin_pid = processes.start(argv, self._standin_log())
+        log = self._standin_log()
+        offset = log.stat().st_size if log.exists() else 0
+        state.standin_pid = processes.start(argv, log)
         state.save(self.state_path)
+
+        def serving() -> bool:
+            return log.exists() and "cnpg stand-in: serving" in log.read_text(errors="replace")[offset:]
+
+        readiness.wait_until(
+            "CloudNativePG stand-in controller",
+            serving,
+            lambda: processes.child_running(state.standin_pid),
+            log,
+            timeout=60,
+        )
         progress(
             f"CloudNativePG stand-in controller started (pid {state.standin_pid}, log {self._standin_log()})"
         )

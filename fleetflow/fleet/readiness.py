@@ -44,6 +44,20 @@ def log_tail(log: Path, lines: int = 5) -> str:
     return " | ".join(text[-lines:])
 
 
+def wait_until(
+    what: str, ready: Callable[[], bool], alive: Callable[[], bool], log: Path, timeout: float = 90.0
+) -> None:
+    """Poll ``ready`` until true; stop early with the log's last lines if the process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        if not alive():
+            raise FleetError(f"{what} exited while starting; its log ({log}) ends: {log_tail(log)}")
+        time.sleep(POLL_INTERVAL)
+    raise FleetError(f"{what} did not become ready within {timeout:.0f}s; see {log}")
+
+
 def wait_healthy(
     what: str,
     url: str,
@@ -53,13 +67,4 @@ def wait_healthy(
     timeout: float = 90.0,
 ) -> None:
     """Poll ``url`` until it answers 200; raise FleetError naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout
-    detail = "no answer yet"
-    while time.monotonic() < deadline:
-        healthy, detail = probe(url, context)
-        if healthy:
-            return
-        if not alive():
-            raise FleetError(f"{what} exited while starting; its log ({log}) ends: {log_tail(log)}")
-        time.sleep(POLL_INTERVAL)
-    raise FleetError(f"{what} did not become healthy at {url} within {timeout:.0f}s ({detail}); see {log}")
+    wait_until(f"{what} at {url}", lambda: probe(url, context)[0], alive, log, timeout)
