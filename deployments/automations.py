@@ -85,3 +85,15 @@ def deploy_app() -> list[DeploymentEventTrigger]:
             {"cluster": FROM_PAYLOAD, "skip_unready": True},
         ),
     ]
+
+
+def deprovision_database() -> list[DeploymentEventTrigger]:
+    return [
+        _trigger(
+            "deprovision-database when postgres is removed",
+            "The label postgres was removed: apply the deletion policy (Retain by default).",
+            {events.CLUSTER_LABELED},
+            {"fleetflow.label-removed.postgres": "*"},
+            {"cluster": FROM_PAYLOAD},
+        )
+    ]

@@ -15,6 +15,7 @@ from prefect.deployments.runner import RunnerDeployment
 
 from deployments import automations
 from flows.deploy_app import deploy_app
+from flows.deprovision_database import deprovision_database
 from flows.fetch_credentials import fetch_credentials
 from flows.install_operator import install_operator
 from flows.provision_database import provision_database
@@ -23,7 +24,9 @@ from flows.register_cluster import register_cluster
 NAME = "fleetflow"
 
 
-def build(operator_chart: dict[str, Any] | None = None) -> list[RunnerDeployment]:
+def build(
+    operator_chart: dict[str, Any] | None = None, deletion_policy: str = "Retain"
+) -> list[RunnerDeployment]:
     """The platform's deployments; ``operator_chart`` overrides install-operator's chart parameters."""
     tags = ["fleetflow"]
     return [
@@ -53,15 +56,24 @@ def build(operator_chart: dict[str, Any] | None = None) -> list[RunnerDeployment
             triggers=automations.deploy_app(),
             description="Apply the todo-table Job where credentials and type=app meet.",
         ),
+        deprovision_database.to_deployment(
+            NAME,
+            tags=tags,
+            triggers=automations.deprovision_database(),
+            parameters={"deletion_policy": deletion_policy},
+            description="Retain (default) or Delete a database whose cluster no longer asks for one.",
+        ),
     ]
 
 
-def apply_all(operator_chart: dict[str, Any] | None = None) -> list[str]:
+def apply_all(operator_chart: dict[str, Any] | None = None, deletion_policy: str = "Retain") -> list[str]:
     """Create or update every deployment and its automations; returns their ids."""
-    return [str(d.apply()) for d in build(operator_chart)]
+    return [str(d.apply()) for d in build(operator_chart, deletion_policy)]
 
 
-def serve_all(operator_chart: dict[str, Any] | None = None, poll_seconds: float = 1.0) -> None:
+def serve_all(
+    operator_chart: dict[str, Any] | None = None, poll_seconds: float = 1.0, deletion_policy: str = "Retain"
+) -> None:
     """Register and run the deployments here until interrupted."""
     os.environ["PREFECT_RUNNER_POLL_FREQUENCY"] = str(int(max(1, poll_seconds)))
-    serve(*build(operator_chart), limit=8)
+    serve(*build(operator_chart, deletion_policy), limit=8)

@@ -27,6 +27,7 @@ from fleetflow.fleet import processes, readiness
 
 Progress = Callable[[str], None]
 PARTS = ("prefect-server", "serve", "watch", "api")
+DEPLOYMENTS = 6  # one per flow but watch-labels (the watcher runs as its own process)
 
 
 @dataclass
@@ -80,7 +81,7 @@ def _deployments_ready(api_url: str) -> bool:
     )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback API
-            return len(json.loads(response.read())) >= 5
+            return len(json.loads(response.read())) >= DEPLOYMENTS
     except OSError:
         return False
 
@@ -140,7 +141,7 @@ def up(
         "serve",
         _fleetflow("serve", *chart, "--poll", "1"),
         home_marker,
-        "5 deployments registered",
+        f"{DEPLOYMENTS} deployments registered",
         lambda: _deployments_ready(state.api_url),
     )
     watch_log = _log("watch")

@@ -11,6 +11,7 @@ from tasks.database import (
     apply_database,
     choose_service_cluster,
     database_version,
+    readopt_database,
     render_database,
     wait_database_ready,
 )
@@ -35,6 +36,7 @@ def provision_database(
     """
     logger = get_run_logger()
     service_cluster = choose_service_cluster(cluster, mgmt_context)
+    readopt_database(cluster, mgmt_context)
     body = render_database(cluster, instances, template_dir)
     db = apply_database(service_cluster, body, cluster, mgmt_context)
     endpoint = wait_database_ready(db, timeout_seconds, mgmt_context)

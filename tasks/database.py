@@ -8,7 +8,7 @@ from typing import Any
 from prefect import task
 
 from fleetflow import events
-from fleetflow.dbaas import placement, provision
+from fleetflow.dbaas import deprovision, placement, provision
 from fleetflow.registry import connect
 from tasks.policy import api_task_options
 
@@ -65,3 +65,15 @@ def database_version(db: provision.Database, mgmt_context: str | None) -> str:
         .get(provision.CNPG_API, "Cluster", db.name, db.namespace)
     )
     return f"{live['metadata']['uid']}/{live['metadata']['generation']}"
+
+
+@task(name="deprovision-database", **api_task_options())
+def deprovision_database(cluster: str, policy: str, mgmt_context: str | None) -> str:
+    return deprovision.deprovision(
+        connect(mgmt_context), cluster, "Delete" if policy == "Delete" else "Retain"
+    )
+
+
+@task(name="readopt-database", **api_task_options())
+def readopt_database(cluster: str, mgmt_context: str | None) -> None:
+    deprovision.readopt(connect(mgmt_context), cluster)

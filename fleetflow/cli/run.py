@@ -67,11 +67,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="automations install fleetflow's CloudNativePG stand-in chart (local fleet)",
     )
+    deploy.add_argument(
+        "--deletion-policy",
+        choices=["Retain", "Delete"],
+        default="Retain",
+        help="when label postgres is removed: keep the database (default) or delete it",
+    )
     deploy.set_defaults(func=_deploy_platform)
 
     serve = sub.add_parser("serve", help="apply and run the deployments here, until interrupted")
     serve.add_argument("--local-chart", action="store_true", help="as for deploy")
     serve.add_argument("--poll", type=float, default=1.0, help="seconds between polls for new runs")
+    serve.add_argument(
+        "--deletion-policy", choices=["Retain", "Delete"], default="Retain", help="as for deploy"
+    )
     serve.set_defaults(func=_serve_platform)
 
     api = sub.add_parser("api", help="serve the webhook API (POST/DELETE/GET /v1/databases, /healthz)")
@@ -198,7 +207,7 @@ def _deploy_platform(args: argparse.Namespace) -> int:
     from fleetflow.events import require_api
 
     api = require_api()
-    ids = platform("apply")(_chart(args.local_chart))
+    ids = platform("apply")(_chart(args.local_chart), args.deletion_policy)
     print(f"{len(ids)} deployments and their automations applied to {api}")
     return 0
 
@@ -207,7 +216,7 @@ def _serve_platform(args: argparse.Namespace) -> int:
     from fleetflow.events import require_api
 
     require_api()
-    platform("serve")(_chart(args.local_chart), args.poll)
+    platform("serve")(_chart(args.local_chart), args.poll, args.deletion_policy)
     return 0
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fleetflow.dbaas import credentials, provision
-from fleetflow.dbaas.names import APP_NAMESPACE, SERVICE_CLUSTER_ANNOTATION
+from fleetflow.dbaas.deprovision import is_orphaned
+from fleetflow.dbaas.names import APP_NAMESPACE, CNPG_API, SERVICE_CLUSTER_ANNOTATION
 from fleetflow.errors import FleetflowError
 from fleetflow.registry import Registry
 
@@ -35,6 +36,9 @@ def rows(registry: Registry) -> list[DatabaseRow]:
             try:
                 service = registry.client(service_cluster)
                 phase = provision.phase(service, db)
+                live = service.get_or_none(CNPG_API, "Cluster", db.name, db.namespace)
+                if is_orphaned(live):
+                    phase = f"Orphaned, retained ({phase})"
                 found = provision.load_balancer(service, db)[1]
                 endpoint = str(found) if found else ""
             except FleetflowError as exc:

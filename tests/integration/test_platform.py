@@ -8,11 +8,13 @@ for the service cluster, and the test only sets labels and waits for what follow
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,9 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterNam
 
 from fleetflow.dbaas import operator
 from fleetflow.dbaas.names import APP_NAMESPACE
+from fleetflow.fleet import readiness
 from fleetflow.fleet.cnpg import controller
+from fleetflow.fleet.processes import free_port
 from fleetflow.kube import KubeClient, Kubeconfig
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
@@ -32,6 +36,19 @@ from tests.integration.conftest import LocalFleet
 pytestmark = pytest.mark.integration
 
 FLEETFLOW = str(Path(sys.executable).parent / "fleetflow")
+TOKEN = "test-token-" + "x" * 20
+
+
+def webhook(platform: Platform, method: str, path: str, body: dict[str, str] | None = None) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{platform.env['FLEETFLOW_TEST_API_PORT']}{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        assert response.status == 202
+        return dict(json.loads(response.read()))
 
 
 class Platform:
@@ -66,18 +83,25 @@ def platform(
     local_fleet: LocalFleet, prefect_api: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Platform]:
     logs = tmp_path_factory.mktemp("platform-logs")
+    api_port = free_port()
     env = dict(
         os.environ,
         KUBECONFIG=str(local_fleet.kubeconfig),
         FLEETFLOW_MGMT_CONTEXT="mgmt",
         PREFECT_API_URL=prefect_api,
         FLEETFLOW_HOME=str(local_fleet.home),
+        FLEETFLOW_API_TOKEN=TOKEN,
+        FLEETFLOW_TEST_API_PORT=str(api_port),
     )
     registry = Registry(local_fleet.client("mgmt"))
     registry.install()
     procs = []
     handles = []
-    for name, argv in (("serve", ["serve", "--local-chart", "--poll", "1"]), ("watch", ["watch"])):
+    for name, argv in (
+        ("serve", ["serve", "--local-chart", "--poll", "1"]),
+        ("watch", ["watch"]),
+        ("api", ["api", "--port", str(api_port)]),
+    ):
         handle = (logs / f"{name}.log").open("w")
         handles.append(handle)
         procs.append(subprocess.Popen([FLEETFLOW, *argv], env=env, stdout=handle, stderr=subprocess.STDOUT))
@@ -89,7 +113,8 @@ def platform(
     standin.start()
     p = Platform(registry, env, logs)
     try:
-        _wait("the platform's 5 deployments", lambda: len(_deployments()) >= 5, 120, p)
+        _wait("the platform's 6 deployments", lambda: len(_deployments()) >= 6, 120, p)
+        _wait("the webhook API", lambda: readiness.probe(f"http://127.0.0.1:{api_port}/healthz")[0], 60, p)
         yield p
     finally:
         for proc in procs:
@@ -154,7 +179,7 @@ def test_labels_alone_drive_the_chain(
     )
     assert f"{svc}.cnpg-system.cnpg" in {a.key for a in operator.addons(platform.registry.mgmt)}
 
-    platform.registry.edit_labels(app, LabelEdit.parse(["postgres=required"]))
+    assert webhook(platform, "POST", "/v1/databases", {"cluster": app})["changed"] is True
     mgmt = local_fleet.client("mgmt")
     creds = _wait(
         "pg-credentials delivered to the management cluster",
@@ -199,3 +224,68 @@ def test_labels_alone_drive_the_chain(
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+    # Retain (the default): the label goes, the database and its data stay, marked orphaned.
+    webhook(platform, "DELETE", f"/v1/databases/{app}")
+    _wait(
+        f"a completed deprovision-database run for {app}",
+        lambda: _completed("deprovision-database", app),
+        120,
+        platform,
+    )
+    service = local_fleet.client("service-cluster")
+    kept = service.get("postgresql.cnpg.io/v1", "Cluster", f"cluster-{app}", app)
+    assert "fleetflow.io/orphaned" in kept["metadata"]["annotations"]
+    still = subprocess.run(
+        [
+            "/usr/bin/psql",
+            f"--host={address['external-ip']}",
+            f"--port={address['port']}",
+            f"--username={creds['user']}",
+            "--dbname=todo",
+            "--no-password",
+            "-c",
+            "select 1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert still.returncode == 0, "a retained database must keep serving its data"
+    listing = subprocess.run(
+        [FLEETFLOW, "show", "databases"],
+        env=platform.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    row = next((line for line in listing.stdout.splitlines() if line.startswith(app)), "")
+    assert "Orphaned, retained" in row, listing.stdout + listing.stderr
+
+
+def test_fifty_requests_in_a_second_make_one_database(
+    platform: Platform, local_fleet: LocalFleet, cleanup: list[str]
+) -> None:
+    name = "e2e-burst"
+    cleanup.append(name)
+    platform.enroll(name, "workload-cluster", {})
+    started = time.monotonic()
+    for i in range(50):
+        platform.registry.edit_labels(name, LabelEdit.parse(["postgres=required", f"burst={i}"]))
+    assert time.monotonic() - started < 5, "the 50 label changes took too long to count as a burst"
+
+    def settled() -> bool:
+        runs = _runs("provision-database", name)
+        return (
+            len(runs) >= 10
+            and all(r.state and r.state.is_final() for r in runs)
+            and _completed("provision-database", name)
+        )
+
+    _wait("the burst's provision-database runs to finish", settled, 600, platform)
+    service = local_fleet.client("service-cluster")
+    items, _ = service.list("postgresql.cnpg.io/v1", "Cluster", label_selector=f"cluster={name}-{name}")
+    assert [i["metadata"]["name"] for i in items] == [f"cluster-{name}"]

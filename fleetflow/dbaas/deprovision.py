@@ -1,0 +1,77 @@
+"""What happens to a database when its cluster no longer asks for one (label ``postgres`` removed).
+
+No data is ever deleted by default. The deletion policy decides:
+
+- ``Retain`` (default): the CNPG Cluster and its data stay; the Cluster is annotated
+  ``fleetflow.io/orphaned`` and ``fleetflow show databases`` reports it as orphaned. Labelling
+  the cluster ``postgres=required`` again adopts the same database back.
+- ``Delete``: the CNPG Cluster is deleted (CNPG then deletes its data) and the credentials
+  fleetflow delivered are withdrawn from the management and workload clusters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from typing import Literal
+
+from fleetflow.dbaas import credentials, placement, provision
+from fleetflow.dbaas.names import APP_NAMESPACE, CNPG_API, SERVICE_CLUSTER_ANNOTATION
+from fleetflow.errors import FleetflowError
+from fleetflow.registry import Registry
+
+ORPHANED_ANNOTATION = "fleetflow.io/orphaned"
+Policy = Literal["Retain", "Delete"]
+
+
+def deprovision(registry: Registry, cluster: str, policy: Policy) -> str:
+    """Apply ``policy`` to ``cluster``'s database; returns what was done, in words."""
+    record = registry.get(cluster)
+    if record is not None and record.labels.get("postgres") == "required":
+        return "still requested (postgres=required): nothing to do"
+    service_cluster = placement.recorded_service_cluster(registry, cluster) if record else None
+    if service_cluster is None:
+        return "no database: nothing to do"
+    db = provision.database_of(cluster, service_cluster)
+    service = registry.client(service_cluster)
+    if policy == "Retain":
+        when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if service.get_or_none(CNPG_API, "Cluster", db.name, db.namespace) is None:
+            return "no database: nothing to do"
+        service.merge_patch(
+            CNPG_API,
+            "Cluster",
+            db.name,
+            db.namespace,
+            {"metadata": {"annotations": {ORPHANED_ANNOTATION: when}}},
+        )
+        return f"retained {db.namespace}/{db.name} on {service_cluster} (orphaned, data kept)"
+    service.delete(CNPG_API, "Cluster", db.name, db.namespace)
+    credentials.withdraw(registry.mgmt, cluster)
+    with contextlib.suppress(FleetflowError):  # the workload cluster may be gone, and its copy with it
+        credentials.withdraw(registry.client(cluster), APP_NAMESPACE)
+    registry.annotate(cluster, {SERVICE_CLUSTER_ANNOTATION: None})
+    return f"deleted {db.namespace}/{db.name} on {service_cluster} and withdrew its credentials"
+
+
+def readopt(registry: Registry, cluster: str) -> None:
+    """A cluster asking again gets its retained database back: clear the orphan mark."""
+    service_cluster = placement.recorded_service_cluster(registry, cluster)
+    if service_cluster is None:
+        return
+    db = provision.database_of(cluster, service_cluster)
+    service = registry.client(service_cluster)
+    live = service.get_or_none(CNPG_API, "Cluster", db.name, db.namespace)
+    if live and ORPHANED_ANNOTATION in (live["metadata"].get("annotations") or {}):
+        service.merge_patch(
+            CNPG_API,
+            "Cluster",
+            db.name,
+            db.namespace,
+            {"metadata": {"annotations": {ORPHANED_ANNOTATION: None}}},
+        )
+
+
+def is_orphaned(obj: dict[str, object] | None) -> bool:
+    meta = (obj or {}).get("metadata")
+    return isinstance(meta, dict) and ORPHANED_ANNOTATION in (meta.get("annotations") or {})
