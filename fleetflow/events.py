@@ -90,3 +90,22 @@ def emit(event: FleetEvent) -> None:
             f"emit {event.event} for {event.resource['prefect.resource.id']}: "
             f"Prefect API refused or unreachable ({type(exc).__name__})"
         ) from None
+
+
+AUTOMATION_ACTION_FAILED = "prefect.automation.action.failed"
+
+
+def recent_failed_actions(hours: float = 24.0, limit: int = 20) -> list[dict[str, Any]]:
+    """Automation actions that failed (e.g. a template referencing a missing key creates no run;
+    this event is the only trace), newest first: what ``fleetflow status`` shows."""
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)).isoformat()
+    body = {
+        "filter": {"event": {"name": [AUTOMATION_ACTION_FAILED]}, "occurred": {"since": since}},
+        "limit": limit,
+    }
+    try:
+        with get_client(sync_client=True) as client:
+            found = client.request("POST", "/events/filter", json=body).json().get("events", [])
+    except Exception as exc:  # the server is away: say so instead of hiding failures
+        raise TemporaryError(f"cannot read automation failures from Prefect ({type(exc).__name__})") from None
+    return sorted(found, key=lambda e: e.get("occurred", ""), reverse=True)

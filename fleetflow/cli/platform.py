@@ -98,6 +98,23 @@ def _down(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     print(table(["PART", "STATUS", "ADDRESS"], [list(r) for r in parts.status()]))
+    state = parts.load()
+    if state.api_url:
+        from fleetflow.errors import TemporaryError
+        from fleetflow.events import recent_failed_actions
+
+        os.environ.setdefault("PREFECT_API_URL", state.api_url)
+        try:
+            failures = recent_failed_actions()
+        except TemporaryError as exc:
+            print(f"\nautomation failures: unknown ({exc})")
+            return 0
+        if failures:
+            print(f"\n{len(failures)} automation action(s) failed in the last 24 h (newest first):")
+            for event in failures[:5]:
+                reason = (event.get("payload") or {}).get("reason", "")
+                automation = event["resource"].get("prefect.resource.name", "")
+                print(f"  {event.get('occurred', '')[:19]}  {automation}: {reason[:160]}")
     return 0
 
 
