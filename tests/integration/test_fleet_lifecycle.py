@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,15 @@ def status_of(home: Path, cluster: str) -> list[str]:
     return next(r for r in rows if r[0] == cluster)
 
 
-def test_up_is_idempotent_recovers_stale_state_and_down_keeps_data(tmp_path: Path, assets: object) -> None:
-    home = tmp_path / "home"
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    """A fleet home whose processes are stopped after the test, whatever happened in it."""
+    path = tmp_path / "home"
+    yield path
+    run(path, "fleet", "down")
+
+
+def test_up_is_idempotent_recovers_stale_state_and_down_keeps_data(home: Path, assets: object) -> None:
     first = run(home, "fleet", "up", "--clusters", "lifecycle")
     assert first.returncode == 0, first.stderr
     kubeconfig = Path(first.stdout.strip())
