@@ -144,6 +144,27 @@ def _runs(flow_name: str, cluster: str) -> list[Any]:
     return [r for r in runs if flows.get(r.flow_id) == flow_name and r.parameters.get("cluster") == cluster]
 
 
+def select_one(address: dict[str, str], creds: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``select 1`` in database todo with the delivered address and credentials."""
+    return subprocess.run(
+        [
+            "/usr/bin/psql",
+            f"--host={address['external-ip']}",
+            f"--port={address['port']}",
+            f"--username={creds['user']}",
+            "--dbname=todo",
+            "--no-password",
+            "-c",
+            "select 1",
+        ],
+        env={"PATH": os.environ["PATH"], "PGPASSWORD": creds["password"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def _completed(flow_name: str, cluster: str) -> bool:
     return any(r.state and r.state.is_completed() for r in _runs(flow_name, cluster))
 
@@ -205,24 +226,7 @@ def test_labels_alone_drive_the_chain(
     _wait(f"a completed deploy-app run for {app}", lambda: _completed("deploy-app", app), 60, platform)
     delivered = _secret(workload, "pg-credentials", APP_NAMESPACE)
     assert delivered == creds
-    env = {"PATH": os.environ["PATH"], "PGPASSWORD": creds["password"]}
-    done = subprocess.run(
-        [
-            "/usr/bin/psql",
-            f"--host={address['external-ip']}",
-            f"--port={address['port']}",
-            f"--username={creds['user']}",
-            "--dbname=todo",
-            "--no-password",
-            "-c",
-            "select 1",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = select_one(address, creds)
     assert done.returncode == 0, done.stderr
 
     # Retain (the default): the label goes, the database and its data stay, marked orphaned.
@@ -236,23 +240,7 @@ def test_labels_alone_drive_the_chain(
     service = local_fleet.client("service-cluster")
     kept = service.get("postgresql.cnpg.io/v1", "Cluster", f"cluster-{app}", app)
     assert "fleetflow.io/orphaned" in kept["metadata"]["annotations"]
-    still = subprocess.run(
-        [
-            "/usr/bin/psql",
-            f"--host={address['external-ip']}",
-            f"--port={address['port']}",
-            f"--username={creds['user']}",
-            "--dbname=todo",
-            "--no-password",
-            "-c",
-            "select 1",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    still = select_one(address, creds)
     assert still.returncode == 0, "a retained database must keep serving its data"
     listing = subprocess.run(
         [FLEETFLOW, "show", "databases"],
