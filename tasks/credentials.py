@@ -9,16 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from fleetflow import events
 from fleetflow.dbaas import app, credentials, placement, provision
 from fleetflow.dbaas.names import APP_NAMESPACE
 from fleetflow.errors import PermanentError
 from fleetflow.registry import connect
-from tasks.policy import api_task_options
-
-SECRET = {"persist_result": False, "cache_policy": NO_CACHE}
+from tasks.policy import SECRET, api_task_options
 
 
 @task(name="deliver-credentials", **SECRET, **api_task_options())

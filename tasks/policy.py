@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from fleetflow.errors import TemporaryError
@@ -31,3 +32,7 @@ def api_task_options() -> dict[str, Any]:
         "retry_jitter_factor": JITTER,
         "retry_condition_fn": transient_only,
     }
+
+
+# Tasks that see credentials (a kubeconfig, a password): no result storage, no cache key.
+SECRET: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE}

@@ -8,15 +8,12 @@ repr hides the credentials, between each other in memory only.
 from __future__ import annotations
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from fleetflow import labels as label_syntax
 from fleetflow.config import resolve_kubeconfig
 from fleetflow.kube import Kubeconfig, probe
 from fleetflow.registry import ClusterRecord, Probe, connect
-from tasks.policy import api_task_options
-
-SECRET = {"persist_result": False, "cache_policy": NO_CACHE}
+from tasks.policy import SECRET, api_task_options
 
 
 @task(name="validate-registration")
