@@ -19,9 +19,11 @@ from flows.deprovision_database import deprovision_database
 from flows.fetch_credentials import fetch_credentials
 from flows.install_operator import install_operator
 from flows.provision_database import provision_database
+from flows.reconcile import reconcile
 from flows.register_cluster import register_cluster
 
 NAME = "fleetflow"
+RECONCILE_INTERVAL = 300  # seconds
 
 
 def build(
@@ -62,6 +64,13 @@ def build(
             triggers=automations.deprovision_database(),
             parameters={"deletion_policy": deletion_policy},
             description="Retain (default) or Delete a database whose cluster no longer asks for one.",
+        ),
+        reconcile.to_deployment(
+            NAME,
+            tags=tags,
+            interval=RECONCILE_INTERVAL,
+            parameters={**(operator_chart or {}), "deletion_policy": deletion_policy},
+            description="Every 5 minutes: repair what the labels ask for and what exists.",
         ),
     ]
 

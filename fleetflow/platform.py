@@ -27,7 +27,7 @@ from fleetflow.fleet import processes, readiness
 
 Progress = Callable[[str], None]
 PARTS = ("prefect-server", "serve", "watch", "api")
-DEPLOYMENTS = 6  # one per flow but watch-labels (the watcher runs as its own process)
+DEPLOYMENTS = 7  # one per flow but watch-labels (the watcher runs as its own process)
 
 
 @dataclass

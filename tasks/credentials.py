@@ -76,3 +76,16 @@ def deploy_app_to(
         "job_outcome": outcome,
         "credentials_copied": copied,
     }
+
+
+@task(name="credentials-target", **api_task_options())
+def credentials_target(cluster: str, mgmt_context: str | None) -> str:
+    """Where this cluster's credentials were delivered before ("workload" only if never to mgmt)."""
+    registry = connect(mgmt_context)
+    if credentials.delivered_source(registry.mgmt, cluster) is None:
+        try:
+            if credentials.delivered_source(registry.client(cluster), APP_NAMESPACE) is not None:
+                return "workload"
+        except PermanentError:
+            pass
+    return "mgmt"

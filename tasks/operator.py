@@ -58,3 +58,13 @@ def helm_upgrade_install(
         "version": result.version,
         "changed": result.changed,
     }
+
+
+@task(name="read-registry", **api_task_options())
+def read_registry(mgmt_context: str | None) -> list[tuple[str, dict[str, str], bool]]:
+    """(name, labels, has a database placed) for every registered cluster."""
+    from fleetflow.dbaas.names import SERVICE_CLUSTER_ANNOTATION
+
+    return [
+        (r.name, r.labels, SERVICE_CLUSTER_ANNOTATION in r.annotations) for r in connect(mgmt_context).list()
+    ]

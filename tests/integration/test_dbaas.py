@@ -26,6 +26,7 @@ from flows.deploy_app import deploy_app
 from flows.fetch_credentials import fetch_credentials
 from flows.install_operator import install_operator
 from flows.provision_database import provision_database
+from flows.reconcile import reconcile
 from flows.register_cluster import register_cluster
 from tests.integration.conftest import LocalFleet
 
@@ -276,3 +277,33 @@ def test_without_a_service_cluster_provisioning_says_so(seed: Registry) -> None:
     finally:
         seed.edit_labels("service-cluster", LabelEdit.parse(["type=services"]))
         seed.deregister("wl-lonely", delete_namespace=True)
+
+
+def test_reconcile_heals_deletions_and_rotations_and_otherwise_writes_nothing(
+    seed: Registry, local_fleet: LocalFleet
+) -> None:
+    chart = {"chart": str(LOCAL_CHART), "repository": None, "version": None}
+    mgmt, workload = local_fleet.client("mgmt"), local_fleet.client("workload-cluster")
+    service = local_fleet.client("service-cluster")
+    assert mgmt.delete("v1", "Secret", "pg-credentials", "workload-cluster")
+    assert workload.delete("batch/v1", "Job", "todo-table", APP_NAMESPACE)
+    repaired = reconcile(**chart, timeout_seconds=120)
+    assert repaired["credentials"] == ["workload-cluster"]
+    assert repaired["app"] == ["workload-cluster"]
+    assert mgmt.get_or_none("v1", "Secret", "pg-credentials", "workload-cluster") is not None
+    assert workload.get_or_none("batch/v1", "Job", "todo-table", APP_NAMESPACE) is not None
+
+    # A rotated source secret makes the delivered copy stale; reconcile rewrites it.
+    rotated = base64.b64encode(b"rotated-password").decode()
+    service.merge_patch(
+        "v1", "Secret", "cluster-workload-cluster-app", "workload-cluster", {"data": {"password": rotated}}
+    )
+    assert reconcile(**chart, timeout_seconds=120)["credentials"] == ["workload-cluster"]
+    assert (
+        decoded(mgmt.get("v1", "Secret", "pg-credentials", "workload-cluster"))["password"]
+        == "rotated-password"
+    )
+
+    before = versions(local_fleet)
+    assert not any(reconcile(**chart, timeout_seconds=120).values()), "a healthy fleet needs no repair"
+    assert versions(local_fleet) == before
