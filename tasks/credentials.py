@@ -12,7 +12,7 @@ from prefect import task
 
 from fleetflow import events
 from fleetflow.dbaas import app, credentials, placement, provision
-from fleetflow.dbaas.names import APP_NAMESPACE
+from fleetflow.dbaas.names import APP_NAMESPACE, DELIVERY_ANNOTATION
 from fleetflow.errors import PermanentError
 from fleetflow.registry import connect
 from tasks.policy import SECRET, api_task_options
@@ -31,6 +31,9 @@ def deliver_credentials(cluster: str, deliver_to: str, mgmt_context: str | None)
     else:
         target, namespace = registry.mgmt, cluster
     changed = credentials.publish(target, namespace, creds, endpoint)
+    record = registry.get(cluster)
+    if record is not None and record.annotations.get(DELIVERY_ANNOTATION) != deliver_to:
+        registry.annotate(cluster, {DELIVERY_ANNOTATION: deliver_to})
     if changed:
         events.emit(
             events.FleetEvent(
@@ -80,12 +83,6 @@ def deploy_app_to(
 
 @task(name="credentials-target", **api_task_options())
 def credentials_target(cluster: str, mgmt_context: str | None) -> str:
-    """Where this cluster's credentials were delivered before ("workload" only if never to mgmt)."""
-    registry = connect(mgmt_context)
-    if credentials.delivered_source(registry.mgmt, cluster) is None:
-        try:
-            if credentials.delivered_source(registry.client(cluster), APP_NAMESPACE) is not None:
-                return "workload"
-        except PermanentError:
-            pass
-    return "mgmt"
+    """Where the credentials were last delivered (annotated on the FleetCluster); mgmt by default."""
+    record = connect(mgmt_context).get(cluster)
+    return (record.annotations.get(DELIVERY_ANNOTATION) if record else None) or "mgmt"

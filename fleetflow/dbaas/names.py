@@ -6,6 +6,7 @@ from typing import Final
 
 SERVICE_CLUSTER_ANNOTATION: Final = "fleetflow.io/service-cluster"
 SOURCE_ANNOTATION: Final = "fleetflow.io/credentials-source"
+DELIVERY_ANNOTATION: Final = "fleetflow.io/credentials-delivered-to"
 CREDENTIALS_SECRET: Final = "pg-credentials"  # noqa: S105 - a Secret name, not a password
 LOADBALANCER_CONFIGMAP: Final = "pg-loadbalancer-data"
 APP_NAMESPACE: Final = "todo"
