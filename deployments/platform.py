@@ -7,11 +7,11 @@ runs every ``poll_seconds`` so a label change reaches a running flow within abou
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
+from prefect.settings import PREFECT_RUNNER_POLL_FREQUENCY, temporary_settings
 
 from deployments import automations
 from flows.deploy_app import deploy_app
@@ -83,6 +83,10 @@ def apply_all(operator_chart: dict[str, Any] | None = None, deletion_policy: str
 def serve_all(
     operator_chart: dict[str, Any] | None = None, poll_seconds: float = 1.0, deletion_policy: str = "Retain"
 ) -> None:
-    """Register and run the deployments here until interrupted."""
-    os.environ["PREFECT_RUNNER_POLL_FREQUENCY"] = str(int(max(1, poll_seconds)))
-    serve(*build(operator_chart, deletion_policy), limit=8)
+    """Register and run the deployments here until interrupted, polling every ``poll_seconds``.
+
+    The poll is set through Prefect's settings context: Prefect reads its environment once at
+    import, so changing ``PREFECT_RUNNER_POLL_FREQUENCY`` in ``os.environ`` here would be ignored.
+    """
+    with temporary_settings(updates={PREFECT_RUNNER_POLL_FREQUENCY: max(1, int(poll_seconds))}):
+        serve(*build(operator_chart, deletion_policy), limit=8)
