@@ -211,6 +211,12 @@ class LocalPostgres:
     def password_file(self) -> Path:
         return self.root / "superuser-password"
 
+    def pin_password(self, role: str, password: str) -> None:
+        """Make the next :meth:`ensure_database` for ``role`` assert ``password`` (kept owner-only)."""
+        path = self._role_password_file(role)
+        if _read_secret(path) != password:
+            _write_secret(path, password)
+
     def _role_password_file(self, role: str) -> Path:
         return self.root / "roles" / f"{role}.password"
 

@@ -35,8 +35,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
-import secrets
 import shutil
 import threading
 import time
@@ -547,28 +545,9 @@ def _read_uid(server: LocalPostgres) -> str | None:
 
 
 def _pin_password(server: LocalPostgres, role: str, password: str) -> None:
-    """Make ``server.ensure_database(role, ...)`` assert ``password`` on ``role``.
-
-    LocalPostgres keeps a role's password in ``root/roles/<role>.password`` and re-asserts it
-    on every ``ensure_database``; writing it there first (owner-only, atomically) makes the
-    secret's password the role's, as CloudNativePG keeps the app user's password in line with
-    its secret.
-    """
-    path = server.root / "roles" / f"{role}.password"
-    try:
-        if path.read_text().strip() == password:
-            return
-    except OSError:
-        pass
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(password + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Make ``server.ensure_database(role, ...)`` assert ``password`` on ``role``, as CloudNativePG
+    keeps the app user's password in line with its secret."""
+    server.pin_password(role, password)
 
 
 def servers(root: Path | None = None) -> list[LocalPostgres]:
