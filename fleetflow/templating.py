@@ -40,10 +40,6 @@ class TemplateError(UsageError):
     """A template cannot be found, parsed or rendered, or renders something unusable."""
 
 
-def default_template_dir() -> Path:
-    return DEFAULT_TEMPLATE_DIR
-
-
 def yaml_value(value: object) -> str:
     """``value`` as one YAML flow node on one line, which no content can break out of."""
     if isinstance(value, jinja2.Undefined):
