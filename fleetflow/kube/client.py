@@ -73,9 +73,7 @@ class KubeClient:
 
     def apply(self, body: Body | dict[str, Any], *, force: bool = True) -> dict[str, Any]:
         """Server-side apply ``body`` with field manager ``fleetflow``; return the live object."""
-        meta = body["metadata"]
-        what = _describe(body["kind"], meta.get("name", "?"), meta.get("namespace"))
-        resource = self.resource(body["apiVersion"], body["kind"])
+        resource, meta, what = self._target(body)
         with api_errors(f"apply {what} in {self.context}"):
             live = resource.server_side_apply(
                 body=dict(body),
@@ -85,11 +83,18 @@ class KubeClient:
             )
         return dict(live.to_dict())
 
+    def _target(self, body: Body | dict[str, Any]) -> tuple[Resource, dict[str, Any], str]:
+        """The API resource for ``body``, its metadata, and how to name it in an error."""
+        meta = dict(body["metadata"])
+        return (
+            self.resource(body["apiVersion"], body["kind"]),
+            meta,
+            _describe(body["kind"], meta.get("name", "?"), meta.get("namespace")),
+        )
+
     def create(self, body: Body | dict[str, Any]) -> dict[str, Any]:
         """Create (POST) ``body``; APIConflictError if it exists already."""
-        meta = body["metadata"]
-        what = _describe(body["kind"], meta.get("name", "?"), meta.get("namespace"))
-        resource = self.resource(body["apiVersion"], body["kind"])
+        resource, meta, what = self._target(body)
         with api_errors(f"create {what} in {self.context}"):
             live = resource.create(
                 body=dict(body), namespace=meta.get("namespace"), field_manager=FIELD_MANAGER
@@ -98,9 +103,7 @@ class KubeClient:
 
     def apply_status(self, body: Body | dict[str, Any]) -> dict[str, Any]:
         """Server-side apply of the ``status`` subresource (field manager ``fleetflow``)."""
-        meta = body["metadata"]
-        what = _describe(body["kind"], meta.get("name", "?"), meta.get("namespace"))
-        resource = self.resource(body["apiVersion"], body["kind"])
+        resource, meta, what = self._target(body)
         with api_errors(f"apply status of {what} in {self.context}"):
             live = resource.status.server_side_apply(
                 body=dict(body),

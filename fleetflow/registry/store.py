@@ -197,27 +197,21 @@ class Registry:
         patch.update({k: None for k in current.labels if k not in wanted})
         if not patch:
             return current
-        live = self.mgmt.merge_patch(
-            crd.API_VERSION,
-            crd.KIND,
-            name,
-            name,
-            {
-                "metadata": {"resourceVersion": current.resource_version, "labels": patch},
-            },
-        )
-        return ClusterRecord.from_object(live)
+        return self._patch_metadata(current, "labels", patch)
 
     def annotate(self, name: str, annotations: dict[str, str | None]) -> ClusterRecord:
         """Set (or, with None, remove) annotations; concurrent writers get a 409 to retry."""
-        current = self.require(name)
+        return self._patch_metadata(self.require(name), "annotations", annotations)
+
+    def _patch_metadata(self, current: ClusterRecord, field: str, changes: dict[str, Any]) -> ClusterRecord:
+        """Merge-patch ``metadata.<field>`` guarded by the resourceVersion ``current`` was read at."""
         live = self.mgmt.merge_patch(
             crd.API_VERSION,
             crd.KIND,
-            name,
-            name,
+            current.name,
+            current.namespace,
             {
-                "metadata": {"resourceVersion": current.resource_version, "annotations": annotations},
+                "metadata": {"resourceVersion": current.resource_version, field: changes},
             },
         )
         return ClusterRecord.from_object(live)
