@@ -55,7 +55,14 @@ def deprovision(registry: Registry, cluster: str, policy: Policy) -> str:
 
 
 def readopt(registry: Registry, cluster: str) -> None:
-    """A cluster asking again gets its retained database back: clear the orphan mark."""
+    """A cluster asking again gets its retained database back: clear the orphan mark.
+
+    Only while it asks (``postgres=required``): a provision run queued before the label was
+    removed, and running after it, must not un-orphan the database.
+    """
+    record = registry.get(cluster)
+    if record is None or record.labels.get("postgres") != "required":
+        return
     service_cluster = placement.recorded_service_cluster(registry, cluster)
     if service_cluster is None:
         return
