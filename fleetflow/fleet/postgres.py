@@ -11,29 +11,37 @@ passwords stay ours and owner-only. That user must be able to traverse every dir
 the data directory; when it cannot (``/root`` is 0700, and so is pytest's tmp root) the data
 lives in ``~postgres/fleetflow/<digest of root>/`` instead and ``root/data`` links to it.
 
-Passwords never reach a command line, an exception or a log: psql gets them in ``PGPASSWORD``,
-roles get a SCRAM verifier computed here (the server never sees the plaintext, so a failing
-statement cannot log it), and error text from psql is reduced to its error line and redacted.
-A role's password is kept in ``root/roles/<role>.password`` so that ``ensure_database`` can be
-repeated and return the same password until it is asked to rotate it.
+Administration goes through psycopg (libpq) over TCP, on a few reused superuser connections
+(no psql process per statement). Passwords never reach a command line, an exception or a log:
+roles get a SCRAM verifier computed by libpq (``PQencryptPasswordConn``, so the server never
+sees the plaintext and a failing statement cannot log it), and error text is reduced to the
+server's message and redacted. A role's password is kept in ``root/roles/<role>.password`` so
+that ``ensure_database`` can be repeated and return the same password until asked to rotate it.
+A database is private to its owner: PUBLIC may not connect to it (nor to ``postgres`` and
+``template1``), and ``public`` schemas grant nothing to PUBLIC (set on ``template1``, which
+every new database copies).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import hashlib
-import hmac
 import os
 import pwd
 import re
 import secrets
 import shutil
 import subprocess
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
 
 from fleetflow import config
 from fleetflow.errors import BootstrapError, FleetError, UsageError
@@ -44,6 +52,9 @@ SUPERUSER = "postgres"
 SERVER_USER = "postgres"  # the Debian package's system user, used only when we are root
 HOST = "127.0.0.1"
 START_TIMEOUT = 60  # seconds pg_ctl waits for the server to accept connections
+CONNECT_TIMEOUT = 10  # seconds for an admin connection
+IDLE_CONNECTIONS = 8  # admin connections kept open for reuse
+_ROLE_ATTRIBUTES = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
 _TOOLS = ("initdb", "pg_ctl", "postgres", "psql")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _RESERVED_DATABASES = frozenset({"postgres", "template0", "template1"})
@@ -114,20 +125,6 @@ def find_bindir(base: Path = PG_BASE, version: str | None = None) -> Path:
     return max(candidates)[1]
 
 
-def scram_verifier(password: str, *, iterations: int = 4096, salt: bytes | None = None) -> str:
-    """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password`` (as psql's ``\\password`` sends it)."""
-    salt = salt if salt is not None else secrets.token_bytes(16)
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    client_key = hmac.digest(salted, b"Client Key", "sha256")
-    stored_key = hashlib.sha256(client_key).digest()
-    server_key = hmac.digest(salted, b"Server Key", "sha256")
-
-    def b64(data: bytes) -> str:
-        return base64.b64encode(data).decode("ascii")
-
-    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
-
-
 @dataclass(frozen=True)
 class _ServerUser:
     """Whom the server runs as: ourselves, or the ``postgres`` user when we are root."""
@@ -187,6 +184,10 @@ class LocalPostgres:
             )
         self._bindir = bindir
         self._progress = progress or (lambda _message: None)
+        self._guard = threading.Lock()
+        self._idle: list[psycopg.Connection[Any]] = []  # admin connections for reuse
+        self._role_locks: dict[str, threading.Lock] = {}
+        weakref.finalize(self, _close_all, self._idle)  # an instance dropped unclosed closes them too
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -262,10 +263,13 @@ class LocalPostgres:
             endpoint = self._running_endpoint()
             if endpoint is None:
                 raise FleetError(f"local PostgreSQL reported started but does not run (log: {self.log_file})")
+            self.close()  # connections to an earlier run of the server are dead
+            self._harden()
             return endpoint
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: sessions are disconnected); no-op if it is not running."""
+        self.close()
         with self._locked():
             if self._running_pid() is None:
                 self._clear_stale_pidfile()
@@ -305,61 +309,154 @@ class LocalPostgres:
 
     # -- databases ---------------------------------------------------------------------------
 
-    def ensure_database(self, role: str, dbname: str, *, rotate: bool = False) -> str:
+    def ensure_database(
+        self, role: str, dbname: str, *, rotate: bool = False, comment: str | None = None
+    ) -> str:
         """Make login role ``role`` and database ``dbname`` owned by it exist; return the role's password.
 
-        Repeating the call returns the same password (re-asserting it on the role). A role that
-        exists without a password fleetflow knows is an error unless ``rotate`` asks for a new one.
+        Only ``role`` (and superusers) may connect to ``dbname``. Repeating the call returns the
+        same password (re-asserting it on the role). A role that exists without a password
+        fleetflow knows is an error unless ``rotate`` asks for a new one. ``comment``, when
+        given, is set on the database (see :meth:`database_comments`).
         """
         validate_name("role", role)
         validate_name("database", dbname)
-        with self._locked():
+        with self._role_locked(role), self._admin() as conn:
             stored = _read_secret(self._role_password_file(role))
-            exists = self._role_exists(role)
+            exists = self._role_exists(conn, role)
             if exists and stored is None and not rotate:
                 raise FleetError(
                     f"role {role} exists but fleetflow does not know its password; ensure it with rotate=True"
                 )
             password = stored if stored is not None and not rotate else secrets.token_urlsafe(24)
-            verifier = scram_verifier(password)
             _write_secret(self._role_password_file(role), password)
-            verb = "ALTER" if exists else "CREATE"
-            attributes = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
-            r, d = _ident(role), _ident(dbname)
-            create_db = f"CREATE DATABASE {d} OWNER {r}"
-            # Names are validated and quoted; the verifier is base64 and a quoted literal.
-            self._admin(
-                f"{verb} ROLE {r} {attributes} PASSWORD {_literal(verifier)};\n"  # noqa: S608
-                f"SELECT {_literal(create_db)} WHERE NOT EXISTS "
-                f"(SELECT FROM pg_database WHERE datname = {_literal(dbname)}) \\gexec\n"
-                f"ALTER DATABASE {d} OWNER TO {r};\n"
-                f"REVOKE ALL ON DATABASE {d} FROM PUBLIC;\n",
-                secrets_=(password, verifier),
+            # libpq computes the SCRAM verifier: the server (and its log) never sees the password.
+            verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256")
+            r, d = sql.Identifier(role), sql.Identifier(dbname)
+            verb = sql.SQL("ALTER" if exists else "CREATE")
+            _execute(
+                conn,
+                sql.SQL("{} ROLE {} " + _ROLE_ATTRIBUTES + " PASSWORD {}").format(
+                    verb, r, sql.Literal(verifier.decode("ascii"))
+                ),
+                hidden=(password,),
             )
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+            if found is None:  # CREATE DATABASE cannot share a transaction with other statements
+                _execute(conn, sql.SQL("CREATE DATABASE {} OWNER {}").format(d, r))
+            statements = [
+                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(d, r),
+                sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(d),
+                sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(d, r),
+            ]
+            if comment is not None:
+                statements.append(sql.SQL("COMMENT ON DATABASE {} IS {}").format(d, sql.Literal(comment)))
+            _execute(conn, sql.SQL("; ").join(statements))
             return password
 
     def drop_database(self, role: str, dbname: str) -> None:
         """Drop ``dbname`` (disconnecting its sessions), then ``role`` unless it owns another database."""
         validate_name("role", role)
         validate_name("database", dbname)
-        with self._locked():
-            drop_role = f"DROP ROLE IF EXISTS {_ident(role)}"
-            self._admin(
-                f"DROP DATABASE IF EXISTS {_ident(dbname)} WITH (FORCE);\n"
-                f"SELECT {_literal(drop_role)} WHERE NOT EXISTS (SELECT FROM pg_database d "
-                f"JOIN pg_roles r ON d.datdba = r.oid WHERE r.rolname = {_literal(role)}) \\gexec\n"
-            )
-            if not self._role_exists(role):
+        with self._role_locked(role), self._admin() as conn:
+            _execute(conn, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+            owns = conn.execute(
+                "SELECT 1 FROM pg_database d JOIN pg_roles r ON d.datdba = r.oid WHERE r.rolname = %s",
+                (role,),
+            ).fetchone()
+            if owns is None:
+                _execute(conn, sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
                 self._role_password_file(role).unlink(missing_ok=True)
+
+    def database_comments(self) -> dict[str, str]:
+        """The comment of every database that has one, by database name."""
+        with self._admin() as conn:
+            rows = conn.execute(
+                "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+                "WHERE shobj_description(oid, 'pg_database') IS NOT NULL"
+            ).fetchall()
+        return {str(name): str(comment) for name, comment in rows}
+
+    def close(self) -> None:
+        """Close the reused admin connections (they reopen on demand)."""
+        with self._guard:
+            idle = self._idle[:]
+            self._idle.clear()
+        _close_all(idle)
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _role_exists(self, role: str) -> bool:
-        return self._admin(f"SELECT 1 FROM pg_roles WHERE rolname = {_literal(role)}") == "1"  # noqa: S608
+    @staticmethod
+    def _role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
+        return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
+
+    def _harden(self) -> None:
+        """PUBLIC may connect to no database and use no ``public`` schema (new databases copy template1)."""
+        with self._admin() as conn:
+            _execute(conn, sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE postgres, template1 FROM PUBLIC"))
+        with contextlib.closing(self._connect("template1")) as conn:
+            _execute(conn, sql.SQL("REVOKE ALL ON SCHEMA public FROM PUBLIC"))
+
+    @contextlib.contextmanager
+    def _role_locked(self, role: str) -> Iterator[None]:
+        """One change at a time per role in this process; different roles proceed in parallel."""
+        with self._guard:
+            lock = self._role_locks.setdefault(role, threading.Lock())
+        with lock:
+            yield
+
+    @contextlib.contextmanager
+    def _admin(self) -> Iterator[psycopg.Connection[Any]]:
+        """A superuser connection to database ``postgres`` (autocommit), reused across calls."""
+        with self._guard:
+            conn = self._idle.pop() if self._idle else None
+        if conn is not None and (conn.closed or conn.broken or not _alive(conn)):
+            conn.close()
+            conn = None
+        conn = conn or self._connect("postgres")
+        try:
+            yield conn
+        except psycopg.Error as exc:  # a query that _execute did not wrap: no statement text, no secret
+            conn.close()
+            raise FleetError(f"local PostgreSQL: {_message(exc, ())}") from None
+        except BaseException:
+            conn.close()  # whatever went wrong, the next call starts on a fresh connection
+            raise
+        with self._guard:
+            if len(self._idle) < IDLE_CONNECTIONS:
+                self._idle.append(conn)
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    def _connect(self, dbname: str) -> psycopg.Connection[Any]:
+        endpoint = self._running_endpoint()
+        if endpoint is None:
+            raise FleetError(f"local PostgreSQL is not running (data {self.data_dir}); start it first")
+        password = _read_secret(self.password_file)
+        if password is None:
+            raise FleetError(f"the superuser password file {self.password_file} is missing")
+        where = f"{endpoint.host}:{endpoint.port}"
+        try:
+            return psycopg.connect(
+                host=endpoint.host,
+                port=endpoint.port,
+                user=SUPERUSER,
+                password=password,
+                dbname=dbname,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT,
+                sslmode="disable",
+                application_name="fleetflow",
+            )
+        except psycopg.Error as exc:
+            raise FleetError(
+                f"cannot connect to local PostgreSQL at {where}: {_message(exc, (password,))}"
+            ) from None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """One fleetflow process at a time changes this server (flock; released if we crash)."""
+        """One process at a time starts, stops or initialises this server (flock; released on a crash)."""
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -523,24 +620,6 @@ class LocalPostgres:
         except subprocess.TimeoutExpired:
             raise FleetError(f"{Path(argv[0]).name} did not finish within {timeout:.0f} s") from None
 
-    def _admin(self, sql: str, *, secrets_: Sequence[str] = ()) -> str:
-        """Run ``sql`` as the superuser in database ``postgres``; return its unaligned output."""
-        endpoint = self._running_endpoint()
-        if endpoint is None:
-            raise FleetError(f"local PostgreSQL is not running (data {self.data_dir}); start it first")
-        password = _read_secret(self.password_file)
-        if password is None:
-            raise FleetError(f"the superuser password file {self.password_file} is missing")
-        return run_psql(
-            self._bin() / "psql",
-            endpoint,
-            sql,
-            user=SUPERUSER,
-            password=password,
-            dbname="postgres",
-            secrets_=(password, *secrets_),
-        )
-
 
 def run_psql(
     psql: Path,
@@ -575,13 +654,39 @@ def run_psql(
     return proc.stdout.strip()
 
 
-def _ident(name: str) -> str:
-    """A quoted SQL identifier; names are validated by :func:`validate_name` first."""
-    return '"' + name.replace('"', '""') + '"'
+def _execute(
+    conn: psycopg.Connection[Any], statement: sql.SQL | sql.Composed, hidden: Sequence[str] = ()
+) -> None:
+    """Run ``statement``; a failure is a FleetError with the server's message (never the statement)."""
+    try:
+        conn.execute(statement)
+    except psycopg.Error as exc:
+        raise FleetError(f"local PostgreSQL: {_message(exc, hidden)}") from None
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+def _message(exc: psycopg.Error, hidden: Sequence[str]) -> str:
+    """The server's (or libpq's) one-line message, with ``hidden`` redacted."""
+    diag = getattr(exc, "diag", None)
+    text = (diag.message_primary if diag is not None else None) or str(exc)
+    text = " ".join(text.split())
+    for secret in hidden:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _close_all(connections: list[psycopg.Connection[Any]]) -> None:
+    for conn in connections:
+        conn.close()
+
+
+def _alive(conn: psycopg.Connection[Any]) -> bool:
+    """Whether a reused connection still works (the server may have restarted meanwhile)."""
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True
 
 
 def _conf_value(value: str) -> str:

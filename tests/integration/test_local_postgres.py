@@ -10,6 +10,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -194,11 +195,58 @@ def test_role_with_unknown_password_needs_rotate(running: tuple[LocalPostgres, E
 def test_databases_are_private_to_their_owner(running: tuple[LocalPostgres, Endpoint]) -> None:
     pg, endpoint = running
     a = pg.ensure_database("tenant_a", "db_a")
-    pg.ensure_database("tenant_b", "db_b")
-    with pytest.raises(FleetError, match="permission denied"):
-        _sql(endpoint, "SELECT 1", "tenant_a", a, "db_b")
+    b = pg.ensure_database("tenant_b", "db_b")
+    for dbname in ("db_b", "postgres", "template1"):
+        with pytest.raises(FleetError, match="permission denied for database"):
+            _sql(endpoint, "SELECT 1", "tenant_a", a, dbname)
+    # Inside its own database the owner has the public schema; nobody else was granted anything there.
+    _sql(endpoint, "CREATE TABLE mine (x int)", "tenant_b", b, "db_b")
+    acl = _sql(
+        endpoint, "SELECT nspacl::text FROM pg_namespace WHERE nspname = 'public'", "tenant_b", b, "db_b"
+    )
+    assert "=U" not in acl.replace("pg_database_owner=U", "")  # no "=U/..." entry, i.e. none for PUBLIC
+    privileges = _sql(
+        endpoint,
+        "SELECT has_database_privilege('tenant_a', 'db_b', 'CONNECT'),"
+        " has_schema_privilege('tenant_a', 'public', 'USAGE'),"
+        " has_schema_privilege('tenant_b', 'public', 'CREATE')",
+        "tenant_b",
+        b,
+        "db_b",
+    )
+    assert privileges == "f|f|t"
     pg.drop_database("tenant_a", "db_a")
     pg.drop_database("tenant_b", "db_b")
+
+
+@pytest.mark.integration
+def test_database_comments_and_parallel_databases(running: tuple[LocalPostgres, Endpoint]) -> None:
+    """Several threads may ensure different databases at once on one server (reused connections)."""
+    pg, endpoint = running
+    names = [f"par_{i}" for i in range(6)]
+    with ThreadPoolExecutor(4) as pool:
+        passwords = list(pool.map(lambda n: pg.ensure_database(n, n, comment=f"made for {n}"), names))
+    assert len(set(passwords)) == len(names)
+    comments = pg.database_comments()
+    for name, password in zip(names, passwords, strict=True):
+        assert comments[name] == f"made for {name}"
+        assert _sql(endpoint, "SELECT current_database()", name, password, name) == name
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda n: pg.drop_database(n, n), names))
+    assert not set(names) & set(pg.database_comments())
+
+
+@pytest.mark.integration
+def test_no_password_reaches_the_server_log(running: tuple[LocalPostgres, Endpoint]) -> None:
+    """Roles get a verifier computed by libpq; a failing role statement does not echo it either."""
+    pg, _ = running
+    password = pg.ensure_database("quiet", "quietdb")
+    pg.pin_password("quiet", "a-pinned-secret")
+    assert pg.ensure_database("quiet", "quietdb") == "a-pinned-secret"
+    log = pg.log_file.read_text()
+    assert password not in log
+    assert "a-pinned-secret" not in log
+    pg.drop_database("quiet", "quietdb")
 
 
 def test_database_calls_need_a_running_server(tmp_path: Path) -> None:
@@ -248,12 +296,3 @@ def test_newest_version_wins(tmp_path: Path) -> None:
 def test_unsafe_root_path_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="characters"):
         LocalPostgres(tmp_path / 'a"$b')
-
-
-def test_scram_verifier_has_postgres_format() -> None:
-    verifier = postgres.scram_verifier("pencil", salt=b"0123456789abcdef")
-    head, keys = verifier.split("$", 1)[1].split("$")
-    assert verifier.startswith("SCRAM-SHA-256$4096:")
-    assert head == "4096:MDEyMzQ1Njc4OWFiY2RlZg=="
-    assert len(keys.split(":")) == 2
-    assert "pencil" not in verifier
