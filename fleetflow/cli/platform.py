@@ -25,9 +25,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="also bring the local fleet up and register its clusters (seed labels)",
     )
     up.add_argument("--webhook-port", type=int, default=0, help="webhook API port (default: a free one)")
+    up.add_argument(
+        "--prefect-db",
+        metavar="sqlite|postgres|URL",
+        default=None,
+        help="the Prefect server's database: sqlite (the default), postgres (a PostgreSQL fleetflow runs "
+        "under $FLEETFLOW_HOME/platform/prefect-db) or a postgresql+asyncpg:// URL of your own (a password "
+        "can come from ~/.pgpass instead of the URL); remembered for the next up",
+    )
     up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops the platform")
     up.set_defaults(func=_up)
-    down = sub.add_parser("down", help="stop what 'fleetflow up' started (the local fleet too, with --local)")
+    down = sub.add_parser(
+        "down",
+        help="stop what 'fleetflow up' started, its PostgreSQL too (data kept); the local fleet with --local",
+    )
     down.add_argument("--local", action="store_true", help="also stop the local fleet")
     down.set_defaults(func=_down)
     demo = sub.add_parser("demo", help="the seed's Path B end to end on the local fleet, timed and verified")
@@ -54,7 +65,12 @@ def _up(args: argparse.Namespace) -> int:
             _register("mgmt")
 
     state = parts.up(
-        progress, local_chart=args.local, webhook_port=args.webhook_port, env=env, before_workers=enrol_mgmt
+        progress,
+        local_chart=args.local,
+        webhook_port=args.webhook_port,
+        env=env,
+        prefect_db_choice=args.prefect_db,
+        before_workers=enrol_mgmt,
     )
     if args.local:
         for name in DEFAULT_CLUSTERS[1:]:
@@ -123,10 +139,10 @@ def _demo(args: argparse.Namespace) -> int:
     from fleetflow.registry import connect
 
     started = time.monotonic()
-    args.local, args.webhook_port, args.foreground = True, 0, False
+    args.local, args.webhook_port, args.foreground, args.prefect_db = True, 0, False, None
     _up(args)
     stages = [
-        demo.Stage("platform up (fleet, Prefect, serve, watch, api)", time.monotonic() - started, "ready")
+        demo.Stage("platform up (fleet, Prefect, executor, watch, api)", time.monotonic() - started, "ready")
     ]
     stages += demo.run(connect("mgmt"), parts.load(), progress, args.timeout)
     print()

@@ -1,10 +1,10 @@
-"""``fleetflow up``: the whole platform as background processes, each checked before it counts.
+"""The platform's parts, started in order, each awaited by its own readiness check (polled with a deadline):
 
-Parts, started in order and each awaited by its own readiness check (polled with a deadline):
-
-- prefect-server  a local Prefect server with SQLite under ``$FLEETFLOW_HOME/prefect``, unless
-                  ``PREFECT_API_URL`` names one already
-- serve           the deployments and automations, run here with a 1 s poll (``fleetflow serve``)
+- prefect-db      only with ``--prefect-db postgres``: a PostgreSQL server for Prefect (prefect_db)
+- prefect-server  a local Prefect server (SQLite under ``$FLEETFLOW_HOME/prefect`` unless told
+                  otherwise), unless ``PREFECT_API_URL`` names one already
+- executor        applies the deployments and automations and runs their flow runs
+                  (``fleetflow executor --name platform --deploy``)
 - watch           the label watcher (``fleetflow watch``)
 - api             the webhook API (``fleetflow api``)
 
@@ -19,57 +19,23 @@ import os
 import sys
 import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fleetflow import config
+from fleetflow.errors import UsageError
 from fleetflow.fleet import processes, readiness
+from fleetflow.platform import prefect_db, server
+from fleetflow.platform.state import PlatformState, load, log, save
 
 Progress = Callable[[str], None]
-PARTS = ("prefect-server", "serve", "watch", "api")
+PARTS = ("prefect-db", "prefect-server", "executor", "watch", "api")
+PROCESSES = PARTS[1:]  # prefect-db is PostgreSQL's own process tree, started and stopped by pg_ctl
 DEPLOYMENTS = 7  # one per flow but watch-labels (the watcher runs as its own process)
-
-
-@dataclass
-class PlatformState:
-    api_url: str = ""
-    webhook_port: int = 0
-    own_server: bool = False
-    pids: dict[str, int] = field(default_factory=dict)
-    markers: dict[str, str] = field(default_factory=dict)
-
-
-def root() -> Path:
-    return config.home() / "platform"
-
-
-def _state_path() -> Path:
-    return root() / "state.json"
-
-
-def load() -> PlatformState:
-    path = _state_path()
-    return PlatformState(**json.loads(path.read_text())) if path.exists() else PlatformState()
-
-
-def _save(state: PlatformState) -> None:
-    root().mkdir(parents=True, exist_ok=True)
-    tmp = _state_path().with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(state), indent=2))
-    tmp.replace(_state_path())
-
-
-def _log(part: str) -> Path:
-    return root() / "logs" / f"{part}.log"
+EXECUTOR_READY = "executor ready"
 
 
 def _fleetflow(*args: str) -> list[str]:
     return [sys.executable, "-m", "fleetflow.cli.main", "--home", str(config.home()), *args]
-
-
-def _get(url: str) -> bool:
-    ok, _ = readiness.probe(url)
-    return ok
 
 
 def _deployments_ready(api_url: str) -> bool:
@@ -86,8 +52,85 @@ def _deployments_ready(api_url: str) -> bool:
         return False
 
 
-def _await(what: str, check: Callable[[], bool], pid: int, part: str, timeout: float = 120.0) -> None:
-    readiness.wait_until(f"{part} ({what})", check, lambda: processes.child_running(pid), _log(part), timeout)
+def _log_says(path: Path, text: str) -> bool:
+    try:
+        return text in path.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+class _Starter:
+    """Starts the parts that do not run yet, recording each in the state before awaiting it."""
+
+    def __init__(self, progress: Progress, env: dict[str, str]) -> None:
+        self.progress = progress
+        self.state = load()
+        for part, pid in list(self.state.pids.items()):
+            if part not in PROCESSES:  # a part of an older fleetflow (e.g. "serve"): it must not run on
+                processes.stop(pid, self.state.markers.get(part, "\0"))
+                self.state.markers.pop(part, None)
+            if not processes.is_ours(pid, self.state.markers.get(part, "\0")):
+                self.state.pids.pop(part)
+        self.env = dict(os.environ, **env)
+
+    def start(
+        self,
+        part: str,
+        argv: list[str],
+        marker: str,
+        what: str,
+        check: Callable[[], bool],
+        env: dict[str, str] | None = None,
+    ) -> None:
+        if part in self.state.pids:
+            self.progress(f"{part}: already running (pid {self.state.pids[part]})")
+            return
+        self.progress(f"{part}: starting ...")
+        pid = processes.start(argv, log(part), self.env if env is None else env)
+        self.state.pids[part], self.state.markers[part] = pid, marker
+        save(self.state)
+        readiness.wait_until(
+            f"{part} ({what})", check, lambda: processes.child_running(pid), log(part), timeout=180.0
+        )
+        self.progress(f"{part}: ready")
+
+    def server(self, prefect_db_choice: str | None) -> None:
+        """The Prefect server (and its database), or the external one ``PREFECT_API_URL`` names."""
+        state = self.state
+        external = os.environ.get("PREFECT_API_URL") and not state.own_server
+        if external:
+            if prefect_db_choice is not None:
+                raise UsageError(
+                    "--prefect-db is for the Prefect server fleetflow starts; PREFECT_API_URL names another"
+                )
+            state.api_url = os.environ["PREFECT_API_URL"].rstrip("/")
+        else:
+            running = "prefect-server" in state.pids
+            state.prefect_db = prefect_db.choose(prefect_db_choice, state.prefect_db, running)
+            save(state)
+            if not running:  # the previous port when it is free, so a bookmarked UI still works
+                previous = int(server.port_of(state.api_url)) if state.own_server and state.api_url else 0
+                port = previous if previous and not processes.port_in_use(previous) else processes.free_port()
+                state.api_url, state.own_server = f"http://127.0.0.1:{port}/api", True
+            db_env = prefect_db.prepare(state.prefect_db, self.progress)
+            self.env["PREFECT_HOME"] = server.prefect_home()
+            self.start(
+                "prefect-server",
+                server.argv(state.api_url),
+                server.marker(state.api_url),
+                "GET /api/health",
+                lambda: server.healthy(state.api_url),
+                env=dict(server.env(prefect_db.server_env(self.env), state.api_url), **db_env),
+            )
+        self.env["PREFECT_API_URL"] = state.api_url
+        save(state)
+
+
+def up_server(progress: Progress, *, prefect_db_choice: str | None = None) -> PlatformState:
+    """Only the Prefect server part (with its database): what a caller needing just the API starts."""
+    starter = _Starter(progress, {})
+    starter.server(prefect_db_choice)
+    return starter.state
 
 
 def up(
@@ -96,71 +139,42 @@ def up(
     local_chart: bool,
     webhook_port: int,
     env: dict[str, str],
+    prefect_db_choice: str | None = None,
     before_workers: Callable[[str], None] | None = None,
 ) -> PlatformState:
     """Start what is not running; ``before_workers(api_url)`` runs once the Prefect API answers."""
-    state = load()
-    for part, pid in list(state.pids.items()):
-        if not processes.is_ours(pid, state.markers.get(part, "\0")):
-            state.pids.pop(part)
-    child_env = dict(os.environ, **env, PREFECT_SERVER_ANALYTICS_ENABLED="false")
-
-    def start(part: str, argv: list[str], marker: str, what: str, check: Callable[[], bool]) -> None:
-        if part in state.pids:
-            progress(f"{part}: already running (pid {state.pids[part]})")
-            return
-        progress(f"{part}: starting ...")
-        pid = processes.start(argv, _log(part), child_env)
-        state.pids[part], state.markers[part] = pid, marker
-        _save(state)
-        _await(what, check, pid, part)
-        progress(f"{part}: ready")
-
-    if os.environ.get("PREFECT_API_URL") and not state.own_server:
-        state.api_url = os.environ["PREFECT_API_URL"].rstrip("/")
-    else:
-        if not state.api_url or "prefect-server" not in state.pids:
-            port = processes.free_port()
-            state.api_url, state.own_server = f"http://127.0.0.1:{port}/api", True
-        port_text = state.api_url.rsplit(":", 1)[1].split("/")[0]
-        child_env["PREFECT_HOME"] = str(config.home() / "prefect")
-        start(
-            "prefect-server",
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", port_text],
-            f"server start --host 127.0.0.1 --port {port_text}",
-            "GET /api/health",
-            lambda: _get(f"{state.api_url}/health"),
-        )
-    child_env["PREFECT_API_URL"] = state.api_url
-    _save(state)
+    starter = _Starter(progress, env)
+    starter.server(prefect_db_choice)
+    state = starter.state
     if before_workers is not None:
         before_workers(state.api_url)
     home_marker = f"--home {config.home()}"
     chart = ["--local-chart"] if local_chart else []
-    start(
-        "serve",
-        _fleetflow("serve", *chart, "--poll", "1"),
+    executor_log = log("executor")
+    starter.start(
+        "executor",
+        _fleetflow("executor", "--name", "platform", "--deploy", *chart),
         home_marker,
-        f"{DEPLOYMENTS} deployments registered",
-        lambda: _deployments_ready(state.api_url),
+        f"{DEPLOYMENTS} deployments registered and '{EXECUTOR_READY}' logged",
+        lambda: _deployments_ready(state.api_url) and _log_says(executor_log, EXECUTOR_READY),
     )
-    watch_log = _log("watch")
-    start(
+    watch_log = log("watch")
+    starter.start(
         "watch",
         _fleetflow("watch"),
         home_marker,
         "first sync of the registry",
-        lambda: "synced" in watch_log.read_text(errors="replace") if watch_log.exists() else False,
+        lambda: _log_says(watch_log, "synced"),
     )
     state.webhook_port = state.webhook_port or webhook_port or processes.free_port()
-    start(
+    starter.start(
         "api",
         _fleetflow("api", "--port", str(state.webhook_port)),
         home_marker,
         "GET /healthz",
-        lambda: _get(f"http://127.0.0.1:{state.webhook_port}/healthz"),
+        lambda: readiness.probe(f"http://127.0.0.1:{state.webhook_port}/healthz")[0],
     )
-    _save(state)
+    save(state)
     return state
 
 
@@ -168,13 +182,18 @@ def status() -> list[tuple[str, str, str]]:
     state = load()
     rows = []
     for part in PARTS:
-        pid = state.pids.get(part)
-        running = bool(pid) and processes.is_ours(pid, state.markers.get(part, "\0"))
+        if part == "prefect-db":
+            if state.own_server:
+                sqlite = Path(server.prefect_home()) / "prefect.db"
+                rows.append((part, *prefect_db.status(state.prefect_db or prefect_db.SQLITE, sqlite)))
+            continue
         if part == "prefect-server" and not state.own_server:
             rows.append((part, "External" if state.api_url else "Stopped", state.api_url))
             continue
+        pid = state.pids.get(part)
+        running = bool(pid) and processes.is_ours(pid, state.markers.get(part, "\0"))
         where = {
-            "prefect-server": state.api_url.removesuffix("/api"),
+            "prefect-server": server.ui_url(state.api_url),
             "api": f"http://127.0.0.1:{state.webhook_port}/v1/databases",
         }.get(part, "")
         rows.append((part, "Running" if running else "Stopped", where))
@@ -182,10 +201,13 @@ def status() -> list[tuple[str, str, str]]:
 
 
 def down(progress: Progress) -> None:
+    """Stop every process ``up`` started (later parts first), then fleetflow's PostgreSQL; data stays."""
     state = load()
-    for part in reversed(PARTS):
+    for part in [*reversed(PROCESSES), *state.pids]:  # then parts of an older fleetflow, if any
         pid = state.pids.pop(part, None)
         if pid:
             processes.stop(pid, state.markers.get(part, "\0"))
             progress(f"{part}: stopped")
-    _save(state)
+    save(state)
+    if state.own_server:
+        prefect_db.stop(state.prefect_db, progress)
