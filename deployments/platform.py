@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import serve
+from prefect import Flow, serve
 from prefect.deployments.runner import RunnerDeployment
 from prefect.settings import PREFECT_RUNNER_POLL_FREQUENCY, temporary_settings
 
@@ -24,6 +24,15 @@ from flows.register_cluster import register_cluster
 
 NAME = "fleetflow"
 RECONCILE_INTERVAL = 300  # seconds
+FLOWS: list[Flow[..., Any]] = [
+    register_cluster,
+    install_operator,
+    provision_database,
+    fetch_credentials,
+    deploy_app,
+    deprovision_database,
+    reconcile,
+]  # every deployed flow, in the order of ``build``
 
 
 def build(

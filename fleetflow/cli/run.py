@@ -83,6 +83,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     serve.set_defaults(func=_serve_platform)
 
+    executor = sub.add_parser(
+        "executor", help="run the deployments' flow runs here, started within a second (PREFECT_API_URL)"
+    )
+    executor.add_argument("--name", help="this executor's name (default: the host name); unique per home")
+    executor.add_argument("--concurrency", type=int, default=16, help="flow runs at once (default 16)")
+    executor.add_argument("--poll", type=float, default=10.0, help="seconds between fallback polls")
+    executor.add_argument("--grace", type=float, default=60.0, help="seconds to finish runs on SIGTERM")
+    executor.add_argument("--deploy", action="store_true", help="apply deployments and automations first")
+    executor.add_argument("--local-chart", action="store_true", help="as for deploy")
+    executor.add_argument(
+        "--deletion-policy", choices=["Retain", "Delete"], default="Retain", help="as for deploy"
+    )
+    executor.set_defaults(func=_executor)
+
     api = sub.add_parser("api", help="serve the webhook API (POST/DELETE/GET /v1/databases, /healthz)")
     api.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     api.add_argument("--port", type=int, default=8089)
@@ -218,6 +232,22 @@ def _serve_platform(args: argparse.Namespace) -> int:
     require_api()
     platform("serve")(_chart(args.local_chart), args.poll, args.deletion_policy)
     return 0
+
+
+def _executor(args: argparse.Namespace) -> int:
+    from fleetflow.events import require_api
+
+    require_api()
+    code: int = platform("executor")(
+        name=args.name,
+        concurrency=args.concurrency,
+        poll_seconds=args.poll,
+        grace_seconds=args.grace,
+        deploy=args.deploy,
+        operator_chart=_chart(args.local_chart),
+        deletion_policy=args.deletion_policy,
+    )
+    return code
 
 
 def _serve_api(args: argparse.Namespace) -> int:

@@ -1,0 +1,255 @@
+"""The executor's event loop: wake on events or the fallback poll, plan, claim, run in a pool.
+
+One asyncio loop (the main thread) talks to the Prefect API; claimed runs execute in a
+bounded thread pool with Prefect's engine. Wake-ups are cheap and coalesce: any number of
+events between two ticks cause one more tick, which reads every unfinished run of the
+executor's deployments and applies :func:`executor.plan.plan` to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from prefect import Flow
+from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.events.clients import get_events_subscriber
+from prefect.events.filters import EventFilter, EventNameFilter
+from prefect.flow_engine import run_flow
+
+from executor import prefect_api
+from executor.plan import PENDING, RUNNING, plan
+
+log = logging.getLogger("fleetflow.executor")
+
+WAKE_ON = [
+    f"prefect.flow-run.{name}"
+    for name in ("Scheduled", "AwaitingRetry", "Late", "Completed", "Failed", "Crashed", "Cancelled")
+]
+UNSEEN_RETRY = 0.1  # an announced run not readable yet (the event can beat the commit): look again
+UNSEEN_TRIES = 50
+LISTEN_BACKOFF_MAX = 30.0
+
+
+class Executor:
+    """Runs the flow runs of ``deployments`` (deployment id -> flow); see the package docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        resolve: Callable[[PrefectClient], Any],
+        *,
+        concurrency: int = 16,
+        poll_seconds: float = 10.0,
+        grace_seconds: float = 60.0,
+    ) -> None:
+        """``resolve(client)`` is a coroutine function returning ``{deployment id: flow}``."""
+        self.name = name
+        self.concurrency = concurrency
+        self.poll_seconds = poll_seconds
+        self.grace_seconds = grace_seconds
+        self._resolve = resolve
+        self._deployments: dict[UUID, Flow[..., Any]] = {}
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="flow-run")
+        self._active: dict[UUID, Future[None]] = {}
+        self._unseen: dict[UUID, int] = {}  # runs announced by an event, not yet read
+        self._wake = asyncio.Event()
+        self._listening = asyncio.Event()
+        self._closing = False
+        self._timer: asyncio.TimerHandle | None = None
+        self.executed = 0
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def serve(self, stop: asyncio.Event, ready: Callable[[], None]) -> None:
+        async with get_client() as client:
+            self._client = client
+            self._deployments = await self._resolve(client)
+            await self._recover()
+            loops = [
+                asyncio.create_task(self._listen(), name="listen"),
+                asyncio.create_task(self._poll(), name="poll"),
+                asyncio.create_task(self._ticks(), name="ticks"),
+            ]
+            try:
+                await asyncio.wait_for(self._listening.wait(), timeout=30)
+            except TimeoutError:
+                log.warning("executor %s: event stream not connected; relying on the poll", self.name)
+            ready()
+            await stop.wait()
+            self._closing = True
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self._drain()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _recover(self) -> None:
+        """Crash and reschedule the runs a previous life of this executor left unfinished."""
+        mine = prefect_api.claim_message(self.name)
+        for run in await prefect_api.unfinished(self._client, self.deployment_ids, (PENDING, RUNNING)):
+            states = sorted(await self._client.read_flow_run_states(run.id), key=lambda s: s.timestamp)
+            claims = [s for s in states if s.type.value == PENDING]
+            if claims and claims[-1].message == mine:
+                why = f"executor {self.name!r} restarted while this run was {run.state_type.value.title()}"
+                await prefect_api.crash_and_reschedule(self._client, run.id, why)
+                log.warning("executor %s: %s %s: %s; rescheduled", self.name, run.name, run.id, why)
+
+    async def _drain(self) -> None:
+        """Finish what is held within the grace period; reschedule the rest for another executor."""
+        pending = [asyncio.wrap_future(f) for f in self._active.values()]
+        if pending:
+            log.info("executor %s: stopping; finishing %d run(s)", self.name, len(pending))
+            await asyncio.wait(pending, timeout=self.grace_seconds)
+        for run_id, future in list(self._active.items()):
+            if not future.done():
+                why = f"executor {self.name!r} stopped before the run finished"
+                await prefect_api.crash_and_reschedule(self._client, run_id, why)
+                log.warning("executor %s: run %s: %s; rescheduled", self.name, run_id, why)
+
+    @property
+    def deployment_ids(self) -> list[UUID]:
+        return list(self._deployments)
+
+    # -- waking -------------------------------------------------------------------------------
+
+    def wake(self, after: float = 0.0) -> None:
+        if after <= 0:
+            self._wake.set()
+            return
+        if self._timer is not None and self._timer.when() <= asyncio.get_running_loop().time() + after:
+            return  # an earlier wake-up is already due
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(after, self._wake.set)
+
+    async def _listen(self) -> None:
+        backoff = 0.5
+        flt = EventFilter(event=EventNameFilter(name=WAKE_ON))
+        while True:
+            try:
+                async with get_events_subscriber(filter=flt) as events:
+                    self._listening.set()
+                    backoff = 0.5
+                    self.wake()  # anything missed while disconnected
+                    async for event in events:
+                        deployment = next(
+                            (r.id.rsplit(".", 1)[-1] for r in event.related if r.role == "deployment"), None
+                        )
+                        if deployment is None or UUID(deployment) not in self._deployments:
+                            continue
+                        if event.event.endswith((".Scheduled", ".AwaitingRetry", ".Late")):
+                            self._unseen.setdefault(UUID(event.resource.id.rsplit(".", 1)[-1]), 0)
+                        self.wake()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the server restarted or the stream broke: the poll covers
+                log.warning("executor %s: event stream lost (%s); reconnecting", self.name, exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, LISTEN_BACKOFF_MAX)
+
+    async def _poll(self) -> None:
+        """The fallback: every ``poll_seconds`` look at everything (this also keeps the
+        deployments "Ready" in the UI, which counts a deployment as served while it is polled)."""
+        while True:
+            try:
+                if not self._deployments:
+                    self._deployments = await self._resolve(self._client)
+                if self._deployments:
+                    await self._client.get_scheduled_flow_runs_for_deployments(
+                        self.deployment_ids, scheduled_before=datetime.now(UTC), limit=1
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("executor %s: poll failed: %s", self.name, exc)
+            self.wake()
+            await asyncio.sleep(self.poll_seconds)
+
+    async def _ticks(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("executor %s: %s: %s; looking again shortly", self.name, type(exc).__name__, exc)
+                self.wake(after=1.0)
+
+    # -- one tick -----------------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        if self._closing or not self._deployments:
+            return
+        flow_runs = {r.id: r for r in await prefect_api.unfinished(self._client, self.deployment_ids)}
+        now = datetime.now(UTC)
+        decided = plan(
+            [prefect_api.to_run(r) for r in flow_runs.values()], now, self.concurrency - len(self._active)
+        )
+        results = await asyncio.gather(
+            *(prefect_api.supersede(self._client, run, by) for run, by in decided.supersede),
+            return_exceptions=True,
+        )
+        for (run, by), ok in zip(decided.supersede, results, strict=True):
+            if ok is True:
+                log.info("executor %s: %s superseded by %s", self.name, run.name, by.name)
+        claimed = await asyncio.gather(
+            *(prefect_api.claim(self._client, run.id, self.name) for run in decided.claim),
+            return_exceptions=True,
+        )
+        for run, state in zip(decided.claim, claimed, strict=True):
+            if isinstance(state, BaseException):
+                log.warning("executor %s: claiming %s failed: %s", self.name, run.name, state)
+            elif state is not None:
+                flow_run = flow_runs[run.id]
+                flow_run.state = state
+                self._start(flow_run)
+        for run_id in list(self._unseen):
+            tries = self._unseen[run_id]
+            if run_id in flow_runs or tries >= UNSEEN_TRIES or await self._finished_already(run_id):
+                del self._unseen[run_id]
+            else:
+                self._unseen[run_id] = tries + 1
+        if self._unseen:
+            self.wake(after=UNSEEN_RETRY)
+        if decided.next_due is not None:
+            self.wake(after=max((decided.next_due - now).total_seconds(), 0.05))
+
+    async def _finished_already(self, run_id: UUID) -> bool:
+        try:
+            run = await self._client.read_flow_run(run_id)
+        except Exception:  # not committed yet (404): keep looking
+            return False
+        return run.state is not None and run.state.is_final()
+
+    def _start(self, flow_run: FlowRun) -> None:
+        assert flow_run.deployment_id is not None  # noqa: S101
+        flow = self._deployments[flow_run.deployment_id]
+        future = self._pool.submit(self._execute, flow, flow_run)
+        self._active[flow_run.id] = future
+        loop = asyncio.get_running_loop()
+        future.add_done_callback(lambda _f: loop.call_soon_threadsafe(self._done, flow_run.id))
+
+    def _done(self, run_id: UUID) -> None:
+        self._active.pop(run_id, None)
+        self.executed += 1
+        self.wake()
+
+    def _execute(self, flow: Flow[..., Any], flow_run: FlowRun) -> None:
+        try:
+            state = run_flow(flow, flow_run=flow_run, return_type="state")
+            log.info(
+                "executor %s: %s %s: %s", self.name, flow.name, flow_run.name, getattr(state, "name", state)
+            )
+        except BaseException as exc:  # the engine records the run's failure; keep the thread alive
+            log.error(
+                "executor %s: %s %s ended with %s", self.name, flow.name, flow_run.name, type(exc).__name__
+            )
