@@ -44,3 +44,8 @@ def status(root: Path) -> tuple[str, str]:
         return state.state, state.detail
     where = state.endpoint.socket_dir or f"{state.endpoint.host}:{state.endpoint.port}"
     return state.state, f"postgresql://{ROLE}@/{DATABASE} ({where}, port {state.endpoint.port})"
+
+
+def destroy(root: Path) -> None:
+    """Stop the server and delete its data. Irrecoverable."""
+    LocalPostgres(root).destroy()
