@@ -1,71 +1,223 @@
-"""Measure the event-driven chain on a running local platform (``fleetflow up --local``).
+"""Benchmark the event-driven chain on a running local platform (``fleetflow up --local``).
 
-For N fresh clusters, one at a time: label ``postgres=required`` and time
-  1. label change -> database requested (the CNPG Cluster exists on the service cluster),
-  2. database ready (Cluster healthy) -> credentials delivered (pg-credentials in mgmt).
-Both are observed by polling every 50 ms. Prints medians. Run with FLEETFLOW_HOME pointing at
-the platform's home: .venv/bin/python scripts/bench_platform.py [N]
+In one run it measures, on the local fleet:
+
+1. sequential: for N fresh clusters, one at a time, label ``postgres=required`` and time
+   label change -> CNPG Cluster applied on the service cluster, and
+   database ready (Cluster healthy) -> credentials delivered (``pg-credentials`` in mgmt);
+2. burst: M fresh clusters (FleetCluster objects applied with plain API calls, as a GitOps
+   tool would) labelled within a fraction of a second; time from the first label until all M
+   credentials are delivered, and check that each cluster got exactly one CNPG Cluster;
+3. the platform's resident memory and its CPU while idle (its own processes: Prefect server
+   and database, executor, watcher, webhook API; the fleet's API servers are reported apart).
+
+Times come from Kubernetes watches on the service and management clusters, stamped as events
+arrive. Prints medians and p95. Usage (FLEETFLOW_HOME = the platform's home):
+
+    .venv/bin/python scripts/bench_platform.py [--sequential 10] [--burst 100] [--keep]
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
-import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
+
+from fleetflow import platform
 from fleetflow.fleet.manager import Fleet
-from fleetflow.kube import Kubeconfig, client_for
+from fleetflow.kube import KubeClient, Kubeconfig, client_for
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
 
-
-def until(check: Callable[[], object], timeout: float = 300) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return time.monotonic()
-        time.sleep(0.05)  # the measurement itself: poll at 50 ms
-    raise SystemExit("timed out")
+CNPG = "postgresql.cnpg.io/v1"
+HEALTHY = "Cluster in healthy state"
 
 
-def main(count: int) -> None:
-    kubeconfig = Fleet().kubeconfig_path
-    registry = Registry(client_for("mgmt", kubeconfig))
-    service = client_for("service-cluster", kubeconfig)
-    requested, delivered = [], []
-    for i in range(count):
-        name = f"bench-{int(time.time())}-{i}"
+class Stamps:
+    """First time each (namespace) was seen in a state, from a watch that never stops."""
+
+    def __init__(self, client: KubeClient, api_version: str, kind: str, test: Callable[[dict], bool]) -> None:
+        self.seen: dict[str, float] = {}
+        self.changed = threading.Condition()
+        self._args = (client, api_version, kind, test)
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _note(self, obj: dict, test: Callable[[dict], bool]) -> None:
+        namespace = obj["metadata"].get("namespace", "")
+        if namespace not in self.seen and test(obj):
+            with self.changed:
+                self.seen[namespace] = time.monotonic()
+                self.changed.notify_all()
+
+    def _run(self) -> None:
+        client, api_version, kind, test = self._args
+        while True:
+            items, version = client.list(api_version, kind)
+            for obj in items:
+                self._note(obj, test)
+            try:
+                while True:
+                    for event, obj in client.stream(api_version, kind, resource_version=version, timeout=60):
+                        version = obj.get("metadata", {}).get("resourceVersion") or version
+                        if event in ("ADDED", "MODIFIED"):
+                            self._note(obj, test)
+            except Exception as exc:  # relist after an expired watch
+                print(f"(watch {kind}: {type(exc).__name__}; relisting)")
+
+    def wait(self, names: list[str], timeout: float) -> dict[str, float]:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not all(n in self.seen for n in names):
+                left = deadline - time.monotonic()
+                missing = [n for n in names if n not in self.seen]
+                if left <= 0:
+                    raise SystemExit(f"timed out: {len(missing)} of {len(names)} not reached: {missing[:3]}")
+                self.changed.wait(left)
+        return {n: self.seen[n] for n in names}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def summary(label: str, values: list[float]) -> None:
+    print(
+        f"{label}: p50 {statistics.median(values):.2f}s  p95 {pct(values, 0.95):.2f}s  "
+        f"(min {min(values):.2f}, max {max(values):.2f}, n={len(values)})"
+    )
+
+
+def enroll(registry: Registry, kubeconfig: Path, names: list[str]) -> None:
+    config = Kubeconfig.from_file(kubeconfig, "workload-cluster")
+
+    def one(name: str) -> None:
         registry.ensure_namespace(name)
-        registry.store_kubeconfig(name, Kubeconfig.from_file(Path(kubeconfig), "workload-cluster"))
+        registry.store_kubeconfig(name, config)
         registry.apply(name, "workload-cluster", {})
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, names))
+
+
+def platform_processes() -> dict[str, psutil.Process]:
+    state = platform.load()
+    found = {}
+    for part, pid in state.pids.items():
+        try:
+            proc = psutil.Process(pid)
+            found[part] = proc
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    procs = [proc, *proc.children(recursive=True)]
+    return sum(p.memory_info().rss for p in procs if p.is_running())
+
+
+def tree_cpu(proc: psutil.Process) -> float:
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def resources(idle_seconds: float) -> None:
+    procs = platform_processes()
+    rss = {part: tree_rss(p) for part, p in procs.items()}
+    print("resident memory: " + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in rss.items()))
+    print(f"platform resident memory: {sum(rss.values()) / 2**20:.0f} MiB")
+    before = {part: tree_cpu(p) for part, p in procs.items()}
+    time.sleep(idle_seconds)  # the measurement window itself
+    after = {part: tree_cpu(p) for part, p in procs.items()}
+    used = {part: (after[part] - before[part]) / idle_seconds * 100 for part in procs}
+    print(
+        f"idle CPU over {idle_seconds:.0f}s: "
+        + ", ".join(f"{k} {v:.1f}%" for k, v in used.items())
+        + f"; platform {sum(used.values()):.1f}% of one core"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sequential", type=int, default=10)
+    parser.add_argument("--burst", type=int, default=100)
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--idle", type=float, default=20, help="seconds of the idle CPU window")
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark's clusters and databases")
+    args = parser.parse_args()
+
+    kubeconfig = Fleet().kubeconfig_path
+    mgmt = client_for("mgmt", kubeconfig)
+    service = client_for("service-cluster", kubeconfig)
+    registry = Registry(mgmt)
+    applied = Stamps(service, CNPG, "Cluster", lambda o: True)
+    healthy = Stamps(service, CNPG, "Cluster", lambda o: (o.get("status") or {}).get("phase") == HEALTHY)
+    delivered = Stamps(mgmt, "v1", "Secret", lambda o: o["metadata"]["name"] == "pg-credentials")
+    run = uuid.uuid4().hex[:5]
+    made: list[str] = []
+    label = LabelEdit.parse(["postgres=required"])
+
+    requested, credentials = [], []
+    for i in range(args.sequential):
+        name = f"bench-{run}-s{i}"
+        enroll(registry, kubeconfig, [name])
+        made.append(name)
         started = time.monotonic()
-        registry.edit_labels(name, LabelEdit.parse(["postgres=required"]))
-        created = until(
-            lambda n=name: service.get_or_none("postgresql.cnpg.io/v1", "Cluster", f"cluster-{n}", n)
-        )
-
-        def healthy(n: str = name) -> bool:
-            obj = service.get_or_none("postgresql.cnpg.io/v1", "Cluster", f"cluster-{n}", n) or {}
-            return (obj.get("status") or {}).get("phase") == "Cluster in healthy state"
-
-        ready = until(healthy)
-        done = until(lambda n=name: registry.mgmt.get_or_none("v1", "Secret", "pg-credentials", n))
+        registry.edit_labels(name, label)
+        created = applied.wait([name], args.timeout)[name]
+        ready = healthy.wait([name], args.timeout)[name]
+        done = delivered.wait([name], args.timeout)[name]
         requested.append(created - started)
-        delivered.append(done - ready)
-        print(
-            f"{name}: requested after {created - started:.2f}s, credentials {done - ready:.2f}s after ready"
-        )
-    for label, values in (
-        ("label change -> database requested", requested),
-        ("database ready -> credentials delivered", delivered),
-    ):
-        print(
-            f"{label}: median {statistics.median(values):.2f}s "
-            f"(min {min(values):.2f}, max {max(values):.2f}, n={len(values)})"
-        )
+        credentials.append(done - ready)
+        print(f"{name}: applied after {created - started:.2f}s, credentials {done - ready:.2f}s after ready")
+    if requested:
+        summary("label change -> CNPG Cluster applied", requested)
+        summary("database ready -> credentials delivered", credentials)
+
+    if args.burst:
+        names = [f"bench-{run}-b{i}" for i in range(args.burst)]
+        print(f"burst: enrolling {len(names)} clusters without labels ...")
+        enroll(registry, kubeconfig, names)
+        made += names
+        started = time.monotonic()
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda n: registry.edit_labels(n, label), names))
+        labelled = time.monotonic() - started
+        done = delivered.wait(names, args.timeout)
+        total = [done[n] - started for n in names]
+        print(f"burst of {len(names)}: labelled within {labelled:.2f}s")
+        summary(f"burst of {len(names)}: label -> credentials delivered", total)
+        print(f"burst of {len(names)}: all credentials delivered after {max(total):.1f}s")
+        items, _ = service.list(CNPG, "Cluster")
+        per = {n: 0 for n in names}
+        for obj in items:
+            if obj["metadata"]["namespace"] in per:
+                per[obj["metadata"]["namespace"]] += 1
+        wrong = {n: c for n, c in per.items() if c != 1}
+        print(f"burst of {len(names)}: exactly one CNPG Cluster each: {wrong or 'yes'}")
+
+    time.sleep(5)  # let the last runs finish before the idle window
+    resources(args.idle)
+    if not args.keep:
+        for name in made:
+            registry.deregister(name, delete_namespace=True)
+            service.delete("v1", "Namespace", name)
+        print(f"removed the benchmark's {len(made)} clusters and their databases")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10)
+    main()
