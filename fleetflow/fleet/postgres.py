@@ -218,6 +218,10 @@ class LocalPostgres:
         if _read_secret(path) != password:
             _write_secret(path, password)
 
+    def has_password(self, role: str) -> bool:
+        """Whether fleetflow knows ``role``'s password (pinned, or set by :meth:`ensure_database`)."""
+        return _read_secret(self._role_password_file(role)) is not None
+
     def _role_password_file(self, role: str) -> Path:
         return self.root / "roles" / f"{role}.password"
 

@@ -16,13 +16,12 @@ import base64
 import inspect
 import logging
 import os
-import socket
 import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,12 +104,6 @@ def plain_cluster(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"instances": 1, **spec},
     }
-
-
-def _accepts(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @dataclass
@@ -197,6 +190,18 @@ class StandIn:
 
     def service(self, name: str) -> dict[str, Any] | None:
         return self.client.get_or_none("v1", "Service", name, self.namespace)
+
+    def secret_credentials(self, cluster: str) -> Credentials:
+        """The -app secret's user, password, database and port, on 127.0.0.1 (where -rw would lead)."""
+        secret = self.secret(f"{cluster}-app")
+        user, password, dbname, port = (
+            contract.decode(secret, k) for k in ("username", "password", "dbname", "port")
+        )
+        assert user
+        assert password
+        assert dbname
+        assert port
+        return Credentials(user, password, dbname, "127.0.0.1", int(port))
 
     def credentials(self, cluster: str, service: str) -> Credentials:
         """What a consumer has: the -app secret's user and password, the LoadBalancer's IP and port."""
@@ -365,7 +370,10 @@ def test_run_waits_for_the_chart_then_serves_until_stopped(
             awaiting="Cluster late (made after the chart was installed) to be healthy and Ready",
         )
         assert obj is not None
-        assert cnpg.servers(root)[0].root == root / SERVICE_CLUSTER / namespace / "late"
+        (server,) = cnpg.servers(root)
+        assert server.root == root / SERVICE_CLUSTER  # one server per service cluster
+        late = contract.sql_name(namespace, "late")
+        assert late in server.database_comments()
         client.delete(contract.API_VERSION, contract.KIND, "late", namespace)
         client.wait(
             contract.API_VERSION,
@@ -376,7 +384,8 @@ def test_run_waits_for_the_chart_then_serves_until_stopped(
             timeout=WAIT,
             awaiting="Cluster late to be deleted through the stand-in's finalizer",
         )
-        assert cnpg.servers(root) == []
+        assert late not in server.database_comments()
+        server.close()
     finally:
         stop.set()
         thread.join(timeout=60)
@@ -443,8 +452,10 @@ def test_seed_cluster_gets_cnpg_objects_and_a_real_database(
     assert [r["uid"] for r in secret["metadata"]["ownerReferences"]] == [uid]
     assert set(secret["data"]) == SECRET_KEYS
     values = {k: contract.decode(secret, k) for k in SECRET_KEYS}
-    assert values["username"] == values["user"] == "todo"  # the owner defaults to the database name
-    assert values["dbname"] == "todo"
+    # One server holds every Cluster of the service cluster: the role and database are the Cluster's own.
+    role = contract.sql_name(standin.namespace, name)
+    assert values["username"] == values["user"] == values["dbname"] == role
+    assert len(role) <= 63
     assert values["host"] == f"{name}-rw"
 
     rw = standin.service(f"{name}-rw")
@@ -463,13 +474,13 @@ def test_seed_cluster_gets_cnpg_objects_and_a_real_database(
     creds = standin.credentials(name, "cluster-rw-lb")
     assert creds.host == "127.0.0.1"
     assert values["port"] == str(creds.port) == str(rw["spec"]["ports"][0]["port"])
-    assert (
-        values["uri"] == f"postgresql://todo:{creds.password}@{name}-rw.{standin.namespace}:{creds.port}/todo"
-    )
-    assert values["pgpass"] == f"{name}-rw:{creds.port}:todo:todo:{creds.password}\n"
+    address = f"{name}-rw.{standin.namespace}:{creds.port}"
+    assert values["uri"] == f"postgresql://{role}:{creds.password}@{address}/{role}"
+    assert values["jdbc-uri"] == f"jdbc:postgresql://{address}/{role}?password={creds.password}&user={role}"
+    assert values["pgpass"] == f"{name}-rw:{creds.port}:{role}:{role}:{creds.password}\n"
     creds.sql(SEED_SQL)
     assert creds.sql("select nextval('hibernate_sequence'); select count(*) from Todo") == "1\n0"
-    assert creds.sql("select current_user, current_database()") == "todo|todo"
+    assert creds.sql("select current_user, current_database()") == f"{role}|{role}"
 
     # Re-observing a Cluster whose objects are all in place changes nothing.
     def versions() -> list[str]:
@@ -491,49 +502,89 @@ def test_seed_cluster_gets_cnpg_objects_and_a_real_database(
     _no_password_logged(caplog, creds.password)
 
 
-def test_two_clusters_get_two_servers_and_two_credentials(standin: StandIn) -> None:
+def test_two_clusters_share_a_server_but_not_credentials_nor_databases(standin: StandIn) -> None:
     standin.apply(plain_cluster("one", standin.namespace))
     standin.apply(plain_cluster("two", standin.namespace))
     standin.wait_ready("one")
     standin.wait_ready("two")
 
-    one, two = (contract.decode(standin.secret(f"{n}-app"), "password") for n in ("one", "two"))
-    assert one
-    assert two
-    assert one != two
-    ports = [int(standin.service(f"{n}-rw")["spec"]["ports"][0]["port"]) for n in ("one", "two")]  # type: ignore[index]
-    assert ports[0] != ports[1]
+    first, second = (standin.secret_credentials(n) for n in ("one", "two"))
+    assert first.password != second.password
+    assert first.port == second.port  # one server per service cluster
+    assert (first.user, first.dbname) == (contract.sql_name(standin.namespace, "one"),) * 2
+    assert (second.user, second.dbname) == (contract.sql_name(standin.namespace, "two"),) * 2
     for n in ("one", "two"):
-        svc = standin.service(f"{n}-ro")
-        assert svc is not None  # the default services are all there
+        assert standin.service(f"{n}-ro") is not None  # the default services are all there
         assert standin.service(f"{n}-r") is not None
-        assert contract.decode(standin.secret(f"{n}-app"), "username") == "app"  # CNPG's defaults
-    first = Credentials("app", one, "app", "127.0.0.1", ports[0])
-    second = Credentials("app", two, "app", "127.0.0.1", ports[1])
+
     first.sql("create table only_in_one (x int)")
     assert second.sql("select count(*) from pg_tables where tablename = 'only_in_one'") == "0"
-    with pytest.raises(FleetError, match="password authentication failed"):
-        Credentials("app", one, "app", "127.0.0.1", ports[1]).sql("select 1")
-    roots = {s.root for s in cnpg.servers(standin.root)}
-    assert roots == {standin.root / SERVICE_CLUSTER / standin.namespace / n for n in ("one", "two")}
+    assert first.sql("select current_user, current_database()") == f"{first.user}|{first.dbname}"
+    # Each role reaches its own database only: not the other's, nor the server's own ones.
+    for creds, other in ((first, second), (second, first)):
+        for dbname in (other.dbname, "postgres", "template1"):
+            with pytest.raises(FleetError, match="permission denied for database") as denied:
+                replace(creds, dbname=dbname).sql("select 1")
+            assert creds.password not in str(denied.value)
+        with pytest.raises(FleetError, match="password authentication failed"):
+            replace(creds, password=other.password).sql("select 1")
+    assert [s.root for s in cnpg.servers(standin.root)] == [standin.root / SERVICE_CLUSTER]
 
 
-def test_deleting_a_cluster_destroys_its_server_and_its_objects(standin: StandIn) -> None:
+def test_a_slow_cluster_holds_up_neither_the_watch_nor_the_others(
+    standin: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reconciles run on a worker pool: a Cluster stuck in its reconcile leaves the others to run."""
+    databases = standin.controller.databases[SERVICE_CLUSTER]
+    ensure = databases.ensure
+    release, entered = threading.Event(), threading.Event()
+
+    def slow_ensure(spec: contract.ClusterSpec, password: str | None) -> tuple[str, int]:
+        if spec.name == "slow":
+            entered.set()
+            assert release.wait(WAIT), "the test never released the slow Cluster"
+        return ensure(spec, password)
+
+    monkeypatch.setattr(databases, "ensure", slow_ensure)
+    standin.apply(plain_cluster("slow", standin.namespace))
+    assert entered.wait(WAIT), "the controller did not start reconciling Cluster slow"
+    try:
+        for name in ("quick-1", "quick-2", "quick-3"):
+            standin.apply(plain_cluster(name, standin.namespace))
+        for name in ("quick-1", "quick-2", "quick-3"):
+            standin.wait_ready(name)
+        slow = standin.client.get(contract.API_VERSION, contract.KIND, "slow", standin.namespace)
+        assert not cnpg.is_ready(slow)
+    finally:
+        release.set()
+    standin.wait_ready("slow")
+
+
+def test_deleting_a_cluster_drops_its_database_and_objects_and_a_new_one_starts_empty(
+    standin: StandIn,
+) -> None:
     standin.apply(plain_cluster("doomed", standin.namespace))
     standin.wait_ready("doomed")
-    port = int(contract.decode(standin.secret("doomed-app"), "port") or 0)
-    assert _accepts(port)
-    server_root = standin.root / SERVICE_CLUSTER / standin.namespace / "doomed"
-    assert server_root.is_dir()
+    before = standin.secret_credentials("doomed")
+    before.sql("create table kept_until_deleted (x int)")
+    server = standin.controller.databases[SERVICE_CLUSTER].server
 
     standin.client.delete(contract.API_VERSION, contract.KIND, "doomed", standin.namespace)
     standin.wait_gone(contract.KIND, "doomed")
-    assert not _accepts(port), "the deleted Cluster's PostgreSQL server still accepts connections"
-    assert not server_root.exists()
+    assert before.dbname not in server.database_comments()
+    with pytest.raises(FleetError, match="password authentication failed"):
+        before.sql("select 1")  # the role is gone with its database
     # kube-controller-manager's garbage collector removes what the Cluster owned.
     standin.wait_gone("Secret", "doomed-app", "v1")
     for suffix in ("rw", "ro", "r"):
         standin.wait_gone("Service", f"doomed-{suffix}", "v1")
+
+    standin.apply(plain_cluster("doomed", standin.namespace))  # re-created: new uid, new, empty database
+    standin.wait_ready("doomed")
+    after = standin.secret_credentials("doomed")
+    assert (after.user, after.dbname) == (before.user, before.dbname)
+    assert after.password != before.password
+    assert after.sql("select count(*) from pg_tables where tablename = 'kept_until_deleted'") == "0"
 
 
 def test_existing_secret_password_survives_a_lost_server(standin: StandIn) -> None:
@@ -543,9 +594,7 @@ def test_existing_secret_password_survives_a_lost_server(standin: StandIn) -> No
     before.sql("select 1")
 
     standin.halt()  # the controller is down ...
-    standin.controller.server(
-        SERVICE_CLUSTER, standin.namespace, "cluster-keep"
-    ).destroy()  # ... and the data lost
+    standin.controller.databases[SERVICE_CLUSTER].server.destroy()  # ... and the data lost
     restarted = StandInController({SERVICE_CLUSTER: standin.client}, standin.root, watch_timeout=2)
     standin.controller = restarted
     standin.start()
@@ -553,7 +602,7 @@ def test_existing_secret_password_survives_a_lost_server(standin: StandIn) -> No
 
     after = standin.credentials("cluster-keep", "cluster-rw-lb")
     assert (after.user, after.password) == (before.user, before.password)
-    assert after.sql("select current_user") == "todo"
+    assert after.sql("select current_user") == contract.sql_name(standin.namespace, "cluster-keep")
 
 
 def test_a_failing_cluster_is_reported_and_retried_without_stopping_the_controller(
@@ -582,8 +631,10 @@ def test_a_failing_cluster_is_reported_and_retried_without_stopping_the_controll
     standin.wait_ready("mine")  # retried with backoff, by the same controller
     assert standin.client.get_or_none("v1", "Secret", "mine-app", standin.namespace) is None
     port = int(standin.service("mine-rw")["spec"]["ports"][0]["port"])  # type: ignore[index]
-    creds = Credentials("clerk", password, "shop", "127.0.0.1", port)
-    assert creds.sql("select current_user, current_database()") == "clerk|shop"
+    # The user's secret gives the password; the role and database are still the Cluster's own.
+    role = contract.sql_name(standin.namespace, "mine")
+    creds = Credentials(role, password, role, "127.0.0.1", port)
+    assert creds.sql("select current_user, current_database()") == f"{role}|{role}"
     assert standin.thread is not None
     assert standin.thread.is_alive()
     _no_password_logged(caplog, password)

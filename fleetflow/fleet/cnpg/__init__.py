@@ -9,16 +9,19 @@ the only stand-in of the project, and it is never used against a real cluster.
   a minimal ``clusters.postgresql.cnpg.io`` CRD and a ConfigMap that says what runs instead of
   the operator; no Deployment. :func:`install_chart` runs that command with fleetflow's helm.
 - :class:`StandInController` honours CloudNativePG's contract for each ``postgresql.cnpg.io/v1``
-  Cluster (``docs/facts.md`` section 2): one real PostgreSQL server per Cluster on 127.0.0.1
-  (:class:`fleetflow.fleet.postgres.LocalPostgres`), the ``<cluster>-app`` Secret, the
-  ``-rw``/``-ro``/``-r`` and additional Services (a LoadBalancer's ingress is 127.0.0.1, its
-  port the server's), the Cluster's phase and Ready condition, and deletion through a
-  finalizer. :func:`run` serves several service clusters until a stop event is set.
+  Cluster (``docs/facts.md`` section 2): a role and database of its own on one real PostgreSQL
+  server per service cluster on 127.0.0.1 (:class:`fleetflow.fleet.postgres.LocalPostgres`),
+  the ``<cluster>-app`` Secret, the ``-rw``/``-ro``/``-r`` and additional Services (a
+  LoadBalancer's ingress is 127.0.0.1, its port the server's), the Cluster's phase and Ready
+  condition, and deletion through a finalizer. :func:`run` serves several service clusters
+  until a stop event is set, reconciling with a few workers per service cluster.
 
 What differs from the real operator, on purpose: one server stands in for all of a Cluster's
-instances (the status reports the requested number as ready); ports are the local server's,
-not 5432; the ``host`` of the secret (``<cluster>-rw``) resolves only inside a real cluster;
-only ``bootstrap.initdb`` is supported; there is no superuser secret, backup or failover.
+instances (the status reports the requested number as ready) and for every Cluster of its
+service cluster, so the role and database are ``contract.sql_name(namespace, name)`` rather
+than ``app`` (the secret says which); ports are the local server's, not 5432; the ``host``
+of the secret (``<cluster>-rw``) resolves only inside a real cluster; only
+``bootstrap.initdb`` is supported; there is no superuser secret, backup or failover.
 """
 
 from fleetflow.fleet.cnpg.contract import (

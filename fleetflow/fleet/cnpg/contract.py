@@ -3,13 +3,17 @@
 Pure functions, no API calls: :func:`parse` reads the parts of a ``postgresql.cnpg.io/v1``
 Cluster the stand-in honours; the builders return the Secret, Services and status CloudNativePG
 1.30 would write (its ``pkg/specs/secrets.go`` and ``pkg/specs/services.go``), with one
-deliberate difference: ports are the real local PostgreSQL server's port, not 5432, so that a
-LoadBalancer Service's ingress IP (127.0.0.1) plus its port reaches the server.
+deliberate differences: ports are the real local PostgreSQL server's port, not 5432, so that a
+LoadBalancer Service's ingress IP (127.0.0.1) plus its port reaches the server; and the user and
+database are :func:`sql_name` of the Cluster, since the Clusters of a service cluster share one
+server (see the controller's docstring).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -73,6 +77,23 @@ class ClusterSpec:
     @property
     def app_secret_name(self) -> str:
         return f"{self.name}-app"
+
+    @property
+    def sql_name(self) -> str:
+        """The role and database that stand in for this Cluster's owner and database."""
+        return sql_name(self.namespace, self.name)
+
+
+def sql_name(namespace: str, name: str) -> str:
+    """The role and database name of Cluster ``namespace/name`` on its service cluster's server.
+
+    Deterministic, unique per (namespace, name) (a hash of both is always part of it, so
+    ``a-b/c`` and ``a/b-c`` differ), a plain lower-case SQL identifier of at most 61 bytes
+    (PostgreSQL allows 63), starting with ``c_`` (never ``pg_`` nor ``postgres``).
+    """
+    digest = hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:12]
+    readable = re.sub(r"[^a-z0-9]+", "_", f"{namespace}_{name}".lower()).strip("_")
+    return f"c_{readable[:46].rstrip('_')}_{digest}"
 
 
 def service_name(cluster: str, selector_type: str) -> str:
@@ -180,14 +201,14 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode("ascii")
 
 
-def secret_values(spec: ClusterSpec, user: str, password: str, port: int) -> dict[str, str]:
+def secret_values(spec: ClusterSpec, user: str, dbname: str, password: str, port: int) -> dict[str, str]:
     """The keys of CloudNativePG's ``<cluster>-app`` Secret, with the local server's port."""
     host = spec.rw_service
     namespaced = f"{host}.{spec.namespace}:{port}"
     fqdn = f"{host}.{spec.namespace}.svc.{CLUSTER_DOMAIN}:{port}"
     userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}"
     query = urlencode({"password": password, "user": user})  # Go's url.Values.Encode sorts keys
-    path = quote(spec.database)
+    path = quote(dbname)
 
     def uri(where: str) -> str:
         return f"postgresql://{userinfo}@{where}/{path}"
@@ -199,10 +220,10 @@ def secret_values(spec: ClusterSpec, user: str, password: str, port: int) -> dic
         "username": user,
         "user": user,
         "password": password,
-        "dbname": spec.database,
+        "dbname": dbname,
         "host": host,
         "port": str(port),
-        "pgpass": f"{host}:{port}:{spec.database}:{user}:{password}\n",
+        "pgpass": f"{host}:{port}:{dbname}:{user}:{password}\n",
         "uri": uri(namespaced),
         "jdbc-uri": jdbc(namespaced),
         "fqdn-uri": uri(fqdn),
@@ -211,8 +232,8 @@ def secret_values(spec: ClusterSpec, user: str, password: str, port: int) -> dic
 
 
 def app_secret(obj: dict[str, Any], spec: ClusterSpec, password: str, port: int) -> dict[str, Any]:
-    """Secret ``<cluster>-app`` (kubernetes.io/basic-auth), owned by the Cluster."""
-    values = secret_values(spec, spec.owner, password, port)
+    """Secret ``<cluster>-app`` (kubernetes.io/basic-auth), owned by the Cluster: its role and database."""
+    values = secret_values(spec, spec.sql_name, spec.sql_name, password, port)
     return {
         "apiVersion": "v1",
         "kind": "Secret",

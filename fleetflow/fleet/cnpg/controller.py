@@ -6,56 +6,63 @@ of a service cluster S it
 
 1. adds the finalizer ``fleetflow.io/cnpg-standin`` (a deletion is noticed even if the
    controller was down when it happened);
-2. runs one real PostgreSQL server for X alone, ``LocalPostgres(root/S/N/X)``, with the owner
-   role and database of ``spec.bootstrap.initdb`` (database ``app``, owner = database, as in
-   CloudNativePG), whose password is the existing ``X-app`` Secret's when there is one
-   (CloudNativePG never regenerates an existing secret) and a new random one otherwise;
-3. writes the Secret ``X-app``, the Services ``X-rw``/``X-ro``/``X-r`` (minus
-   ``disabledDefaultServices``) and every ``managed.services.additional[]`` Service, all owned
-   by X; their port is the server's real port and a LoadBalancer's status says 127.0.0.1;
+2. makes a login role and a database for X alone on S's PostgreSQL server (one real server
+   per service cluster, ``LocalPostgres(root/S)``, see ``databases.py``); both are named
+   ``contract.sql_name(N, X)`` (e.g. ``c_team_a_cluster_wl1_3f2a9c0b1d7e``), and only that
+   role may connect to that database. The password is the existing ``X-app`` Secret's when
+   there is one (CloudNativePG never regenerates an existing secret), the user's
+   ``bootstrap.initdb.secret``'s when given, else a new random one;
+3. writes the Secret ``X-app`` (with that role and database as ``username``/``dbname`` and in
+   every URI), the Services ``X-rw``/``X-ro``/``X-r`` (minus ``disabledDefaultServices``) and
+   every ``managed.services.additional[]`` Service, all owned by X; their port is the server's
+   real port and a LoadBalancer's status says 127.0.0.1;
 4. reports the Cluster's status: "Setting up primary" while working, then "Cluster in healthy
    state" with condition Ready=True (reason ClusterIsReady).
 
-When X is being deleted it destroys X's server (data, role, database) and removes the
-finalizer; kube-controller-manager's garbage collector then removes the Secret and Services.
-A server whose Cluster is gone for good (deleted and re-created, or its finalizer forced off)
-is destroyed too, so a new Cluster of the same name starts empty, as it would with new PVCs.
+Why one server per service cluster, not per Cluster: a burst of 100 Clusters used to mean 100
+``initdb`` runs and 100 servers (seconds each, minutes on 2 cores, and 100 idle postmasters);
+a role and database on a running server take tens of milliseconds. The price, compared with
+CloudNativePG: the role and database are not the ``app``/``app`` (or ``initdb.owner`` /
+``initdb.database``) that the Cluster names, because a server can hold each name once; a
+consumer must take them from the ``X-app`` Secret (with a user-provided ``initdb.secret`` the
+role is still ``sql_name(N, X)``), and the Clusters of one service cluster share its port.
+Separate credentials and privileges keep them apart: PUBLIC may connect to no database.
+
+When X is being deleted it drops X's role and database (the data goes, as with CloudNativePG's
+PVCs) and removes the finalizer; kube-controller-manager's garbage collector then removes the
+Secret and Services. A database whose Cluster is gone for good (deleted and re-created, or its
+finalizer forced off) is dropped too, so a new Cluster of the same name starts empty.
 
 The controller is level-triggered: every event makes it read the live Cluster and compare
-with what is in place, so a replayed or stale event changes nothing. It lists, then watches
-from the list's resourceVersion; a 410 Gone or a lost connection relists (with backoff), and
-a full resync runs every few minutes. One Cluster's failure is logged, reported in its status
-("Unable to create required cluster objects", or "Invalid cluster definition") and retried
-with backoff; it never stops the controller. No password reaches a log line, an exception or
-a status message.
+with what is in place, so a replayed or stale event changes nothing. Per service cluster it
+lists, then watches from the list's resourceVersion (a 410 Gone or a lost connection relists
+with backoff; a full resync runs every few minutes) and only queues what it sees; a small pool
+of workers reconciles from the queue, at most one reconcile per Cluster at a time, so one slow
+Cluster never holds up the watch or the others. One Cluster's failure is logged, reported in
+its status ("Unable to create required cluster objects", or "Invalid cluster definition") and
+retried with backoff; it never stops the controller. No password reaches a log line, an
+exception or a status message.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fleetflow import config
-from fleetflow.errors import (
-    APIConflictError,
-    APIGoneError,
-    APINotFoundError,
-    FleetError,
-    FleetflowError,
-    TemporaryError,
-    UsageError,
-)
+from fleetflow.errors import APIGoneError, APINotFoundError, FleetflowError, TemporaryError, UsageError
 from fleetflow.fleet.cnpg import contract
-from fleetflow.fleet.cnpg.contract import API_VERSION, FINALIZER, KIND, ClusterSpec
+from fleetflow.fleet.cnpg.contract import API_VERSION, KIND
+from fleetflow.fleet.cnpg.databases import Databases, legacy_servers
+from fleetflow.fleet.cnpg.databases import servers as _servers
+from fleetflow.fleet.cnpg.reconcile import Key, Reconciler
+from fleetflow.fleet.cnpg.workqueue import WorkQueue
 from fleetflow.fleet.postgres import LocalPostgres
 from fleetflow.kube import KubeClient, WaitTimeoutError, client_for
 
@@ -64,41 +71,22 @@ log = logging.getLogger("fleetflow.cnpg")
 CRD_API_VERSION = "apiextensions.k8s.io/v1"
 WATCH_TIMEOUT = 5  # seconds per watch request: how long a stop may take to be noticed
 RESYNC_SECONDS = 300.0  # full relist and reconcile of every Cluster
+WORKERS = 6  # reconciles at once per service cluster
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
-UID_FILE = "cluster-uid"  # next to the server's data: which Cluster (uid) the server belongs to
-
-Key = tuple[str, str, str]  # (service cluster, namespace, name)
 
 
 def default_root() -> Path:
     return config.fleet_dir() / "cnpg"
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _redact(text: str, hidden: list[str]) -> str:
-    for secret in hidden:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
 @dataclass
-class _Retry:
-    due: float
-    delay: float
+class _Service:
+    """One service cluster's work queue, and the Clusters of its last list not reconciled yet."""
 
-
-@dataclass(frozen=True)
-class _Done:
-    """What was in place after the last complete reconcile of a Cluster."""
-
-    uid: str
-    generation: int
-    port: int
+    queue: WorkQueue[Key] = field(default_factory=WorkQueue)
+    unsynced: set[Key] = field(default_factory=set)
+    listed: int = 0
 
 
 class StandInController:
@@ -111,6 +99,7 @@ class StandInController:
         *,
         watch_timeout: int = WATCH_TIMEOUT,
         resync_seconds: float = RESYNC_SECONDS,
+        workers: int = WORKERS,
         connect: Callable[[str], KubeClient] | None = None,
     ) -> None:
         """``connect(name)``, when given, builds a fresh client after connection errors (a
@@ -120,11 +109,13 @@ class StandInController:
         self.root = (root or default_root()).expanduser().absolute()
         self.watch_timeout = watch_timeout
         self.resync_seconds = resync_seconds
+        self.workers = max(1, workers)
+        self.databases = {name: Databases(self.root / name, _progress) for name in self.clients}
+        self.reconciler = Reconciler(self.clients, self.databases)
         # Set once a service cluster's Clusters have been listed and reconciled.
         self.synced = {name: threading.Event() for name in self.clients}
-        self._done: dict[Key, _Done] = {}
-        self._retries: dict[Key, _Retry] = {}
-        self._locks: dict[Key, threading.RLock] = {}
+        self._services = {name: _Service() for name in self.clients}
+        self._backoff: dict[Key, float] = {}
         self._guard = threading.Lock()
 
     # -- running ---------------------------------------------------------------------------
@@ -143,9 +134,36 @@ class StandInController:
             thread.join()
 
     def run_cluster(self, service_cluster: str, stop: threading.Event) -> None:
-        """Wait for the Cluster CRD, then list and watch Clusters in all namespaces until ``stop``."""
-        backoff = BACKOFF_FIRST
+        """Wait for the Cluster CRD, then list and watch Clusters in all namespaces until ``stop``.
+
+        The watch only queues; ``workers`` threads reconcile from the queue.
+        """
         log.info("cnpg stand-in: serving %s", service_cluster)
+        ended = threading.Event()  # set when serving ends (``stop``, or a crash): the workers end too
+        workers = [
+            threading.Thread(
+                target=self._work,
+                args=(service_cluster, ended),
+                name=f"cnpg-{service_cluster}-{i}",
+                daemon=True,
+            )
+            for i in range(self.workers)
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+            self._drop_legacy_servers(service_cluster)
+            self._serve(service_cluster, stop)
+        finally:
+            ended.set()
+            self._services[service_cluster].queue.wake()
+            for worker in workers:
+                worker.join()
+            self.databases[service_cluster].server.close()
+        log.info("cnpg stand-in: stopped serving %s", service_cluster)
+
+    def _serve(self, service_cluster: str, stop: threading.Event) -> None:
+        backoff = BACKOFF_FIRST
         while not stop.is_set():
             client = self.clients[service_cluster]
             try:
@@ -174,7 +192,6 @@ class StandInController:
                 )
                 stop.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
-        log.info("cnpg stand-in: stopped serving %s", service_cluster)
 
     def _reconnect(self, service_cluster: str) -> None:
         if self.connect is None:
@@ -210,55 +227,80 @@ class StandInController:
         return False
 
     def _list_and_watch(self, service_cluster: str, client: KubeClient, stop: threading.Event) -> None:
+        service = self._services[service_cluster]
         items, version = client.list(API_VERSION, KIND)
-        self._sweep(service_cluster, items)
-        for obj in items:
-            meta = obj["metadata"]
-            self.sync(service_cluster, meta["namespace"], meta["name"], force=True)
-        self.synced[service_cluster].set()
-        log.info("cnpg stand-in: %s: %d Cluster(s) in sync", service_cluster, len(items))
+        keys = [(service_cluster, o["metadata"]["namespace"], o["metadata"]["name"]) for o in items]
+        with self._guard:
+            service.unsynced = set(keys)
+            service.listed = len(keys)
+        for key in keys:
+            service.queue.add(key, force=True)
+        self._mark_synced(service_cluster, None)
+        self._queue_orphans(service_cluster, {(k[1], k[2]) for k in keys})
         resync_at = time.monotonic() + self.resync_seconds
         while not stop.is_set() and time.monotonic() < resync_at:
-            timeout = self._watch_timeout(service_cluster)
-            for event, obj in client.stream(API_VERSION, KIND, resource_version=version, timeout=timeout):
+            for event, obj in client.stream(
+                API_VERSION, KIND, resource_version=version, timeout=self.watch_timeout
+            ):
                 meta = obj.get("metadata") or {}
                 version = meta.get("resourceVersion") or version
-                if event in ("ADDED", "MODIFIED"):
-                    self.sync(service_cluster, meta["namespace"], meta["name"])
-                elif event == "DELETED":
-                    self._forget(service_cluster, meta["namespace"], meta["name"], meta.get("uid"))
+                if event in ("ADDED", "MODIFIED", "DELETED"):  # a DELETED Cluster reads as gone: dropped
+                    service.queue.add((service_cluster, meta["namespace"], meta["name"]))
                 if stop.is_set():
                     return
-            self._run_due_retries(service_cluster, stop)
 
-    def _watch_timeout(self, service_cluster: str) -> int:
-        """Watch no longer than until the next retry of a failed Cluster is due."""
-        with self._guard:
-            dues = [r.due for k, r in self._retries.items() if k[0] == service_cluster]
-        if not dues:
-            return self.watch_timeout
-        return max(1, min(self.watch_timeout, math.ceil(min(dues) - time.monotonic())))
+    def _queue_orphans(self, service_cluster: str, live: set[tuple[str, str]]) -> None:
+        """Queue the databases whose Cluster is gone (its finalizer was forced off meanwhile)."""
+        try:
+            orphans = self.databases[service_cluster].orphans(live)
+        except FleetflowError as exc:  # the server cannot start now; the next relist looks again
+            log.warning("cnpg stand-in: %s: cannot list its databases: %s", service_cluster, exc)
+            return
+        for namespace, name in orphans:
+            log.info("cnpg stand-in: %s: Cluster %s/%s is gone", service_cluster, namespace, name)
+            self._services[service_cluster].queue.add((service_cluster, namespace, name), force=True)
 
-    def _run_due_retries(self, service_cluster: str, stop: threading.Event) -> None:
-        now = time.monotonic()
+    def _drop_legacy_servers(self, service_cluster: str) -> None:
+        """Per-Cluster servers of an earlier stand-in go; their Clusters move to the shared server."""
+        for server in legacy_servers(self.root / service_cluster):
+            log.info("cnpg stand-in: %s: destroying the per-Cluster server %s", service_cluster, server.root)
+            server.destroy()
+
+    def _work(self, service_cluster: str, stop: threading.Event) -> None:
+        queue = self._services[service_cluster].queue
+        while (item := queue.get(stop)) is not None:
+            key, force = item
+            try:
+                self.sync(*key, force=force)
+            finally:
+                queue.done(key)
+                self._mark_synced(service_cluster, key)
+
+    def _mark_synced(self, service_cluster: str, key: Key | None) -> None:
+        service = self._services[service_cluster]
         with self._guard:
-            due = [k for k, r in self._retries.items() if k[0] == service_cluster and r.due <= now]
-        for _, namespace, name in due:
-            if stop.is_set():
+            if key is not None:
+                if key not in service.unsynced:
+                    return
+                service.unsynced.discard(key)
+            if service.unsynced:
                 return
-            self.sync(service_cluster, namespace, name, force=True)
+            listed = service.listed
+        if not self.synced[service_cluster].is_set():
+            log.info("cnpg stand-in: %s: %d Cluster(s) in sync", service_cluster, listed)
+        self.synced[service_cluster].set()
 
     # -- one Cluster -----------------------------------------------------------------------
 
     def sync(self, service_cluster: str, namespace: str, name: str, *, force: bool = False) -> None:
-        """Reconcile one Cluster; a failure is logged and retried later with backoff, never raised."""
+        """Reconcile one Cluster; a failure is logged and queued again with backoff, never raised."""
         key = (service_cluster, namespace, name)
         try:
             self.reconcile(service_cluster, namespace, name, force=force)
         except UsageError as exc:
             # An invalid definition stays invalid until the Cluster changes, which is an event.
             with self._guard:
-                self._retries.pop(key, None)
+                self._backoff.pop(key, None)
             log.warning(
                 "cnpg stand-in: Cluster %s/%s on %s: %s; waiting for it to change",
                 namespace,
@@ -268,11 +310,11 @@ class StandInController:
             )
         except Exception as exc:
             with self._guard:
-                previous = self._retries.get(key)
-                delay = BACKOFF_FIRST if previous is None else min(previous.delay * 2, BACKOFF_MAX)
+                previous = self._backoff.get(key)
+                delay = BACKOFF_FIRST if previous is None else min(previous * 2, BACKOFF_MAX)
                 if isinstance(exc, APINotFoundError):
                     delay = BACKOFF_FIRST  # typically deleted meanwhile: look again soon
-                self._retries[key] = _Retry(time.monotonic() + delay, delay)
+                self._backoff[key] = delay
             log.warning(
                 "cnpg stand-in: Cluster %s/%s on %s: %s: %s; retrying in %.1fs",
                 namespace,
@@ -282,250 +324,14 @@ class StandInController:
                 exc,
                 delay,
             )
+            self._services[service_cluster].queue.add(key, force=True, delay=delay)
         else:
             with self._guard:
-                self._retries.pop(key, None)
+                self._backoff.pop(key, None)
 
     def reconcile(self, service_cluster: str, namespace: str, name: str, *, force: bool = False) -> None:
-        """Bring one Cluster (read live) and what it owns in line with CloudNativePG's contract.
-
-        Without ``force`` a Cluster whose generation, uid and server port are those of the last
-        complete reconcile, and which is healthy, is left alone. Errors that concern the
-        Cluster are reported in its status, then raised (redacted) for :meth:`sync` to retry.
-        """
-        key = (service_cluster, namespace, name)
-        client = self.clients[service_cluster]
-        with self._lock(key):
-            obj = client.get_or_none(API_VERSION, KIND, name, namespace)
-            if obj is None:
-                self._forget(service_cluster, namespace, name, None)
-                return
-            meta = obj["metadata"]
-            if meta.get("deletionTimestamp"):
-                self._finalize(client, service_cluster, obj)
-                return
-            if not force and self._in_place(service_cluster, obj):
-                return
-            hidden: list[str] = []
-            try:
-                spec = contract.parse(obj)
-                obj = self._ensure_finalizer(client, obj)
-                port = self._ensure(client, service_cluster, obj, spec, hidden)
-            except Exception as exc:
-                phase = contract.PHASE_INVALID if isinstance(exc, UsageError) else contract.PHASE_UNABLE
-                message = _redact(str(exc), hidden)
-                if not isinstance(exc, FleetflowError):
-                    message = f"{type(exc).__name__}: {message}"
-                if not isinstance(exc, TemporaryError):  # a conflict or an unreachable API is just retried
-                    with contextlib.suppress(FleetflowError):
-                        self._write_status(client, obj, phase, reason=message)
-                with self._guard:
-                    self._done.pop(key, None)
-                if isinstance(exc, FleetflowError):
-                    raise type(exc)(message) from None
-                raise FleetError(message) from None
-            with self._guard:
-                self._done[key] = _Done(meta["uid"], int(meta.get("generation") or 0), port)
-
-    def _in_place(self, service_cluster: str, obj: dict[str, Any]) -> bool:
-        meta = obj["metadata"]
-        key = (service_cluster, meta["namespace"], meta["name"])
-        with self._guard:
-            done = self._done.get(key)
-        if done is None or FINALIZER not in (meta.get("finalizers") or []) or not contract.is_ready(obj):
-            return False
-        if (done.uid, done.generation) != (meta["uid"], int(meta.get("generation") or 0)):
-            return False
-        status = self.server(service_cluster, meta["namespace"], meta["name"]).status()
-        return status.endpoint is not None and status.endpoint.port == done.port
-
-    def _ensure(
-        self,
-        client: KubeClient,
-        service_cluster: str,
-        obj: dict[str, Any],
-        spec: ClusterSpec,
-        hidden: list[str],
-    ) -> int:
-        if (obj.get("status") or {}).get("phase") != contract.PHASE_HEALTHY:
-            self._write_status(client, obj, contract.PHASE_SETTING_UP)
-        server = self.server(service_cluster, spec.namespace, spec.name)
-        self._claim(server, spec)
-        port = server.start().port
-        password = self._password(client, spec, server, hidden)
-        if spec.user_secret is None:
-            client.apply(contract.app_secret(obj, spec, password, port))
-        self._ensure_services(client, obj, spec, port)
-        self._write_status(client, obj, contract.PHASE_HEALTHY)
-        return port
-
-    def _password(
-        self, client: KubeClient, spec: ClusterSpec, server: LocalPostgres, hidden: list[str]
-    ) -> str:
-        """The owner's password: the user's initdb secret's, else the existing ``-app`` secret's, else new."""
-        if spec.user_secret is not None:
-            secret = client.get_or_none("v1", "Secret", spec.user_secret, spec.namespace)
-            if secret is None:
-                raise FleetError(f"the initdb secret {spec.namespace}/{spec.user_secret} does not exist")
-            username, password = contract.decode(secret, "username"), contract.decode(secret, "password")
-            if not password:
-                raise FleetError(f"Secret {spec.namespace}/{spec.user_secret} has no password")
-            if username and username != spec.owner:
-                raise FleetError(
-                    f"Secret {spec.namespace}/{spec.user_secret} is for user {username}, "
-                    f"but the database owner is {spec.owner}"
-                )
-        else:
-            existing = client.get_or_none("v1", "Secret", spec.app_secret_name, spec.namespace)
-            password = contract.decode(existing, "password")
-        if password:
-            hidden.append(password)
-            _pin_password(server, spec.owner, password)
-        password = server.ensure_database(spec.owner, spec.database)
-        hidden.append(password)
-        return password
-
-    def _ensure_services(self, client: KubeClient, obj: dict[str, Any], spec: ClusterSpec, port: int) -> None:
-        wanted = [contract.default_service(obj, spec, t, port) for t in spec.default_services]
-        wanted += [contract.additional_service(obj, spec, entry, port) for entry in spec.additional]
-        for service in wanted:
-            client.apply(service)
-            if service["spec"]["type"] == "LoadBalancer":
-                client.apply_status(contract.load_balancer_status(service))
-        # What CloudNativePG removes: disabled default services, additional services no longer asked for.
-        keep = {s["metadata"]["name"] for s in wanted}
-        stale = [contract.service_name(spec.name, t) for t in contract.SELECTOR_TYPES]
-        managed, _ = client.list(
-            "v1",
-            "Service",
-            spec.namespace,
-            label_selector=f"{contract.CLUSTER_LABEL}={spec.name},{contract.IS_MANAGED_LABEL}=true",
-        )
-        stale += [s["metadata"]["name"] for s in managed]
-        for name in sorted(set(stale) - keep):
-            live = client.get_or_none("v1", "Service", name, spec.namespace)
-            if live is not None and contract.owned_by(live, spec.uid):
-                client.delete("v1", "Service", name, spec.namespace)
-
-    def _ensure_finalizer(self, client: KubeClient, obj: dict[str, Any]) -> dict[str, Any]:
-        meta = obj["metadata"]
-        finalizers = list(meta.get("finalizers") or [])
-        if FINALIZER in finalizers:
-            return obj
-        patch = {
-            "metadata": {"finalizers": [*finalizers, FINALIZER], "resourceVersion": meta["resourceVersion"]}
-        }
-        return client.merge_patch(API_VERSION, KIND, meta["name"], meta["namespace"], patch)
-
-    def _write_status(self, client: KubeClient, obj: dict[str, Any], phase: str, *, reason: str = "") -> None:
-        meta = obj["metadata"]
-        previous = obj.get("status") or {}
-        status = contract.cluster_status(
-            meta["name"],
-            contract.requested_instances(obj),
-            phase,
-            previous=previous,
-            now=_now(),
-            reason=reason,
-        )
-        if contract.status_is(previous, status):
-            return
-        live = client.apply_status(
-            {
-                "apiVersion": API_VERSION,
-                "kind": KIND,
-                "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
-                "status": status,
-            }
-        )
-        obj["status"] = live.get("status") or status
-        log.info("cnpg stand-in: Cluster %s/%s: %s", meta["namespace"], meta["name"], phase)
-
-    def _finalize(self, client: KubeClient, service_cluster: str, obj: dict[str, Any]) -> None:
-        """The Cluster is being deleted: destroy its server, then let it go."""
-        meta = obj["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        if FINALIZER not in (meta.get("finalizers") or []):
-            return
-        self._destroy(service_cluster, namespace, name, meta["uid"])
-        for _ in range(5):
-            remaining = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
-            if len(remaining) == len(meta.get("finalizers") or []):
-                return
-            patch = {
-                "metadata": {"finalizers": remaining or None, "resourceVersion": meta["resourceVersion"]}
-            }
-            try:
-                client.merge_patch(API_VERSION, KIND, name, namespace, patch)
-                log.info("cnpg stand-in: Cluster %s/%s on %s: deleted", namespace, name, service_cluster)
-                return
-            except APIConflictError:
-                fresh = client.get_or_none(API_VERSION, KIND, name, namespace)
-                if fresh is None:
-                    return
-                meta = fresh["metadata"]
-            except APINotFoundError:
-                return
-        raise FleetError(f"could not remove the finalizer of Cluster {namespace}/{name}: it keeps changing")
-
-    def _forget(self, service_cluster: str, namespace: str, name: str, uid: str | None) -> None:
-        """The Cluster is gone: its server goes too (if it was this Cluster's, when ``uid`` is known)."""
-        with self._lock((service_cluster, namespace, name)):
-            self._destroy(service_cluster, namespace, name, uid)
-
-    def _destroy(self, service_cluster: str, namespace: str, name: str, uid: str | None) -> None:
-        key = (service_cluster, namespace, name)
-        with self._guard:
-            self._done.pop(key, None)
-            self._retries.pop(key, None)
-        server = self.server(service_cluster, namespace, name)
-        owner = _read_uid(server)
-        if not server.root.exists() or (uid is not None and owner is not None and owner != uid):
-            return
-        server.destroy()
-        with contextlib.suppress(OSError):
-            server.root.parent.rmdir()  # the namespace's directory, once empty
-        log.info("cnpg stand-in: Cluster %s/%s on %s: server destroyed", namespace, name, service_cluster)
-
-    def _sweep(self, service_cluster: str, items: list[dict[str, Any]]) -> None:
-        """Destroy servers whose Cluster no longer exists (its finalizer was forced off meanwhile)."""
-        live = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in items}
-        base = self.root / service_cluster
-        if not base.is_dir():
-            return
-        for root in sorted(base.glob("*/*")):
-            if (root / UID_FILE).is_file() and (root.parent.name, root.name) not in live:
-                log.info(
-                    "cnpg stand-in: %s: Cluster %s/%s is gone", service_cluster, root.parent.name, root.name
-                )
-                self._forget(service_cluster, root.parent.name, root.name, None)
-
-    def _claim(self, server: LocalPostgres, spec: ClusterSpec) -> None:
-        """Make ``server`` this Cluster's; one left by an earlier Cluster of the same name is destroyed."""
-        owner = _read_uid(server)
-        if owner is not None and owner != spec.uid:
-            log.info(
-                "cnpg stand-in: Cluster %s/%s was re-created; destroying the old one's server",
-                spec.namespace,
-                spec.name,
-            )
-            server.destroy()
-        if owner != spec.uid:
-            server.root.mkdir(parents=True, exist_ok=True)
-            (server.root / UID_FILE).write_text(spec.uid + "\n")
-
-    # -- helpers ---------------------------------------------------------------------------
-
-    def server(self, service_cluster: str, namespace: str, name: str) -> LocalPostgres:
-        """The PostgreSQL server standing in for Cluster ``namespace/name`` of ``service_cluster``."""
-        return LocalPostgres(self.root / service_cluster / namespace / name, progress=_progress)
-
-    @contextlib.contextmanager
-    def _lock(self, key: Key) -> Iterator[None]:
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.RLock())
-        with lock:
-            yield
+        """See :meth:`Reconciler.reconcile`; raises (redacted) what went wrong."""
+        self.reconciler.reconcile(service_cluster, namespace, name, force=force)
 
 
 def _progress(message: str) -> None:
@@ -537,23 +343,9 @@ def _established(crd: dict[str, Any] | None) -> bool:
     return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
 
-def _read_uid(server: LocalPostgres) -> str | None:
-    try:
-        return (server.root / UID_FILE).read_text().strip() or None
-    except OSError:
-        return None
-
-
-def _pin_password(server: LocalPostgres, role: str, password: str) -> None:
-    """Make ``server.ensure_database(role, ...)`` assert ``password`` on ``role``, as CloudNativePG
-    keeps the app user's password in line with its secret."""
-    server.pin_password(role, password)
-
-
 def servers(root: Path | None = None) -> list[LocalPostgres]:
-    """Every stand-in server under ``root`` (``root/<service cluster>/<namespace>/<cluster>``)."""
-    base = (root or default_root()).expanduser().absolute()
-    return [LocalPostgres(path) for path in sorted(base.glob("*/*/*")) if (path / UID_FILE).is_file()]
+    """Every stand-in server under ``root`` (``root/<service cluster>``, one per service cluster)."""
+    return _servers((root or default_root()).expanduser().absolute())
 
 
 def stop_servers(root: Path | None = None) -> int:
