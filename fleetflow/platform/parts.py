@@ -52,9 +52,12 @@ def _deployments_ready(api_url: str) -> bool:
         return False
 
 
-def _log_says(path: Path, text: str) -> bool:
+def _log_says(path: Path, text: str, since: int) -> bool:
+    """Whether the log says ``text`` after byte ``since`` (logs are appended to across restarts)."""
     try:
-        return text in path.read_text(errors="replace")
+        with path.open("rb") as log_file:
+            log_file.seek(since)
+            return text.encode() in log_file.read()
     except OSError:
         return False
 
@@ -81,16 +84,23 @@ class _Starter:
         what: str,
         check: Callable[[], bool],
         env: dict[str, str] | None = None,
+        says: str = "",
     ) -> None:
+        """Start ``part`` unless it runs; ready when ``check()`` holds and its log says ``says`` anew."""
         if part in self.state.pids:
             self.progress(f"{part}: already running (pid {self.state.pids[part]})")
             return
         self.progress(f"{part}: starting ...")
+        since = log(part).stat().st_size if log(part).exists() else 0
         pid = processes.start(argv, log(part), self.env if env is None else env)
         self.state.pids[part], self.state.markers[part] = pid, marker
         save(self.state)
         readiness.wait_until(
-            f"{part} ({what})", check, lambda: processes.child_running(pid), log(part), timeout=180.0
+            f"{part} ({what})",
+            lambda: check() and (not says or _log_says(log(part), says, since)),
+            lambda: processes.child_running(pid),
+            log(part),
+            timeout=180.0,
         )
         self.progress(f"{part}: ready")
 
@@ -150,21 +160,21 @@ def up(
         before_workers(state.api_url)
     home_marker = f"--home {config.home()}"
     chart = ["--local-chart"] if local_chart else []
-    executor_log = log("executor")
     starter.start(
         "executor",
         _fleetflow("executor", "--name", "platform", "--deploy", *chart),
         home_marker,
         f"{DEPLOYMENTS} deployments registered and '{EXECUTOR_READY}' logged",
-        lambda: _deployments_ready(state.api_url) and _log_says(executor_log, EXECUTOR_READY),
+        lambda: _deployments_ready(state.api_url),
+        says=EXECUTOR_READY,
     )
-    watch_log = log("watch")
     starter.start(
         "watch",
         _fleetflow("watch"),
         home_marker,
         "first sync of the registry",
-        lambda: _log_says(watch_log, "synced"),
+        lambda: True,
+        says="synced",
     )
     state.webhook_port = state.webhook_port or webhook_port or processes.free_port()
     starter.start(
