@@ -72,9 +72,9 @@ def deploy_app() -> list[DeploymentEventTrigger]:
     return [
         _trigger(
             "deploy-app when credentials are published",
-            "Credentials arrived: deploy the app where the cluster is labelled type=app.",
+            "Credentials arrived for a cluster labelled type=app: deploy the app.",
             {events.CREDENTIALS_PUBLISHED},
-            {},
+            {"fleetflow.label.type": "app"},
             {"cluster": FROM_PAYLOAD, "skip_unready": True},
         ),
         _trigger(

@@ -43,13 +43,19 @@ def cluster_resource(name: str, labels: Mapping[str, str]) -> dict[str, str]:
     return resource
 
 
-def database_resource(cluster: str, service_cluster: str) -> dict[str, str]:
-    return {
+def database_resource(
+    cluster: str, service_cluster: str, labels: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """A cluster's database; with ``labels``, the cluster's labels as ``fleetflow.label.<key>``,
+    so that an automation can match on them (deploy-app only where ``type=app``)."""
+    resource = {
         "prefect.resource.id": f"fleetflow.database.{cluster}",
         "prefect.resource.name": cluster,
         "fleetflow.cluster": cluster,
         "fleetflow.service-cluster": service_cluster,
     }
+    resource.update({f"fleetflow.label.{k}": v for k, v in sorted((labels or {}).items())})
+    return resource
 
 
 @dataclass(frozen=True)

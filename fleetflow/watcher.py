@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleetflow import events
-from fleetflow.errors import APIGoneError, TemporaryError
+from fleetflow.errors import APIGoneError, APINotFoundError, TemporaryError
 from fleetflow.kube import KubeClient
 from fleetflow.labels import LabelDiff
 from fleetflow.registry import API_VERSION, KIND
@@ -70,9 +70,12 @@ class LabelWatcher:
         value = (
             None if entry is None else json.dumps({"uid": entry.uid, "labels": entry.labels}, sort_keys=True)
         )
-        if self.mgmt.get_or_none("v1", "ConfigMap", STATE_NAME, STATE_NAMESPACE) is None:
+        patch = {"data": {name: value}}
+        try:  # one call per event; the ConfigMap is created only when it is missing
+            self.mgmt.merge_patch("v1", "ConfigMap", STATE_NAME, STATE_NAMESPACE, patch)
+        except APINotFoundError:
             self._create_state()
-        self.mgmt.merge_patch("v1", "ConfigMap", STATE_NAME, STATE_NAMESPACE, {"data": {name: value}})
+            self.mgmt.merge_patch("v1", "ConfigMap", STATE_NAME, STATE_NAMESPACE, patch)
         if entry is None:
             self.emitted.pop(name, None)
         else:

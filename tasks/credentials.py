@@ -38,7 +38,7 @@ def deliver_credentials(cluster: str, deliver_to: str, mgmt_context: str | None)
         events.emit(
             events.FleetEvent(
                 events.CREDENTIALS_PUBLISHED,
-                events.database_resource(cluster, service_cluster),
+                events.database_resource(cluster, service_cluster, record.labels if record else None),
                 events.event_id(cluster, deliver_to, "credentials", creds.source),
                 {
                     "cluster": cluster,
