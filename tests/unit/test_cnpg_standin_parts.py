@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
 from fleetflow.fleet.cnpg.contract import sql_name
-from fleetflow.fleet.cnpg.databases import comment, parse_comment
+from fleetflow.fleet.cnpg.databases import LEGACY_UID_FILE, comment, legacy_servers, parse_comment, servers
 from fleetflow.fleet.cnpg.workqueue import WorkQueue
 from fleetflow.fleet.postgres import validate_name
 
@@ -83,3 +84,13 @@ def test_queue_get_returns_none_once_stopped() -> None:
     queue.add("later", delay=60)
     stop.set()
     assert queue.get(stop, poll=0.01) is None
+
+
+def test_servers_finds_one_per_service_cluster_and_legacy_per_cluster_ones(tmp_path: Path) -> None:
+    (tmp_path / "svc-a" / "data").mkdir(parents=True)
+    legacy = tmp_path / "svc-b" / "ns" / "old-cluster"
+    legacy.mkdir(parents=True)
+    (legacy / LEGACY_UID_FILE).write_text("uid\n")
+    (tmp_path / "svc-b" / "ns" / "not-a-server").mkdir()
+    assert [s.root for s in servers(tmp_path)] == [tmp_path / "svc-a", legacy]
+    assert [s.root for s in legacy_servers(tmp_path / "svc-b")] == [legacy]

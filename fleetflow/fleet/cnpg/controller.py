@@ -264,7 +264,10 @@ class StandInController:
         """Per-Cluster servers of an earlier stand-in go; their Clusters move to the shared server."""
         for server in legacy_servers(self.root / service_cluster):
             log.info("cnpg stand-in: %s: destroying the per-Cluster server %s", service_cluster, server.root)
-            server.destroy()
+            try:
+                server.destroy()
+            except FleetflowError as exc:  # it only costs its memory; serving goes on
+                log.warning("cnpg stand-in: %s: cannot destroy %s: %s", service_cluster, server.root, exc)
 
     def _work(self, service_cluster: str, stop: threading.Event) -> None:
         queue = self._services[service_cluster].queue
