@@ -56,18 +56,6 @@ def provision_database() -> list[DeploymentEventTrigger]:
     ]
 
 
-def fetch_credentials() -> list[DeploymentEventTrigger]:
-    return [
-        _trigger(
-            "fetch-credentials when a database is ready",
-            "A ready database's credentials and address are delivered.",
-            {events.DATABASE_READY},
-            {},
-            {"cluster": FROM_PAYLOAD},
-        )
-    ]
-
-
 def deploy_app() -> list[DeploymentEventTrigger]:
     return [
         _trigger(

@@ -58,8 +58,7 @@ def build(
         fetch_credentials.to_deployment(
             NAME,
             tags=tags,
-            triggers=automations.fetch_credentials(),
-            description="Deliver a database's credentials and address.",
+            description="Deliver a database's credentials and address (provision-database does it too).",
         ),
         deploy_app.to_deployment(
             NAME,

@@ -1,11 +1,19 @@
-"""provision-database: a CloudNativePG Cluster on a service cluster for a requesting cluster."""
+"""provision-database: a CloudNativePG Cluster on a service cluster for a requesting cluster.
+
+Once the database is usable, the same run delivers its credentials (the fetch-credentials step,
+as one task) before it announces ``fleetflow.database.ready``: credentials arrive the moment the
+database is ready, without waiting for another flow run to be created and started, and "ready"
+is never announced before the credentials exist. The fetch-credentials flow stays for the UI,
+the CLI and repairs (a rotation, a deleted Secret).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
+from tasks.credentials import credentials_target, deliver_credentials
 from tasks.database import (
     announce_database_ready,
     apply_database,
@@ -24,8 +32,10 @@ def provision_database(
     timeout_seconds: float = 300.0,
     template_dir: str | None = None,
     mgmt_context: str | None = None,
+    deliver_to: Literal["mgmt", "workload"] | None = None,
 ) -> dict[str, Any]:
-    """Provision (idempotently) the database of registered cluster CLUSTER and wait until it is usable.
+    """Provision (idempotently) the database of registered cluster CLUSTER, wait until it is usable,
+    and deliver its credentials.
 
     Args:
         cluster: the registered cluster that needs a database.
@@ -33,6 +43,8 @@ def provision_database(
         timeout_seconds: how long to wait for the database to be healthy, its secret and its address.
         template_dir: a directory of templates overriding the defaults.
         mgmt_context: the management cluster's context (default: fleetflow's configuration).
+        deliver_to: where the credentials go, "mgmt" or "workload" (default: where they went
+            last time, else "mgmt"; see fetch-credentials).
     """
     logger = get_run_logger()
     service_cluster = choose_service_cluster(cluster, mgmt_context)
@@ -40,14 +52,19 @@ def provision_database(
     body = render_database(cluster, instances, template_dir)
     db = apply_database(service_cluster, body, cluster, mgmt_context)
     endpoint = wait_database_ready(db, timeout_seconds, mgmt_context)
+    delivered = deliver_credentials(
+        cluster, deliver_to or credentials_target(cluster, mgmt_context), mgmt_context
+    )
     announce_database_ready(db, endpoint, database_version(db, mgmt_context))
     logger.info(
-        "database %s/%s for %s is ready on %s at %s",
+        "database %s/%s for %s is ready on %s at %s; credentials %s %s",
         db.namespace,
         db.name,
         cluster,
         service_cluster,
         endpoint,
+        "written to" if delivered["changed"] else "already current in",
+        delivered["target"],
     )
     return {
         "cluster": cluster,
@@ -55,4 +72,5 @@ def provision_database(
         "namespace": db.namespace,
         "name": db.name,
         "endpoint": endpoint,
+        "credentials": delivered["target"],
     }

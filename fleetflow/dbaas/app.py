@@ -27,6 +27,7 @@ def render_job(creds: Credentials, endpoint: Endpoint, template_dir: Path | None
                 "host": endpoint.host,
                 "port": endpoint.port,
                 "user": creds.user,
+                **({"database": creds.dbname} if creds.dbname else {}),
                 "labels": dict(MANAGED),
             },
             template_dir,

@@ -75,7 +75,10 @@ def publish(
     """Write pg-credentials and pg-loadbalancer-data into ``namespace``; False if already current."""
     config = target.get_or_none("v1", "ConfigMap", LOADBALANCER_CONFIGMAP, namespace)
     address = (config or {}).get("data") or {}
-    current = address == {"external-ip": endpoint.host, "port": str(endpoint.port)}
+    wanted = {"external-ip": endpoint.host, "port": str(endpoint.port)}
+    if creds.dbname:
+        wanted["dbname"] = creds.dbname
+    current = address == wanted
     if current and delivered_source(target, namespace) == creds.source:
         return False
     if target.get_or_none("v1", "Namespace", namespace) is None:
@@ -91,7 +94,13 @@ def publish(
         ),
         *templating.render(
             "pg-loadbalancer-data.yaml.j2",
-            {"namespace": namespace, "external_ip": endpoint.host, "port": endpoint.port, "labels": labels},
+            {
+                "namespace": namespace,
+                "external_ip": endpoint.host,
+                "port": endpoint.port,
+                "dbname": creds.dbname,
+                "labels": labels,
+            },
             template_dir,
         ),
     ]
@@ -116,6 +125,9 @@ def read_published(target: KubeClient, namespace: str) -> tuple[Credentials, End
     data, address = secret.get("data") or {}, config.get("data") or {}
     source = (secret["metadata"].get("annotations") or {}).get(SOURCE_ANNOTATION, "")
     creds = Credentials(
-        user=_decode(data, "user"), dbname="", source=source, password=_decode(data, "password")
+        user=_decode(data, "user"),
+        dbname=address.get("dbname", ""),
+        source=source,
+        password=_decode(data, "password"),
     )
     return creds, Endpoint(address["external-ip"], int(address["port"]))

@@ -141,14 +141,17 @@ def test_the_seed_chain_flow_by_flow(seed: Registry, local_fleet: LocalFleet, pr
     assert cluster["spec"]["bootstrap"]["initdb"]["database"] == "todo"
     assert cluster["spec"]["managed"]["services"]["disabledDefaultServices"] == ["ro", "r"]
 
-    fetched = fetch_credentials(cluster="workload-cluster")
-    assert fetched["changed"] is True
+    # provision-database delivered the credentials itself; fetch-credentials finds them current.
+    assert ready["credentials"] == "mgmt:workload-cluster"
+    assert fetch_credentials(cluster="workload-cluster")["changed"] is False
     mgmt = local_fleet.client("mgmt")
     creds = decoded(mgmt.get("v1", "Secret", "pg-credentials", "workload-cluster"))
     assert set(creds) == {"user", "password"}
     address = mgmt.get("v1", "ConfigMap", "pg-loadbalancer-data", "workload-cluster")["data"]
     assert address["external-ip"] == "127.0.0.1"
     assert f"{address['external-ip']}:{address['port']}" == ready["endpoint"]
+    source = service.get("v1", "Secret", "cluster-workload-cluster-app", "workload-cluster")
+    assert address["dbname"] == decoded(source)["dbname"], "the app is told the database's real name"
 
     seed.edit_labels("workload-cluster", LabelEdit.parse(["type=app"]))
     [deployed] = deploy_app(cluster="workload-cluster")
@@ -178,14 +181,13 @@ def test_the_seed_chain_flow_by_flow(seed: Registry, local_fleet: LocalFleet, pr
         args["--port"],
         args["--username"],
         delivered["password"],
-        "todo",
+        args["--dbname"],
         "--tuples-only",
         "--command=select count(*) from todo",
     )
     assert tables.stdout.strip() == "0", tables.stderr
-    wrong = psql(
-        args["--host"], args["--port"], args["--username"], "not-the-password", "todo", "-c", "select 1"
-    )
+    host, port, user, dbname = args["--host"], args["--port"], args["--username"], args["--dbname"]
+    wrong = psql(host, port, user, "not-the-password", dbname, "-c", "select 1")
     assert wrong.returncode != 0
 
     # Re-running any flow changes nothing.
@@ -236,17 +238,16 @@ def test_two_workload_clusters_get_two_databases(seed: Registry, local_fleet: Lo
         )
     try:
         endpoints = [provision_database(cluster=n, timeout_seconds=120)["endpoint"] for n in names]
-        assert len(set(endpoints)) == 2
-        for name in names:
-            fetch_credentials(cluster=name)
         mgmt = local_fleet.client("mgmt")
         creds = [decoded(mgmt.get("v1", "Secret", "pg-credentials", n)) for n in names]
+        dbs = [mgmt.get("v1", "ConfigMap", "pg-loadbalancer-data", n)["data"]["dbname"] for n in names]
         assert creds[0]["password"] != creds[1]["password"]
-        for cred, endpoint in zip(creds, endpoints, strict=True):
+        assert dbs[0] != dbs[1]
+        for cred, endpoint, db in zip(creds, endpoints, dbs, strict=True):
             host, port = endpoint.split(":")
-            assert psql(host, port, cred["user"], cred["password"], "todo", "-c", "select 1").returncode == 0
+            assert psql(host, port, cred["user"], cred["password"], db, "-c", "select 1").returncode == 0
         host, port = endpoints[0].split(":")
-        crossed = psql(host, port, creds[1]["user"], creds[1]["password"], "todo", "-c", "select 1")
+        crossed = psql(host, port, creds[1]["user"], creds[1]["password"], dbs[0], "-c", "select 1")
         assert crossed.returncode != 0, "one cluster's credentials must not open the other's database"
     finally:
         service = local_fleet.client("service-cluster")
