@@ -77,9 +77,7 @@ def require_api() -> str:
     return str(url)
 
 
-def emit(event: FleetEvent) -> None:
-    """Send one event and return once the server accepted it."""
-    require_api()
+def _body(event: FleetEvent) -> dict[str, Any]:
     fields = {
         "id": event.id,
         "event": event.event,
@@ -87,13 +85,30 @@ def emit(event: FleetEvent) -> None:
         "payload": event.payload,
         "occurred": event.occurred,
     }
-    body = Event.model_validate(fields).model_dump(mode="json")
+    return dict(Event.model_validate(fields).model_dump(mode="json"))
+
+
+def emit(event: FleetEvent) -> None:
+    """Send one event and return once the server accepted it."""
+    emit_many([event])
+
+
+def emit_many(batch: list[FleetEvent]) -> None:
+    """Send events in one request, in order, and return once the server accepted them all.
+
+    A burst of label changes costs one round trip instead of one per change.
+    """
+    if not batch:
+        return
+    require_api()
     try:
         with get_client(sync_client=True) as client:
-            client.request("POST", "/events", json=[body])
+            client.request("POST", "/events", json=[_body(e) for e in batch])
     except Exception as exc:  # httpx and Prefect errors: the server is away or overloaded
+        first = batch[0]
+        more = f" and {len(batch) - 1} more" if len(batch) > 1 else ""
         raise TemporaryError(
-            f"emit {event.event} for {event.resource['prefect.resource.id']}: "
+            f"emit {first.event} for {first.resource['prefect.resource.id']}{more}: "
             f"Prefect API refused or unreachable ({type(exc).__name__})"
         ) from None
 

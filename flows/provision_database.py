@@ -13,14 +13,12 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
-from tasks.credentials import credentials_target, deliver_credentials
+from tasks.credentials import deliver_credentials
 from tasks.database import (
     announce_database_ready,
     apply_database,
     choose_service_cluster,
-    database_version,
     readopt_database,
-    render_database,
     wait_database_ready,
 )
 
@@ -49,13 +47,10 @@ def provision_database(
     logger = get_run_logger()
     service_cluster = choose_service_cluster(cluster, mgmt_context)
     readopt_database(cluster, mgmt_context)
-    body = render_database(cluster, instances, template_dir)
-    db = apply_database(service_cluster, body, cluster, mgmt_context)
+    db = apply_database(service_cluster, cluster, instances, template_dir, mgmt_context)
     endpoint = wait_database_ready(db, timeout_seconds, mgmt_context)
-    delivered = deliver_credentials(
-        cluster, deliver_to or credentials_target(cluster, mgmt_context), mgmt_context
-    )
-    announce_database_ready(db, endpoint, database_version(db, mgmt_context))
+    delivered = deliver_credentials(cluster, deliver_to, mgmt_context)
+    announce_database_ready(db, endpoint, mgmt_context)
     logger.info(
         "database %s/%s for %s is ready on %s at %s; credentials %s %s",
         db.namespace,

@@ -12,13 +12,12 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
-from tasks.credentials import credentials_target, deliver_credentials, deploy_app_to
+from tasks.credentials import deliver_credentials, deploy_app_to
 from tasks.database import (
     apply_database,
     choose_service_cluster,
     deprovision_database,
     readopt_database,
-    render_database,
     wait_database_ready,
 )
 from tasks.operator import helm_upgrade_install, read_registry
@@ -63,9 +62,9 @@ def reconcile(
         if labels.get("postgres") == "required":
             service_cluster = choose_service_cluster(name, mgmt_context)
             readopt_database(name, mgmt_context)
-            db = apply_database(service_cluster, render_database(name, instances, None), name, mgmt_context)
+            db = apply_database(service_cluster, name, instances, None, mgmt_context)
             wait_database_ready(db, timeout_seconds, mgmt_context)
-            delivered = deliver_credentials(name, credentials_target(name, mgmt_context), mgmt_context)
+            delivered = deliver_credentials(name, None, mgmt_context)
             if delivered["changed"]:
                 done["credentials"].append(name)
         elif placed:

@@ -19,8 +19,15 @@ from tasks.policy import SECRET, api_task_options
 
 
 @task(name="deliver-credentials", **SECRET, **api_task_options())
-def deliver_credentials(cluster: str, deliver_to: str, mgmt_context: str | None) -> dict[str, str | bool]:
+def deliver_credentials(
+    cluster: str, deliver_to: str | None, mgmt_context: str | None
+) -> dict[str, str | bool]:
+    """Copy the credentials to ``deliver_to`` ("mgmt" or "workload"; None: where they went last
+    time, recorded on the FleetCluster, else "mgmt")."""
     registry = connect(mgmt_context)
+    if deliver_to is None:
+        record = registry.get(cluster)
+        deliver_to = (record.annotations.get(DELIVERY_ANNOTATION) if record else None) or "mgmt"
     service_cluster = placement.recorded_service_cluster(registry, cluster)
     if service_cluster is None:
         raise PermanentError(f"cluster {cluster!r} has no database: run provision-database first")
@@ -79,10 +86,3 @@ def deploy_app_to(
         "job_outcome": outcome,
         "credentials_copied": copied,
     }
-
-
-@task(name="credentials-target", **api_task_options())
-def credentials_target(cluster: str, mgmt_context: str | None) -> str:
-    """Where the credentials were last delivered (annotated on the FleetCluster); mgmt by default."""
-    record = connect(mgmt_context).get(cluster)
-    return (record.annotations.get(DELIVERY_ANNOTATION) if record else None) or "mgmt"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from prefect import task
 
@@ -18,16 +17,13 @@ def choose_service_cluster(cluster: str, mgmt_context: str | None) -> str:
     return placement.choose_service_cluster(connect(mgmt_context), cluster)
 
 
-@task(name="render-database")
-def render_database(cluster: str, instances: int, template_dir: str | None) -> dict[str, Any]:
-    """A template error fails at once: retrying cannot fix a template."""
-    return provision.render_cluster(cluster, instances, Path(template_dir) if template_dir else None)
-
-
 @task(name="apply-database", **api_task_options())
 def apply_database(
-    service_cluster: str, body: dict[str, Any], cluster: str, mgmt_context: str | None
+    service_cluster: str, cluster: str, instances: int, template_dir: str | None, mgmt_context: str | None
 ) -> provision.Database:
+    """Render and server-side apply the CNPG Cluster. A template error fails at once (only a
+    TemporaryError is retried: retrying cannot fix a template)."""
+    body = provision.render_cluster(cluster, instances, Path(template_dir) if template_dir else None)
     service = connect(mgmt_context).client(service_cluster)
     return provision.apply_cluster(service, body, service_cluster, cluster)
 
@@ -39,12 +35,19 @@ def wait_database_ready(db: provision.Database, timeout_seconds: float, mgmt_con
 
 
 @task(name="announce-database-ready", **api_task_options())
-def announce_database_ready(db: provision.Database, endpoint: str, resource_version: str) -> None:
+def announce_database_ready(db: provision.Database, endpoint: str, mgmt_context: str | None) -> None:
+    """Emit ``fleetflow.database.ready``; its id changes only with the Cluster (uid/generation)."""
+    live = (
+        connect(mgmt_context)
+        .client(db.service_cluster)
+        .get(provision.CNPG_API, "Cluster", db.name, db.namespace)
+    )
+    version = f"{live['metadata']['uid']}/{live['metadata']['generation']}"
     events.emit(
         events.FleetEvent(
             events.DATABASE_READY,
             events.database_resource(db.cluster, db.service_cluster),
-            events.event_id(db.cluster, db.service_cluster, "database-ready", resource_version),
+            events.event_id(db.cluster, db.service_cluster, "database-ready", version),
             {
                 "cluster": db.cluster,
                 "service_cluster": db.service_cluster,
@@ -54,17 +57,6 @@ def announce_database_ready(db: provision.Database, endpoint: str, resource_vers
             },
         )
     )
-
-
-@task(name="database-version", **api_task_options())
-def database_version(db: provision.Database, mgmt_context: str | None) -> str:
-    """The Cluster's uid/resourceVersion: makes the ready event's id change only with the Cluster."""
-    live = (
-        connect(mgmt_context)
-        .client(db.service_cluster)
-        .get(provision.CNPG_API, "Cluster", db.name, db.namespace)
-    )
-    return f"{live['metadata']['uid']}/{live['metadata']['generation']}"
 
 
 @task(name="deprovision-database", **api_task_options())

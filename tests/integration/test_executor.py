@@ -189,7 +189,8 @@ def test_replayed_scheduled_events_do_not_run_a_run_again(lab: Lab) -> None:
 def test_a_crashed_executors_runs_are_redone_when_it_restarts(lab: Lab) -> None:
     proc = lab.start("e1")
     (run,) = lab.create(1, key="held", hold=True)
-    wait_for("the held run to be Running", lambda: lab.runs([run.id])[0].state_type.value == "RUNNING")
+    wait_for("the held run to record its start", lambda: lab.starts()[str(run.id)] == 1)
+    assert lab.runs([run.id])[0].state_type.value == "RUNNING"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     (lab.record.with_name("release")).touch()

@@ -158,9 +158,9 @@ def watcher(registry: Registry, prefect_api: str) -> Iterator[list[events.FleetE
     """A label watcher thread emitting to the session's Prefect server; yields what it emitted."""
     emitted: list[events.FleetEvent] = []
 
-    def emit(event: events.FleetEvent) -> None:
-        events.emit(event)
-        emitted.append(event)
+    def emit(batch: list[events.FleetEvent]) -> None:
+        events.emit_many(batch)
+        emitted.extend(batch)
 
     stop, ready = threading.Event(), threading.Event()
     thread = threading.Thread(
