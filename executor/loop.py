@@ -35,8 +35,8 @@ WAKE_ON = [
 UNSEEN_RETRY = 0.1  # an announced run not readable yet (the event can beat the commit): look again
 UNSEEN_TRIES = 50
 LISTEN_BACKOFF_MAX = 30.0
-TICK_PAUSE_PER_RUN = 0.002
-TICK_PAUSE_MAX = 0.3
+TICK_PAUSE_PER_RUN = 0.005
+TICK_PAUSE_MAX = 1.0
 
 
 class Executor:
@@ -187,7 +187,7 @@ class Executor:
                 self.wake(after=1.0)
                 continue
             # Reading many unfinished runs is a heavy query for the server: in a burst, wake-ups
-            # that arrive meanwhile are served by one later tick (2 ms per run seen, at most 0.3 s).
+            # that arrive meanwhile are served by one later tick (5 ms per run seen, at most 1 s).
             await asyncio.sleep(min(TICK_PAUSE_MAX, TICK_PAUSE_PER_RUN * seen))
 
     # -- one tick -----------------------------------------------------------------------------
