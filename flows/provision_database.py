@@ -14,13 +14,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 
 from tasks.credentials import deliver_credentials
-from tasks.database import (
-    announce_database_ready,
-    apply_database,
-    choose_service_cluster,
-    readopt_database,
-    wait_database_ready,
-)
+from tasks.database import announce_database_ready, apply_database, place_database
 
 
 @flow(name="provision-database", validate_parameters=True)
@@ -45,10 +39,10 @@ def provision_database(
             last time, else "mgmt"; see fetch-credentials).
     """
     logger = get_run_logger()
-    service_cluster = choose_service_cluster(cluster, mgmt_context)
-    readopt_database(cluster, mgmt_context)
-    db = apply_database(service_cluster, cluster, instances, template_dir, mgmt_context)
-    endpoint = wait_database_ready(db, timeout_seconds, mgmt_context)
+    service_cluster = place_database(cluster, mgmt_context)
+    db, endpoint = apply_database(
+        service_cluster, cluster, instances, template_dir, timeout_seconds, mgmt_context
+    )
     delivered = deliver_credentials(cluster, deliver_to, mgmt_context)
     announce_database_ready(db, endpoint, mgmt_context)
     logger.info(

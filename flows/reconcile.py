@@ -13,13 +13,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 
 from tasks.credentials import deliver_credentials, deploy_app_to
-from tasks.database import (
-    apply_database,
-    choose_service_cluster,
-    deprovision_database,
-    readopt_database,
-    wait_database_ready,
-)
+from tasks.database import apply_database, deprovision_database, place_database
 from tasks.operator import helm_upgrade_install, read_registry
 
 
@@ -60,10 +54,8 @@ def reconcile(
             if result["changed"]:
                 done["operator"].append(name)
         if labels.get("postgres") == "required":
-            service_cluster = choose_service_cluster(name, mgmt_context)
-            readopt_database(name, mgmt_context)
-            db = apply_database(service_cluster, name, instances, None, mgmt_context)
-            wait_database_ready(db, timeout_seconds, mgmt_context)
+            service_cluster = place_database(name, mgmt_context)
+            apply_database(service_cluster, name, instances, None, timeout_seconds, mgmt_context)
             delivered = deliver_credentials(name, None, mgmt_context)
             if delivered["changed"]:
                 done["credentials"].append(name)

@@ -1,4 +1,9 @@
-"""Tasks of provision-database: place, render, apply, wait, announce."""
+"""Tasks of provision-database: place, apply and wait, announce.
+
+Few, coarse tasks: every task run costs the Prefect server three state events, and under a
+burst of a hundred requests that load is what delays the automations. Each task is idempotent
+(a server-side apply, a watch), so retrying a whole task is safe.
+"""
 
 from __future__ import annotations
 
@@ -12,26 +17,30 @@ from fleetflow.registry import connect
 from tasks.policy import api_task_options
 
 
-@task(name="choose-service-cluster", **api_task_options())
-def choose_service_cluster(cluster: str, mgmt_context: str | None) -> str:
-    return placement.choose_service_cluster(connect(mgmt_context), cluster)
+@task(name="place-database", **api_task_options())
+def place_database(cluster: str, mgmt_context: str | None) -> str:
+    """Choose the service cluster and hand a retained (orphaned) database back to its cluster."""
+    registry = connect(mgmt_context)
+    service_cluster = placement.choose_service_cluster(registry, cluster)
+    deprovision.readopt(registry, cluster)
+    return service_cluster
 
 
 @task(name="apply-database", **api_task_options())
 def apply_database(
-    service_cluster: str, cluster: str, instances: int, template_dir: str | None, mgmt_context: str | None
-) -> provision.Database:
-    """Render and server-side apply the CNPG Cluster. A template error fails at once (only a
-    TemporaryError is retried: retrying cannot fix a template)."""
+    service_cluster: str,
+    cluster: str,
+    instances: int,
+    template_dir: str | None,
+    timeout_seconds: float,
+    mgmt_context: str | None,
+) -> tuple[provision.Database, str]:
+    """Render and server-side apply the CNPG Cluster, then watch until it is usable; returns it
+    and its endpoint. A template error fails at once (only a TemporaryError is retried)."""
     body = provision.render_cluster(cluster, instances, Path(template_dir) if template_dir else None)
     service = connect(mgmt_context).client(service_cluster)
-    return provision.apply_cluster(service, body, service_cluster, cluster)
-
-
-@task(name="wait-database-ready", **api_task_options())
-def wait_database_ready(db: provision.Database, timeout_seconds: float, mgmt_context: str | None) -> str:
-    endpoint = provision.wait_ready(connect(mgmt_context).client(db.service_cluster), db, timeout_seconds)
-    return str(endpoint)
+    db = provision.apply_cluster(service, body, service_cluster, cluster)
+    return db, str(provision.wait_ready(service, db, timeout_seconds))
 
 
 @task(name="announce-database-ready", **api_task_options())
@@ -64,8 +73,3 @@ def deprovision_database(cluster: str, policy: str, mgmt_context: str | None) ->
     return deprovision.deprovision(
         connect(mgmt_context), cluster, "Delete" if policy == "Delete" else "Retain"
     )
-
-
-@task(name="readopt-database", **api_task_options())
-def readopt_database(cluster: str, mgmt_context: str | None) -> None:
-    deprovision.readopt(connect(mgmt_context), cluster)
