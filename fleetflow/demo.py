@@ -101,6 +101,19 @@ def run(
         f"POST /v1/databases {WORKLOAD} (label postgres=required)",
         lambda: f"202, changed={_webhook(state, WORKLOAD)['changed']}",
     )
+    service = registry.client("service-cluster")
+    stage(
+        "CNPG Cluster applied on service-cluster",
+        lambda: _until(
+            f"the CNPG Cluster of {WORKLOAD} on service-cluster",
+            lambda: (
+                f"{WORKLOAD}/cluster-{WORKLOAD}"
+                if service.get_or_none("postgresql.cnpg.io/v1", "Cluster", f"cluster-{WORKLOAD}", WORKLOAD)
+                else None
+            ),
+            timeout,
+        ),
+    )
     stage(
         "database ready and credentials in mgmt",
         lambda: _until(
