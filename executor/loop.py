@@ -19,6 +19,7 @@ from uuid import UUID
 from prefect import Flow
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.objects import FlowRun
+from prefect.context import SyncClientContext
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.flow_engine import run_flow
@@ -37,6 +38,13 @@ UNSEEN_TRIES = 50
 LISTEN_BACKOFF_MAX = 30.0
 TICK_PAUSE_PER_RUN = 0.005
 TICK_PAUSE_MAX = 1.0
+
+
+def _keep_a_client() -> None:
+    """Give this pool thread one Prefect client for all its runs: the engine reuses a client in
+    context, where it would otherwise open a new one per run (with its version, storage and CSRF
+    requests: 13 requests per run instead of 6)."""
+    SyncClientContext().__enter__()
 
 
 class Executor:
@@ -58,7 +66,9 @@ class Executor:
         self.grace_seconds = grace_seconds
         self._resolve = resolve
         self._deployments: dict[UUID, Flow[..., Any]] = {}
-        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="flow-run")
+        self._pool = ThreadPoolExecutor(
+            concurrency, thread_name_prefix="flow-run", initializer=_keep_a_client
+        )
         self._active: dict[UUID, Future[None]] = {}
         self._unseen: dict[UUID, int] = {}  # runs announced by an event, not yet read
         self._wake = asyncio.Event()
