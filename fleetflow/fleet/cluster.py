@@ -136,7 +136,7 @@ def start(record: ClusterRecord, paths: ClusterPaths, binaries: Binaries) -> lis
                 "--etcd-servers",
                 etcd_url,
                 "--service-cluster-ip-range",
-                "10.0.0.0/24",
+                "10.0.0.0/16",  # room for thousands of Services (a /24 is full at about 120 databases)
                 "--allow-privileged=true",
                 "--authorization-mode",
                 "RBAC",
