@@ -9,6 +9,7 @@ another's runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -25,7 +26,10 @@ from typing import Any
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from fleetflow import platform
+from fleetflow.platform import pgserver, prefect_db
 from tests.integration.executor_flows import record
 
 pytestmark = pytest.mark.integration
@@ -125,22 +129,47 @@ class Lab:
         return Counter(run for run, _, what in triples if what == "start")
 
 
+@contextlib.contextmanager
+def open_lab(api: str, home: Path) -> Iterator[Lab]:
+    """A deployment of the test flow on the server at ``api``; executors started are killed after."""
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        name = f"test-{uuid.uuid4().hex[:8]}"
+        deployment_id = record.to_deployment(name).apply()
+        lab = Lab(api, name, deployment_id, home / "record", home, {})
+        try:
+            yield lab
+        finally:
+            for proc in lab.procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait(timeout=30)
+
+
 @pytest.fixture
 def lab(prefect_api: str, tmp_path: Path) -> Iterator[Lab]:
-    os.environ["PREFECT_API_URL"] = prefect_api  # cleared again by the autouse fixture
-    name = f"test-{uuid.uuid4().hex[:8]}"
-    deployment_id = record.to_deployment(name).apply()
-    lab = Lab(prefect_api, name, deployment_id, tmp_path / "record", tmp_path, {})
+    """On the session's Prefect server (SQLite)."""
+    with open_lab(prefect_api, tmp_path) as opened:
+        yield opened
+
+
+@pytest.fixture
+def postgres_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
+    """On a Prefect server of its own on PostgreSQL, as ``fleetflow up --prefect-db postgres`` runs it."""
+    monkeypatch.setenv("FLEETFLOW_HOME", str(tmp_path / "platform-home"))
     try:
-        yield lab
+        api = platform.up_server(lambda _message: None, prefect_db_choice="postgres").api_url
+        with open_lab(api, tmp_path) as opened:
+            yield opened
     finally:
-        for proc in lab.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=30)
+        platform.down(lambda _message: None)
+        pgserver.destroy(prefect_db.data_root())
 
 
-def test_each_run_executes_once_with_two_executors_and_one_stopped_mid_burst(lab: Lab) -> None:
+@pytest.mark.parametrize("server", ["sqlite", "postgresql"])
+def test_each_run_executes_once_with_two_executors_and_one_stopped_mid_burst(
+    server: str, request: pytest.FixtureRequest
+) -> None:
+    lab: Lab = request.getfixturevalue("lab" if server == "sqlite" else "postgres_lab")
     first = lab.start("e1")
     lab.start("e2")
     runs = lab.create(40, work_seconds=0.2)
