@@ -15,14 +15,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
+import httpx
 from prefect import Flow
 from prefect.client.orchestration import PrefectClient
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.settings import PREFECT_API_URL
 
 from deployments import platform
 from executor.loop import Executor
 from fleetflow import config
-from fleetflow.errors import UsageError
+from fleetflow.errors import TemporaryError, UsageError
 
 log = logging.getLogger("fleetflow.executor")
 
@@ -119,7 +121,13 @@ def serve(
 
         await executor.serve(stop, ready)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (OSError, httpx.HTTPError, PrefectHTTPStatusError) as exc:
+        os.close(lock)
+        raise TemporaryError(
+            f"executor {name!r}: the Prefect API at {PREFECT_API_URL.value()} failed: {type(exc).__name__}"
+        ) from None
     log.info("executor %s stopped after %d run(s)", name, executor.executed)
     os.close(lock)
     if any(t.name.startswith("flow-run") and t.is_alive() for t in threading.enumerate()):
