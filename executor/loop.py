@@ -139,7 +139,11 @@ class Executor:
             return  # an earlier wake-up is already due
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(after, self._wake.set)
+        self._timer = asyncio.get_running_loop().call_later(after, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None  # a fired timer must not hide the next delayed wake-up
+        self._wake.set()
 
     async def _listen(self) -> None:
         backoff = 0.5
