@@ -102,6 +102,12 @@ class Executor:
             await self._drain()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    async def _stop(self, listen, poll, ticks):
+        self._closing = True
+        for t in (listen, poll, ticks):
+            t.cancel()
+        await asyncio.gather(listen, poll, ticks, return_exceptions=True)
+
     async def _recover(self) -> None:
         """Crash and reschedule the runs a previous life of this executor left unfinished."""
         mine = prefect_api.claim_message(self.name)
