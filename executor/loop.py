@@ -95,17 +95,19 @@ class Executor:
                 log.warning("executor %s: event stream not connected; relying on the poll", self.name)
             ready()
             await stop.wait()
-            self._closing = True
-            for task in loops:
-                task.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
+            await self._stop(*loops)
             await self._drain()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _stop(self, listen, poll, ticks):
+    async def _stop(
+        self, listen: asyncio.Task[None], poll: asyncio.Task[None], ticks: asyncio.Task[None]
+    ) -> None:
+        """Stop claiming. The tick in progress is let finish, never cancelled: a claim the server
+        accepted but whose run was not started yet would otherwise stay Pending, run by nobody."""
         self._closing = True
-        for t in (listen, poll, ticks):
-            t.cancel()
+        listen.cancel()
+        poll.cancel()
+        self._wake.set()
         await asyncio.gather(listen, poll, ticks, return_exceptions=True)
 
     async def _recover(self) -> None:
@@ -195,7 +197,7 @@ class Executor:
             await asyncio.sleep(self.poll_seconds)
 
     async def _ticks(self) -> None:
-        while True:
+        while not self._closing:
             await self._wake.wait()
             self._wake.clear()
             try:
@@ -235,6 +237,7 @@ class Executor:
         for run, state in zip(decided.claim, claimed, strict=True):
             if isinstance(state, BaseException):
                 log.warning("executor %s: claiming %s failed: %s", self.name, run.name, state)
+                await self._release_if_claimed(run.id)
             elif state is not None:
                 flow_run = flow_runs[run.id]
                 flow_run.state = state
@@ -250,6 +253,17 @@ class Executor:
         if decided.next_due is not None:
             self.wake(after=max((decided.next_due - now).total_seconds(), 0.05))
         return len(flow_runs)
+
+    async def _release_if_claimed(self, run_id: UUID) -> None:
+        """A claim whose answer was lost may still have been accepted: give such a run back."""
+        try:
+            run = await self._client.read_flow_run(run_id)
+            mine = prefect_api.claim_message(self.name)
+            if run.state and run.state.type.value == PENDING and run.state.message == mine:
+                why = f"executor {self.name!r} lost the answer to its claim"
+                await prefect_api.crash_and_reschedule(self._client, run_id, why)
+        except Exception as exc:  # the next start of this executor recovers it
+            log.warning("executor %s: could not check claim of %s: %s", self.name, run_id, exc)
 
     async def _finished_already(self, run_id: UUID) -> bool:
         try:
