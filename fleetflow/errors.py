@@ -16,7 +16,8 @@ line and exits non-zero. Nothing below leaks the kubernetes client's own excepti
         │   └── APIInvalidError       400/422: the API server rejected the object
         └── TemporaryError    worth retrying with backoff (connection errors, 5xx, 409, 429)
             ├── APIConflictError      409
-            └── APIUnavailableError   connection refused/reset, timeouts, 5xx, 429
+            ├── APIUnavailableError   connection refused/reset, timeouts, 5xx, 429
+            └── CommandTimeoutError   an external command (helm) ran out of time
 """
 
 from __future__ import annotations
@@ -81,3 +82,11 @@ class APIGoneError(TemporaryError):
 
 class APIUnavailableError(TemporaryError):
     """The API server could not be reached, or answered 5xx/429."""
+
+
+class CommandTimeoutError(TemporaryError):
+    """An external command (helm) did not finish in time and was killed.
+
+    Temporary: a slow API server or registry is the usual cause, so the caller's retry with
+    backoff may succeed. The message names the command, never its arguments' content.
+    """

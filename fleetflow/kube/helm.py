@@ -4,6 +4,10 @@ helm needs a kubeconfig file: the cluster's credentials are written to a private
 file (mode 0600) for the duration of one helm command and removed right after, so they never
 outlive the call. Releases are compared before upgrading, so re-running with the same chart,
 version and values changes nothing (no new revision).
+
+A helm command that hangs (an unreachable registry, an API server that stopped answering) is
+killed after :data:`HELM_TIMEOUT` and reported as a :class:`~fleetflow.errors.CommandTimeoutError`,
+a temporary error the caller's retry handles like any other.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleetflow.errors import APIUnavailableError, PermanentError
+from fleetflow.errors import APIUnavailableError, CommandTimeoutError, PermanentError
 from fleetflow.kube.kubeconfig import Kubeconfig
 
 VALUES_ANNOTATION = "fleetflow.io/values-sha256"
+HELM_TIMEOUT = 600.0  # seconds one helm command may take before it is killed
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,11 @@ def _kubeconfig_file(kubeconfig: Kubeconfig) -> Iterator[Path]:
 
 def _run(helm: Path, args: list[str], kubeconfig: Path, context: str, what: str) -> str:
     argv = [str(helm), *args, "--kubeconfig", str(kubeconfig), "--kube-context", context]
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=600)
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=HELM_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        # Its message quotes the whole argv (the kubeconfig's path among it): name the command only.
+        raise CommandTimeoutError(f"helm {what} timed out after {HELM_TIMEOUT:g}s") from None
     if proc.returncode != 0:
         message = " ".join(proc.stderr.strip().splitlines()[-3:]) or f"exit {proc.returncode}"
         transient = any(
