@@ -66,14 +66,14 @@ def resolve_kubeconfig(explicit: str | os.PathLike[str] | None = None) -> Kubeco
 MGMT_CONTEXT_ENV = "FLEETFLOW_MGMT_CONTEXT"
 
 
-def settings_file() -> Path:
-    return home() / "config.yaml"
+def settings_file(home_dir: Path | None = None) -> Path:
+    return (home_dir or home()) / "config.yaml"
 
 
-def _read_settings() -> dict[str, str]:
+def _read_settings(home_dir: Path | None = None) -> dict[str, str]:
     import yaml
 
-    path = settings_file()
+    path = settings_file(home_dir)
     if not path.exists():
         return {}
     try:
@@ -85,13 +85,33 @@ def _read_settings() -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()}
 
 
-def save_setting(key: str, value: str) -> Path:
-    """Store one setting in ``$FLEETFLOW_HOME/config.yaml`` (written atomically)."""
+OPERATOR_CHART = "operatorChart"
+HELM = "helm"
+
+
+def setting(key: str) -> str | None:
+    """One value of ``$FLEETFLOW_HOME/config.yaml``, or None."""
+    return _read_settings().get(key)
+
+
+def operator_chart() -> str | None:
+    """The operator chart to install in place of CloudNativePG's published one (a local path), if
+    any. The local fleet records its stand-in chart here on ``fleetflow fleet up`` and removes it
+    on ``down``: ``fleetflow up`` sees a running local fleet without importing its tooling."""
+    return setting(OPERATOR_CHART)
+
+
+def save_setting(key: str, value: str | None, home: Path | None = None) -> Path:
+    """Store one setting in ``$FLEETFLOW_HOME/config.yaml`` (or ``home``'s), written atomically;
+    None removes it."""
     import yaml
 
-    data = _read_settings()
-    data[key] = value
-    path = settings_file()
+    data = _read_settings(home)
+    if value is None:
+        data.pop(key, None)
+    else:
+        data[key] = value
+    path = settings_file(home)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(yaml.safe_dump(data, sort_keys=True))

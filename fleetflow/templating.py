@@ -1,8 +1,9 @@
 """Render Kubernetes manifests from Jinja2 templates, safely.
 
-This is the only module that imports jinja2. Templates come from ``<repo>/templates`` or from a
-directory the user names (argument, else ``FLEETFLOW_TEMPLATES``); a user directory is searched
-first, so it can override a single template and still use the defaults for the rest.
+This is the only module that imports jinja2. Templates come from ``fleetflow/templates`` (package
+data, so a plain ``pip install`` has them) or from a directory the user names (argument, else
+``FLEETFLOW_TEMPLATES``); a user directory is searched first, so it can override a single
+template and still use the defaults for the rest.
 
 Values come from labels and names that other people choose, so a value must never be able to
 change the structure of the YAML it lands in. Every ``{{ expression }}`` is therefore emitted as
@@ -32,7 +33,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from fleetflow.errors import UsageError
 
-DEFAULT_TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
+DEFAULT_TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"  # package data
 TEMPLATE_DIR_ENV = "FLEETFLOW_TEMPLATES"
 
 

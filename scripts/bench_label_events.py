@@ -17,9 +17,9 @@ from pathlib import Path
 from prefect.client.orchestration import get_client
 from prefect.testing.utilities import prefect_test_harness
 
+from devfleet import binaries
+from devfleet.manager import Fleet
 from fleetflow import events
-from fleetflow.fleet import binaries
-from fleetflow.fleet.manager import Fleet
 from fleetflow.kube import client_for
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry

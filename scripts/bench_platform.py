@@ -30,8 +30,8 @@ from pathlib import Path
 
 import psutil
 
+from devfleet.manager import Fleet
 from fleetflow import config, platform
-from fleetflow.fleet.manager import Fleet
 from fleetflow.kube import KubeClient, Kubeconfig, client_for
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry

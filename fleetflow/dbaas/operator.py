@@ -97,25 +97,16 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S %z %Z")
 
 
-LOCAL_CHART = Path(__file__).resolve().parents[1] / "fleet" / "cnpg" / "chart"
-
-
 def find_helm() -> Path:
-    """``FLEETFLOW_HELM``, then ``helm`` on PATH, then the local fleet's cached build."""
+    """``FLEETFLOW_HELM``, then the ``helm`` setting (the local fleet records the helm it built),
+    then ``helm`` on PATH."""
     import os
     import shutil
 
+    from fleetflow import config
     from fleetflow.errors import BootstrapError
-    from fleetflow.fleet import binaries
 
-    if os.environ.get("FLEETFLOW_HELM"):
-        return Path(os.environ["FLEETFLOW_HELM"])
-    on_path = shutil.which("helm")
-    if on_path:
-        return Path(on_path)
-    found, _ = binaries.locate()
-    if "helm" in found.paths:
-        return found["helm"]
-    raise BootstrapError(
-        "no helm binary: install helm, set FLEETFLOW_HELM, or run 'fleetflow fleet bootstrap'"
-    )
+    chosen = os.environ.get("FLEETFLOW_HELM") or config.setting(config.HELM) or shutil.which("helm")
+    if chosen:
+        return Path(chosen)
+    raise BootstrapError("no helm binary: install helm (on PATH) or set FLEETFLOW_HELM to its path")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetflow.fleet import binaries
-from fleetflow.fleet.manager import DEFAULT_CLUSTERS, Fleet
+from devfleet import binaries
+from devfleet.manager import DEFAULT_CLUSTERS, Fleet
 from fleetflow.kube import KubeClient, client_for
 
 TEST_LABEL = {"created-by": "fleetflow-tests"}
@@ -32,7 +32,12 @@ class LocalFleet:
 
 @pytest.fixture(scope="session")
 def assets() -> binaries.Binaries:
-    return binaries.ensure()
+    """The local fleet's binaries; the product finds the helm among them via ``FLEETFLOW_HELM``."""
+    import os
+
+    found = binaries.ensure()
+    os.environ["FLEETFLOW_HELM"] = str(found["helm"])
+    return found
 
 
 @pytest.fixture(scope="session")

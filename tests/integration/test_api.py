@@ -16,10 +16,10 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from fleetflow.api import create_app
 from fleetflow.errors import APIForbiddenError, APIUnavailableError, ConfigError
 from fleetflow.registry import Registry
 from tests.integration.conftest import LocalFleet
+from webhook import create_app
 
 pytestmark = pytest.mark.integration
 

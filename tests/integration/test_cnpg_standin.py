@@ -27,13 +27,13 @@ from typing import Any
 
 import pytest
 
+from devfleet import binaries, cnpg
+from devfleet.cnpg import contract
+from devfleet.cnpg.controller import StandInController
+from devfleet.manager import Fleet
 from fleetflow.errors import FleetError
-from fleetflow.fleet import binaries, cnpg
-from fleetflow.fleet.cnpg import contract
-from fleetflow.fleet.cnpg.controller import StandInController
-from fleetflow.fleet.manager import Fleet
-from fleetflow.fleet.postgres import Endpoint, find_bindir, run_psql
 from fleetflow.kube import KubeClient
+from supervisor.postgres import Endpoint, find_bindir, run_psql
 from tests.integration.conftest import LocalFleet, ensure_namespace
 
 pytestmark = pytest.mark.integration

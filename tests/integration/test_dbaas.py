@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from devfleet.cnpg import CHART_DIR as LOCAL_CHART
+from devfleet.cnpg import controller
 from fleetflow.dbaas.names import APP_NAMESPACE
-from fleetflow.dbaas.operator import LOCAL_CHART
-from fleetflow.fleet.cnpg import controller
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
 from flows.deploy_app import deploy_app

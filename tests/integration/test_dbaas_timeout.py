@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleetflow.dbaas.operator import LOCAL_CHART
+from devfleet.cnpg import CHART_DIR as LOCAL_CHART
 from fleetflow.registry import Registry
 from flows.install_operator import install_operator
 from flows.provision_database import provision_database

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from fleetflow.errors import BootstrapError, FleetError, UsageError
-from fleetflow.fleet import postgres
-from fleetflow.fleet.postgres import Endpoint, LocalPostgres, find_bindir, run_psql
+from supervisor import postgres
+from supervisor.postgres import Endpoint, LocalPostgres, find_bindir, run_psql
 
 
 def _eventually(condition: Callable[[], bool], awaited: str, timeout: float = 15.0) -> None:

@@ -23,14 +23,14 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
 
+from devfleet.cnpg import controller
 from fleetflow.dbaas import operator
 from fleetflow.dbaas.names import APP_NAMESPACE
-from fleetflow.fleet import readiness
-from fleetflow.fleet.cnpg import controller
-from fleetflow.fleet.processes import free_port
 from fleetflow.kube import KubeClient, Kubeconfig
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
+from supervisor import readiness
+from supervisor.processes import free_port
 from tests.integration.conftest import LocalFleet
 
 pytestmark = pytest.mark.integration

@@ -17,10 +17,9 @@ from urllib.parse import unquote
 
 import pytest
 
-from fleetflow import platform
-from fleetflow.fleet import readiness
-from fleetflow.fleet.processes import is_ours
-from fleetflow.platform import pgserver, prefect_db, state
+import supervisor as platform
+from supervisor import pgserver, prefect_db, readiness, state
+from supervisor.processes import is_ours
 
 pytestmark = pytest.mark.integration
 

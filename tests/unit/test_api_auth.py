@@ -13,10 +13,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from fleetflow.api import auth, create_app
-from fleetflow.api.auth import TOKEN_ENV, check_bearer, load_or_create_token
 from fleetflow.errors import ConfigError
 from fleetflow.registry import Registry
+from webhook import auth, create_app
+from webhook.auth import TOKEN_ENV, check_bearer, load_or_create_token
 
 TOKEN = "s3cret-token-for-tests"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from devfleet import binaries
 from fleetflow.errors import BootstrapError
-from fleetflow.fleet import binaries
 
 
 def _fake_binary(path: Path) -> Path:

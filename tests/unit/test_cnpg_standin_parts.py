@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from fleetflow.fleet.cnpg.contract import sql_name
-from fleetflow.fleet.cnpg.databases import LEGACY_UID_FILE, comment, legacy_servers, parse_comment, servers
-from fleetflow.fleet.cnpg.workqueue import WorkQueue
-from fleetflow.fleet.postgres import validate_name
+from devfleet.cnpg.contract import sql_name
+from devfleet.cnpg.databases import LEGACY_UID_FILE, comment, legacy_servers, parse_comment, servers
+from devfleet.cnpg.workqueue import WorkQueue
+from supervisor.postgres import validate_name
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,10 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from devfleet import kubeconfig, pki
+from devfleet.manager import validate_names
+from devfleet.state import ClusterRecord, FleetState
 from fleetflow.errors import FleetError, UsageError
-from fleetflow.fleet import kubeconfig, pki
-from fleetflow.fleet.manager import validate_names
-from fleetflow.fleet.state import ClusterRecord, FleetState
 
 
 def _cert(path: Path) -> x509.Certificate:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fleetflow.errors import UsageError
-from fleetflow.platform import prefect_db
+from supervisor import prefect_db
 
 URL = "postgresql+asyncpg://prefect:s3cret-pw@db.example:5432/prefect"
 
@@ -82,6 +82,6 @@ def test_only_pgserver_uses_the_local_postgres_tooling() -> None:
             if not isinstance(node, ast.ImportFrom):
                 continue
             names = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module or ""]
-            if any(name.startswith("fleetflow.fleet.postgres") for name in names):
+            if any(name.startswith("supervisor.postgres") for name in names):
                 users.add(module.name)
     assert users == {"pgserver.py"}

@@ -14,10 +14,9 @@ import sys
 import threading
 from typing import Any
 
+from cli.output import progress, table
 from fleetflow import config
-from fleetflow.cli.output import progress, table
 from fleetflow.errors import UsageError
-from fleetflow.flowrunner import run_flow
 from fleetflow.labels import LabelEdit, Selector, parse, validate_dns_label
 from fleetflow.registry import connect
 
@@ -90,8 +89,9 @@ def _run_register(
     mgmt_context: str | None,
     probe_retries: int = 3,
 ) -> None:
-    result: dict[str, Any] = run_flow(
-        "register-cluster",
+    from flows.register_cluster import register_cluster
+
+    result: dict[str, Any] = register_cluster(
         name=name,
         context=context,
         kubeconfig=kubeconfig,

@@ -12,7 +12,7 @@ import sys
 import urllib.request
 
 from fleetflow import config
-from fleetflow.fleet import readiness
+from supervisor import readiness
 
 
 def port_of(api_url: str) -> str:

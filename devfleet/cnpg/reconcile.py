@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from devfleet.cnpg import contract
+from devfleet.cnpg.contract import API_VERSION, FINALIZER, KIND, ClusterSpec
+from devfleet.cnpg.databases import Databases
 from fleetflow.errors import (
     APIConflictError,
     APINotFoundError,
@@ -24,9 +27,6 @@ from fleetflow.errors import (
     TemporaryError,
     UsageError,
 )
-from fleetflow.fleet.cnpg import contract
-from fleetflow.fleet.cnpg.contract import API_VERSION, FINALIZER, KIND, ClusterSpec
-from fleetflow.fleet.cnpg.databases import Databases
 from fleetflow.kube import KubeClient
 
 log = logging.getLogger("fleetflow.cnpg")

@@ -1,17 +1,31 @@
-"""``fleetflow fleet ...``: bootstrap, up, status and down of the local fleet."""
+"""``fleetflow-fleet`` (run as ``fleetflow fleet ...``): bootstrap, up, status and down of the local fleet.
+
+A plugin of the ``fleetflow`` command (see ``cli.plugins``): a process of its own, so the product
+never imports development tooling. ``up`` records in fleetflow's settings the helm it built and the
+CloudNativePG stand-in chart, which is how ``fleetflow up`` and the flows find them; ``down``
+removes the chart again, so a stopped local fleet leaves no trace in how fleetflow installs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
+from collections.abc import Sequence
 
-from fleetflow.cli.output import progress, table
-from fleetflow.fleet import binaries
-from fleetflow.fleet.manager import DEFAULT_CLUSTERS, Fleet, validate_names
+from cli.output import progress, table
+from devfleet import binaries
+from devfleet.manager import DEFAULT_CLUSTERS, Fleet, validate_names
+from fleetflow import config
+from fleetflow.errors import FleetflowError, UsageError
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    fleet = sub.add_parser("fleet", help="the local fleet of real Kubernetes API servers")
+def parser() -> argparse.ArgumentParser:
+    fleet = argparse.ArgumentParser(
+        prog="fleetflow fleet", description="The local fleet of real Kubernetes API servers (development)."
+    )
+    fleet.add_argument("--home", help="state directory (default: $FLEETFLOW_HOME, then ~/.fleetflow)")
     verbs = fleet.add_subparsers(dest="verb", required=True, metavar="COMMAND")
 
     boot = verbs.add_parser(
@@ -44,10 +58,36 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     down = verbs.add_parser("down", help="stop every process 'up' started; data is kept")
     down.set_defaults(func=_down)
+    return fleet
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.home:
+        os.environ["FLEETFLOW_HOME"] = args.home
+    try:
+        code: int = args.func(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except FleetflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+def _record(found: binaries.Binaries) -> None:
+    """Tell the product where helm is (unless it was told otherwise)."""
+    if "helm" in found.paths:
+        config.save_setting(config.HELM, str(found["helm"]))
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
     found = binaries.ensure(args.assets, progress)
+    _record(found)
     rows = [[name, found.sources[name], str(found[name])] for name in binaries.BINARIES]
     print(table(["BINARY", "SOURCE", "PATH"], rows))
     return 0
@@ -91,10 +131,14 @@ def _standin(args: argparse.Namespace) -> int:
     import threading
     from pathlib import Path
 
-    from fleetflow.fleet.cnpg import controller
+    from devfleet.cnpg import controller
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     controller.run(Path(args.kubeconfig), args.clusters.split(","), stop, Path(args.root))
     return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

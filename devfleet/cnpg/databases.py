@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from devfleet.cnpg.contract import ClusterSpec, sql_name
 from fleetflow.errors import FleetError
-from fleetflow.fleet.cnpg.contract import ClusterSpec, sql_name
-from fleetflow.fleet.postgres import LocalPostgres
+from supervisor.postgres import LocalPostgres
 
 log = logging.getLogger("fleetflow.cnpg")
 

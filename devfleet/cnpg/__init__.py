@@ -10,7 +10,7 @@ the only stand-in of the project, and it is never used against a real cluster.
   the operator; no Deployment. :func:`install_chart` runs that command with fleetflow's helm.
 - :class:`StandInController` honours CloudNativePG's contract for each ``postgresql.cnpg.io/v1``
   Cluster (``docs/facts.md`` section 2): a role and database of its own on one real PostgreSQL
-  server per service cluster on 127.0.0.1 (:class:`fleetflow.fleet.postgres.LocalPostgres`),
+  server per service cluster on 127.0.0.1 (:class:`supervisor.postgres.LocalPostgres`),
   the ``<cluster>-app`` Secret, the ``-rw``/``-ro``/``-r`` and additional Services (a
   LoadBalancer's ingress is 127.0.0.1, its port the server's), the Cluster's phase and Ready
   condition, and deletion through a finalizer. :func:`run` serves several service clusters
@@ -24,7 +24,7 @@ of the secret (``<cluster>-rw``) resolves only inside a real cluster; only
 ``bootstrap.initdb`` is supported; there is no superuser secret, backup or failover.
 """
 
-from fleetflow.fleet.cnpg.contract import (
+from devfleet.cnpg.contract import (
     API_VERSION,
     CRD_NAME,
     FINALIZER,
@@ -35,7 +35,7 @@ from fleetflow.fleet.cnpg.contract import (
     PHASE_UNABLE,
     is_ready,
 )
-from fleetflow.fleet.cnpg.controller import (
+from devfleet.cnpg.controller import (
     StandInController,
     default_root,
     destroy_servers,
@@ -43,7 +43,7 @@ from fleetflow.fleet.cnpg.controller import (
     servers,
     stop_servers,
 )
-from fleetflow.fleet.cnpg.install import CHART_DIR, RELEASE, RELEASE_NAMESPACE, install_chart
+from devfleet.cnpg.install import CHART_DIR, RELEASE, RELEASE_NAMESPACE, install_chart
 
 __all__ = [
     "API_VERSION",

@@ -1,8 +1,7 @@
 """The PostgreSQL server fleetflow runs for Prefect, on Debian's packages.
 
-The only module of the platform that uses :mod:`fleetflow.fleet.postgres` (the local fleet's
-tooling, which runs the server as the ``postgres`` system user when we are root and keeps
-passwords owner-only): when that tooling moves, only this file follows it.
+Built on :mod:`supervisor.postgres`, which runs the server as the ``postgres`` system user when
+we are root and keeps passwords owner-only (the local fleet's CloudNativePG stand-in uses it too).
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetflow.fleet.postgres import LocalPostgres
+from supervisor.postgres import LocalPostgres
 
 ROLE = DATABASE = "prefect"
 

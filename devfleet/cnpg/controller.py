@@ -55,16 +55,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devfleet.cnpg import contract
+from devfleet.cnpg.contract import API_VERSION, KIND
+from devfleet.cnpg.databases import Databases, legacy_servers
+from devfleet.cnpg.databases import servers as _servers
+from devfleet.cnpg.reconcile import Key, Reconciler
+from devfleet.cnpg.workqueue import WorkQueue
 from fleetflow import config
 from fleetflow.errors import APIGoneError, APINotFoundError, FleetflowError, TemporaryError, UsageError
-from fleetflow.fleet.cnpg import contract
-from fleetflow.fleet.cnpg.contract import API_VERSION, KIND
-from fleetflow.fleet.cnpg.databases import Databases, legacy_servers
-from fleetflow.fleet.cnpg.databases import servers as _servers
-from fleetflow.fleet.cnpg.reconcile import Key, Reconciler
-from fleetflow.fleet.cnpg.workqueue import WorkQueue
-from fleetflow.fleet.postgres import LocalPostgres
 from fleetflow.kube import KubeClient, WaitTimeoutError, client_for
+from supervisor.postgres import LocalPostgres
 
 log = logging.getLogger("fleetflow.cnpg")
 

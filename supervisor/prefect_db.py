@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from fleetflow.errors import UsageError
-from fleetflow.platform import pgserver, state
+from supervisor import pgserver, state
 
 SQLITE, POSTGRES, URL = "sqlite", "postgres", "url"
 SCHEME = "postgresql+asyncpg://"

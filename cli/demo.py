@@ -24,8 +24,8 @@ from fleetflow.dbaas.names import APP_NAMESPACE
 from fleetflow.errors import FleetflowError
 from fleetflow.kube import KubeClient
 from fleetflow.labels import LabelEdit
-from fleetflow.platform import PlatformState
 from fleetflow.registry import Registry
+from supervisor import PlatformState
 
 WORKLOAD = "workload-cluster"
 

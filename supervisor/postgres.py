@@ -45,7 +45,7 @@ from psycopg import sql
 
 from fleetflow import config
 from fleetflow.errors import BootstrapError, FleetError, UsageError
-from fleetflow.fleet import processes
+from supervisor import processes
 
 PG_BASE = Path("/usr/lib/postgresql")
 SUPERUSER = "postgres"

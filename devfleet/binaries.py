@@ -26,9 +26,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from devfleet import versions
 from fleetflow import config
 from fleetflow.errors import BootstrapError
-from fleetflow.fleet import versions
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "helm")
 

@@ -10,8 +10,9 @@ import argparse
 import os
 from typing import Any
 
-from fleetflow.cli.output import table
-from fleetflow.flowrunner import platform, run_flow
+from cli.output import table
+from fleetflow import config
+from fleetflow.errors import UsageError
 from fleetflow.labels import Selector, validate_dns_label
 from fleetflow.registry import connect
 
@@ -34,7 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     op.add_argument(
         "--local-chart",
         action="store_true",
-        help="use fleetflow's CloudNativePG stand-in chart (local fleet only)",
+        help="use the operator chart the local fleet recorded (its CloudNativePG stand-in)",
     )
     _mgmt(op)
     op.set_defaults(func=_install_operator)
@@ -122,11 +123,10 @@ def _install_operator(args: argparse.Namespace) -> int:
         "version": args.version,
         "mgmt_context": args.mgmt_context,
     }
-    if args.local_chart:
-        from fleetflow.dbaas.operator import LOCAL_CHART
+    from flows.install_operator import install_operator
 
-        params.update(chart=str(LOCAL_CHART), repository=None, version=None)
-    results = run_flow("install-operator", **params)
+    params.update(_chart(args.local_chart) or {})
+    results = install_operator(**params)
     for r in results:
         print(
             f"{r['cluster']}: helm release {r['namespace']}/{r['release']} {r['chart']} {r['version']} "
@@ -138,9 +138,10 @@ def _install_operator(args: argparse.Namespace) -> int:
 
 
 def _provision(args: argparse.Namespace) -> int:
+    from flows.provision_database import provision_database
+
     validate_dns_label(args.cluster, "cluster name")
-    r = run_flow(
-        "provision-database",
+    r = provision_database(
         cluster=args.cluster,
         instances=args.instances,
         timeout_seconds=args.timeout,
@@ -155,10 +156,10 @@ def _provision(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
+    from flows.fetch_credentials import fetch_credentials
+
     validate_dns_label(args.cluster, "cluster name")
-    r = run_flow(
-        "fetch-credentials", cluster=args.cluster, deliver_to=args.deliver_to, mgmt_context=args.mgmt_context
-    )
+    r = fetch_credentials(cluster=args.cluster, deliver_to=args.deliver_to, mgmt_context=args.mgmt_context)
     print(
         f"credentials for {r['cluster']} {'written to' if r['changed'] else 'already current in'} "
         f"{r['target']} (endpoint {r['endpoint']})"
@@ -167,11 +168,11 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _deploy(args: argparse.Namespace) -> int:
+    from flows.deploy_app import deploy_app
+
     if args.cluster:
         validate_dns_label(args.cluster, "cluster name")
-    results = run_flow(
-        "deploy-app", cluster=args.cluster, template_dir=args.templates, mgmt_context=args.mgmt_context
-    )
+    results = deploy_app(cluster=args.cluster, template_dir=args.templates, mgmt_context=args.mgmt_context)
     for r in results:
         print(f"{r['cluster']}: job {r['job']} {r['job_outcome']}")
     if not results:
@@ -210,35 +211,43 @@ def _show_databases(args: argparse.Namespace) -> int:
 
 
 def _chart(local: bool) -> dict[str, Any] | None:
-    if not local:
-        return None
-    from fleetflow.dbaas.operator import LOCAL_CHART
-
-    return {"chart": str(LOCAL_CHART), "repository": None, "version": None}
+    """The operator chart recorded in fleetflow's settings (the local fleet records its stand-in
+    there), else None: CloudNativePG's published chart. ``--local-chart`` insists on the former."""
+    chart = config.operator_chart()
+    if local and chart is None:
+        raise UsageError(
+            f"--local-chart: no operator chart is recorded in {config.settings_file()}; "
+            "start the local fleet first ('fleetflow fleet up')"
+        )
+    return {"chart": chart, "repository": None, "version": None} if chart else None
 
 
 def _deploy_platform(args: argparse.Namespace) -> int:
     from fleetflow.events import require_api
 
     api = require_api()
-    ids = platform("apply")(_chart(args.local_chart), args.deletion_policy)
+    from deployments.platform import apply_all
+
+    ids = apply_all(_chart(args.local_chart), args.deletion_policy)
     print(f"{len(ids)} deployments and their automations applied to {api}")
     return 0
 
 
 def _serve_platform(args: argparse.Namespace) -> int:
+    from deployments.platform import serve_all
     from fleetflow.events import require_api
 
     require_api()
-    platform("serve")(_chart(args.local_chart), args.poll, args.deletion_policy)
+    serve_all(_chart(args.local_chart), args.poll, args.deletion_policy)
     return 0
 
 
 def _executor(args: argparse.Namespace) -> int:
+    from executor.main import run
     from fleetflow.events import require_api
 
     require_api()
-    code: int = platform("executor")(
+    code: int = run(
         name=args.name,
         concurrency=args.concurrency,
         poll_seconds=args.poll,
@@ -251,9 +260,9 @@ def _executor(args: argparse.Namespace) -> int:
 
 
 def _serve_api(args: argparse.Namespace) -> int:
+    from cli.output import progress
     from fleetflow import config
-    from fleetflow.api import TOKEN_ENV, load_or_create_token, serve
-    from fleetflow.cli.output import progress
+    from webhook import TOKEN_ENV, load_or_create_token, serve
 
     token, path, created = load_or_create_token(config.home())
     mgmt = config.mgmt_context(args.mgmt_context)

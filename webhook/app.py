@@ -5,7 +5,7 @@ postgres=required`` and ``DELETE /v1/databases/NAME`` is ``... postgres-``: the 
 label and nothing else; the label watcher and the Prefect automations do the rest, as for a
 label set by hand. Reads are the rows of ``fleetflow show databases`` (never a password).
 
-Every ``/v1`` route needs ``Authorization: Bearer <token>`` (see :mod:`fleetflow.api.auth`).
+Every ``/v1`` route needs ``Authorization: Bearer <token>`` (see :mod:`webhook.auth`).
 Errors are JSON ``{"detail": "<one line>"}``: 404 for a cluster that is not registered, 422 for
 a bad body or name, 503 when the management cluster cannot be reached or configured, 502 when
 it answers with an error; never a traceback.
@@ -29,8 +29,6 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRouter
 from fastapi.security import HTTPBearer
 
-from fleetflow.api.auth import BearerAuth
-from fleetflow.api.models import ClusterName, DatabaseAccepted, DatabaseInfo, DatabaseRequest, Health, Problem
 from fleetflow.dbaas import inventory
 from fleetflow.errors import (
     APIConflictError,
@@ -42,6 +40,8 @@ from fleetflow.errors import (
 )
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import ClusterRecord, Registry
+from webhook.auth import BearerAuth
+from webhook.models import ClusterName, DatabaseAccepted, DatabaseInfo, DatabaseRequest, Health, Problem
 
 log = logging.getLogger(__name__)
 

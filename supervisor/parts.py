@@ -23,9 +23,8 @@ from pathlib import Path
 
 from fleetflow import config
 from fleetflow.errors import UsageError
-from fleetflow.fleet import processes, readiness
-from fleetflow.platform import prefect_db, server
-from fleetflow.platform.state import PlatformState, load, log, save
+from supervisor import prefect_db, processes, readiness, server
+from supervisor.state import PlatformState, load, log, save
 
 Progress = Callable[[str], None]
 PARTS = ("prefect-db", "prefect-server", "executor", "watch", "api")
@@ -35,7 +34,7 @@ EXECUTOR_READY = "executor ready"
 
 
 def _fleetflow(*args: str) -> list[str]:
-    return [sys.executable, "-m", "fleetflow.cli.main", "--home", str(config.home()), *args]
+    return [sys.executable, "-m", "cli.main", "--home", str(config.home()), *args]
 
 
 def _deployments_ready(api_url: str) -> bool:

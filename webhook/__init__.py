@@ -5,7 +5,7 @@ label`` makes; the label watcher and the Prefect automations take it from there.
 never imports prefect, flows or tasks.
 """
 
-from fleetflow.api.app import create_app, serve
-from fleetflow.api.auth import TOKEN_ENV, check_bearer, load_or_create_token
+from webhook.app import create_app, serve
+from webhook.auth import TOKEN_ENV, check_bearer, load_or_create_token
 
 __all__ = ["TOKEN_ENV", "check_bearer", "create_app", "load_or_create_token", "serve"]

@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from devfleet import kubeconfig, pki
+from devfleet.binaries import Binaries
+from devfleet.state import PROCESSES, ClusterRecord
 from fleetflow.errors import FleetError
-from fleetflow.fleet import kubeconfig, pki, processes, readiness
-from fleetflow.fleet.binaries import Binaries
-from fleetflow.fleet.state import PROCESSES, ClusterRecord
+from supervisor import processes, readiness
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from cli import cluster, platform, plugins, run
 from fleetflow import __version__
-from fleetflow.cli import cluster, fleet, platform, run
 from fleetflow.errors import FleetflowError, UsageError
 
 
@@ -29,7 +29,10 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--version", action="version", version=f"fleetflow {__version__}")
     root.add_argument("--home", help="state directory (default: $FLEETFLOW_HOME, then ~/.fleetflow)")
     sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    fleet.register(sub)
+    for name, description in plugins.KNOWN.items():
+        plugin = sub.add_parser(name, help=description, add_help=False, prefix_chars="\0")
+        plugin.add_argument("plugin_args", nargs=argparse.REMAINDER)
+        plugin.set_defaults(func=lambda args, name=name: plugins.run(name, args.plugin_args))
     platform.register(sub)
     cluster.register(sub)
     run.register(sub)

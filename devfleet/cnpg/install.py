@@ -38,7 +38,7 @@ def install_chart(kubeconfig: Path, context: str, helm: Path | None = None, time
     Idempotent: a second run upgrades the release to the same chart (a new revision).
     """
     if helm is None:
-        from fleetflow.fleet import binaries
+        from devfleet import binaries
 
         helm = binaries.ensure()["helm"]
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}

@@ -1,7 +1,7 @@
 """The platform's state file, ``$FLEETFLOW_HOME/platform/state.json``: what ``up`` started and where.
 
 It holds no secrets: a database URL the user gave is kept in an owner-only file of its own
-(:mod:`fleetflow.platform.prefect_db`).
+(:mod:`supervisor.prefect_db`).
 """
 
 from __future__ import annotations

@@ -14,12 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from devfleet import cluster, kubeconfig, pki
+from devfleet.binaries import Binaries
+from devfleet.state import ClusterRecord, FleetState
 from fleetflow import config
 from fleetflow.errors import FleetError, UsageError
-from fleetflow.fleet import cluster, kubeconfig, pki, processes, readiness
-from fleetflow.fleet.binaries import Binaries
-from fleetflow.fleet.state import ClusterRecord, FleetState
 from fleetflow.labels import validate_dns_label
+from supervisor import processes, readiness
 
 DEFAULT_CLUSTERS = ("mgmt", "service-cluster", "workload-cluster")
 
@@ -79,7 +80,21 @@ class Fleet:
             raise FleetError("; ".join(errors))
         if standin:
             self._ensure_standin(state, progress)
+        self._record(binaries)
         return state
+
+    def _record(self, binaries: Binaries | None) -> None:
+        """Tell the product, through fleetflow's settings in this home, where the helm we built
+        and the CloudNativePG stand-in chart are; ``None`` (on ``down``) forgets the chart."""
+        from devfleet.cnpg.install import CHART_DIR
+
+        home = self.root.parent
+        if binaries is None:
+            config.save_setting(config.OPERATOR_CHART, None, home=home)
+            return
+        config.save_setting(config.OPERATOR_CHART, str(CHART_DIR), home=home)
+        if "helm" in binaries.paths:
+            config.save_setting(config.HELM, str(binaries["helm"]), home=home)
 
     @property
     def standin_root(self) -> Path:
@@ -97,8 +112,7 @@ class Fleet:
         argv = [
             sys.executable,
             "-m",
-            "fleetflow.cli.main",
-            "fleet",
+            "devfleet.cli",
             "cnpg-standin",
             "--kubeconfig",
             marker,
@@ -168,7 +182,7 @@ class Fleet:
             processes.stop(state.standin_pid, str(self.kubeconfig_path))
             state.standin_pid = 0
             progress("CloudNativePG stand-in controller: stopped")
-        from fleetflow.fleet.cnpg import stop_servers
+        from devfleet.cnpg import stop_servers
 
         if stopped := stop_servers(self.standin_root):
             progress(f"stopped {stopped} stand-in PostgreSQL server(s); their data stays")
@@ -177,6 +191,7 @@ class Fleet:
                 cluster.stop(record, self.paths(name))
                 progress(f"{name}: stopped")
         state.save(self.state_path)
+        self._record(None)
 
     def _write_kubeconfig(self, state: FleetState, current: str) -> None:
         entries = []

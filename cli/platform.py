@@ -9,10 +9,11 @@ import signal
 import threading
 import time
 
+import supervisor as parts
+from cli import plugins
+from cli.output import progress, table
 from fleetflow import config
-from fleetflow import platform as parts
-from fleetflow.cli.output import progress, table
-from fleetflow.fleet.manager import DEFAULT_CLUSTERS
+from fleetflow.errors import FleetflowError
 
 SEED_LABELS = {"mgmt": {"type": "mgmt"}, "service-cluster": {"type": "services"}, "workload-cluster": {}}
 
@@ -22,7 +23,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.add_argument(
         "--local",
         action="store_true",
-        help="also bring the local fleet up and register its clusters (seed labels)",
+        help="also bring the local fleet up (the fleetflow-fleet plugin) and register its clusters "
+        "with the seed's labels",
     )
     up.add_argument("--webhook-port", type=int, default=0, help="webhook API port (default: a free one)")
     up.add_argument(
@@ -51,12 +53,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _up(args: argparse.Namespace) -> int:
     env: dict[str, str] = {}
     if args.local:
-        from fleetflow.fleet import binaries
-        from fleetflow.fleet.manager import Fleet
-
-        fleet = Fleet()
-        fleet.up(DEFAULT_CLUSTERS, binaries.ensure(None, progress), progress)
-        env = {"KUBECONFIG": str(fleet.kubeconfig_path), "FLEETFLOW_MGMT_CONTEXT": "mgmt"}
+        if plugins.run("fleet", ["up", "--clusters", ",".join(SEED_LABELS)]) != 0:
+            raise FleetflowError("the local fleet did not come up (see above)")
+        env = {"KUBECONFIG": str(config.fleet_kubeconfig()), "FLEETFLOW_MGMT_CONTEXT": "mgmt"}
         os.environ.update(env)
 
     def enrol_mgmt(api_url: str) -> None:
@@ -73,7 +72,7 @@ def _up(args: argparse.Namespace) -> int:
         before_workers=enrol_mgmt,
     )
     if args.local:
-        for name in DEFAULT_CLUSTERS[1:]:
+        for name in list(SEED_LABELS)[1:]:
             _register(name)
     _status(args)
     token = config.home() / "api-token"
@@ -91,24 +90,22 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _register(name: str) -> None:
-    from fleetflow.flowrunner import run_flow
     from fleetflow.registry import connect
+    from flows.register_cluster import register_cluster
 
     registry = connect("mgmt")
     if name == "mgmt":
         registry.install()
         config.save_setting("mgmtContext", "mgmt")
     if registry.get(name) is None:
-        run_flow("register-cluster", name=name, context=name, labels=SEED_LABELS[name], mgmt_context="mgmt")
+        register_cluster(name=name, context=name, labels=SEED_LABELS[name], mgmt_context="mgmt")
         progress(f"registered {name} {SEED_LABELS[name] or ''}")
 
 
 def _down(args: argparse.Namespace) -> int:
     parts.down(progress)
-    if args.local:
-        from fleetflow.fleet.manager import Fleet
-
-        Fleet().down(progress)
+    if args.local and plugins.run("fleet", ["down"]) != 0:
+        raise FleetflowError("the local fleet did not stop cleanly (see above)")
     return 0
 
 
@@ -135,7 +132,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from fleetflow import demo
+    from cli import demo
     from fleetflow.registry import connect
 
     started = time.monotonic()
