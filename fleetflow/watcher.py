@@ -11,6 +11,15 @@ each cluster (uid and labels) is persisted in the management cluster, in the Con
 - a crash between emitting and persisting re-emits the same event with the same id
   (uuid5 of uid and resourceVersion), which the Prefect server deduplicates.
 
+What to emit is decided by pure functions (:func:`changes` for one cluster, :func:`resync_changes`
+for a whole listing) from what was last emitted and what is there now; :class:`LabelWatcher`
+only feeds them, sends their events and persists the outcome.
+
+A corrupt entry in the ConfigMap (hand-edited, truncated) is logged as a warning and treated as
+never emitted: the cluster is announced again as registered (same event id, so Prefect drops a
+duplicate), and the entry is rewritten, or removed if the cluster is gone. One bad value must
+not stop every other cluster's events.
+
 Changes are handled in batches: a reader thread streams the watch into a queue, and whatever
 has arrived is diffed, emitted in one request and persisted in one patch. One change costs two
 round trips as before; a burst of a hundred costs a few, instead of two hundred in a row.
@@ -22,7 +31,7 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +59,99 @@ class Emitted:
 
 _NONE = Emitted("", {})
 
+
+@dataclass(frozen=True)
+class Observed:
+    """A cluster as it is now, from a list or a watch event."""
+
+    uid: str
+    labels: dict[str, str]
+    resource_version: str = ""
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any]) -> Observed:
+        meta = obj["metadata"]
+        return cls(meta["uid"], dict(meta.get("labels") or {}), meta.get("resourceVersion", ""))
+
+    @property
+    def emitted(self) -> Emitted:
+        return Emitted(self.uid, self.labels)
+
+
+def changes(name: str, before: Emitted | None, now: Observed | None) -> list[events.FleetEvent]:
+    """The events that take a consumer from ``before`` (what was last emitted for cluster
+    ``name``, None: nothing) to ``now`` (None: the cluster is gone). Pure: no I/O, no state."""
+    if before is not None and (now is None or before.uid != now.uid):
+        # Gone, or deleted and re-created while we were not looking.
+        gone = events.FleetEvent(
+            events.CLUSTER_DEREGISTERED,
+            events.cluster_resource(name, before.labels),
+            events.event_id(before.uid, "deregistered"),
+            {"cluster": name, "labels": before.labels},
+        )
+        return [gone, *changes(name, None, now)]
+    if now is None:
+        return []
+    if before is None:
+        return [
+            events.FleetEvent(
+                events.CLUSTER_REGISTERED,
+                events.cluster_resource(name, now.labels),
+                events.event_id(now.uid, "registered"),
+                {"cluster": name, "labels": now.labels},
+            )
+        ]
+    diff = LabelDiff.between(before.labels, now.labels)
+    if not diff:
+        return []
+    resource = events.cluster_resource(name, now.labels)
+    # Prefect cannot match an absent label, so removals are named in the resource too.
+    resource.update({f"fleetflow.label-removed.{k}": v for k, v in diff.removed.items()})
+    return [
+        events.FleetEvent(
+            events.CLUSTER_LABELED,
+            resource,
+            events.event_id(now.uid, "labeled", now.resource_version),
+            {
+                "cluster": name,
+                "added": diff.added,
+                "changed": diff.changed,
+                "removed": diff.removed,
+                "labels": now.labels,
+            },
+        )
+    ]
+
+
+def resync_changes(
+    before: Mapping[str, Emitted], now: Mapping[str, Observed]
+) -> list[tuple[str, list[events.FleetEvent]]]:
+    """Per cluster, the events that take a consumer from the snapshot ``before`` (what was last
+    emitted) to the listing ``now``: listed clusters in listing order, then vanished ones by
+    name. Clusters without events are left out."""
+    names = [*now, *sorted(set(before) - set(now))]
+    found = ((name, changes(name, before.get(name), now.get(name))) for name in names)
+    return [(name, sent) for name, sent in found if sent]
+
+
+def parse_entry(raw: object) -> Emitted:
+    """One persisted entry; ValueError says why it cannot be used."""
+    try:
+        entry = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        raise ValueError("not valid JSON") from None
+    if not isinstance(entry, dict):
+        raise ValueError("not a JSON object")
+    uid, labels = entry.get("uid"), entry.get("labels")
+    if not isinstance(uid, str) or not uid:
+        raise ValueError("no uid string")
+    if not isinstance(labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        raise ValueError("labels are not a mapping of strings")
+    return Emitted(uid, dict(labels))
+
+
 Emit = Callable[[list[events.FleetEvent]], None]
 
 
@@ -72,8 +174,18 @@ class LabelWatcher:
         data = (cm or {}).get("data") or {}
         self.emitted, self._outbox, self._unsaved = {}, [], {}
         for name, raw in data.items():
-            entry = json.loads(raw)
-            self.emitted[name] = Emitted(entry["uid"], dict(entry["labels"]))
+            try:
+                self.emitted[name] = parse_entry(raw)
+            except ValueError as exc:
+                log.warning(
+                    "ConfigMap %s/%s key %r is corrupt (%s); treating cluster %r as never emitted",
+                    STATE_NAMESPACE,
+                    STATE_NAME,
+                    name,
+                    exc,
+                    name,
+                )
+                self._unsaved[name] = None  # reset: rewritten by observe(), else removed
 
     def _save(self, name: str, entry: Emitted | None) -> None:
         self._unsaved[name] = entry
@@ -125,73 +237,26 @@ class LabelWatcher:
     # -- diffing -------------------------------------------------------------------------
     def observe(self, obj: dict[str, Any]) -> None:
         """A cluster as it is now (from a list or a watch event)."""
-        meta = obj["metadata"]
-        name, uid, rv = meta["name"], meta["uid"], meta.get("resourceVersion", "")
-        labels = dict(meta.get("labels") or {})
-        known = self.emitted.get(name)
-        if known is not None and known.uid != uid:
-            self.gone(name)  # deleted and re-created while we were not looking
-            known = None
-        if known is None:
-            self._send(
-                events.FleetEvent(
-                    events.CLUSTER_REGISTERED,
-                    events.cluster_resource(name, labels),
-                    events.event_id(uid, "registered"),
-                    {"cluster": name, "labels": labels},
-                )
-            )
-        else:
-            diff = LabelDiff.between(known.labels, labels)
-            if not diff:
-                return
-            resource = events.cluster_resource(name, labels)
-            # Prefect cannot match an absent label, so removals are named in the resource too.
-            resource.update({f"fleetflow.label-removed.{k}": v for k, v in diff.removed.items()})
-            self._send(
-                events.FleetEvent(
-                    events.CLUSTER_LABELED,
-                    resource,
-                    events.event_id(uid, "labeled", rv),
-                    {
-                        "cluster": name,
-                        "added": diff.added,
-                        "changed": diff.changed,
-                        "removed": diff.removed,
-                        "labels": labels,
-                    },
-                )
-            )
-        self._save(name, Emitted(uid, labels))
+        name, now = obj["metadata"]["name"], Observed.of(obj)
+        self._record(name, changes(name, self.emitted.get(name), now), now.emitted)
 
     def gone(self, name: str) -> None:
-        known = self.emitted.get(name)
-        if known is None:
-            return
-        self._send(
-            events.FleetEvent(
-                events.CLUSTER_DEREGISTERED,
-                events.cluster_resource(name, known.labels),
-                events.event_id(known.uid, "deregistered"),
-                {"cluster": name, "labels": known.labels},
-            )
-        )
-        self._save(name, None)
+        self._record(name, changes(name, self.emitted.get(name), None), None)
 
-    def _send(self, event: events.FleetEvent) -> None:
-        self._outbox.append(event)
+    def _record(self, name: str, sent: list[events.FleetEvent], entry: Emitted | None) -> None:
+        """Queue ``sent`` for the next flush and remember ``entry`` as emitted (if anything was)."""
+        if sent:
+            self._outbox.extend(sent)
+            self._save(name, entry)
 
     # -- the loop ------------------------------------------------------------------------
     def resync(self) -> None:
         """Relist and emit every difference from what was last emitted."""
         self.load_state()
         items, self.resource_version = self.mgmt.list(API_VERSION, KIND)
-        seen = set()
-        for obj in items:
-            seen.add(obj["metadata"]["name"])
-            self.observe(obj)
-        for name in sorted(set(self.emitted) - seen):
-            self.gone(name)
+        now = {obj["metadata"]["name"]: Observed.of(obj) for obj in items}
+        for name, sent in resync_changes(self.emitted, now):
+            self._record(name, sent, now[name].emitted if name in now else None)
         self.flush()
         log.info("synced %d clusters at resourceVersion %s", len(items), self.resource_version)
 
