@@ -58,3 +58,35 @@ def test_kube_public_names_are_pinned() -> None:
         "forget_clients",
         "probe",
     ]
+
+
+PRODUCT = ("fleetflow", "tasks", "flows", "deployments", "executor", "supervisor", "webhook", "cli")
+
+
+def test_every_contract_of_the_house_is_declared_and_kept() -> None:
+    """Deleting a contract must fail a test, not pass silently."""
+    lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    assert lint
+    out = subprocess.run([lint, "--no-cache"], cwd=ROOT, capture_output=True, text=True, check=False).stdout
+    out = " ".join(out.split())  # lint-imports wraps long names
+    for contract in (
+        "Imports point one way: cli -> executor | supervisor | webhook -> deployments -> flows -> tasks"
+        " -> fleetflow KEPT",
+        "The product never imports the development fleet (devfleet runs as a plugin process) KEPT",
+        "Only fleetflow.kube talks to the kubernetes client KEPT",
+        "Flows neither talk to Kubernetes nor render templates KEPT",
+    ):
+        assert contract in out, f"contract missing or broken: {contract}"
+
+
+def test_the_product_makes_no_import_the_contracts_cannot_see() -> None:
+    """No entry-point lookups, import_module or __import__: every dependency is a plain import."""
+    hidden = ("entry_points(", "import_module(", "__import__(")
+    found = [
+        f"{path.relative_to(ROOT)}: {needle}"
+        for package in PRODUCT
+        for path in (ROOT / package).rglob("*.py")
+        for needle in hidden
+        if needle in path.read_text()
+    ]
+    assert found == []
