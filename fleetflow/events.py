@@ -7,6 +7,13 @@ restart is recognised by the server as the same event and dropped.
 
 Resource ids are shaped ``fleetflow.<kind>.<name>``; every label of a cluster is also a
 resource label ``fleetflow.label.<key>`` so that automations can ``match`` on it.
+
+Failures are classified like the Kubernetes API's: a server that cannot be reached or answers
+5xx, 408 or 429 is a :class:`TemporaryError` (worth retrying with backoff); any other 4xx means
+the request itself was refused (an invalid event, missing authorisation) and is a
+:class:`PermanentError`, because sending it again gets the same answer. Messages carry the
+status, its reason phrase and the failing field's location, never the response body: Prefect
+echoes the request there, and an event's payload is not for logs.
 """
 
 from __future__ import annotations
@@ -17,11 +24,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.events import Event
 from prefect.settings import get_current_settings
 
-from fleetflow.errors import ConfigError, TemporaryError
+from fleetflow.errors import APIError, ConfigError, PermanentError, TemporaryError
 
 NAMESPACE = uuid.UUID("5d0f6d1e-9c57-4c35-9a53-6f1e5b0c7a10")
 
@@ -101,16 +109,47 @@ def emit_many(batch: list[FleetEvent]) -> None:
     if not batch:
         return
     require_api()
+    first = batch[0]
+    more = f" and {len(batch) - 1} more" if len(batch) > 1 else ""
+    what = f"emit {first.event} for {first.resource['prefect.resource.id']}{more}"
     try:
         with get_client(sync_client=True) as client:
             client.request("POST", "/events", json=[_body(e) for e in batch])
-    except Exception as exc:  # httpx and Prefect errors: the server is away or overloaded
-        first = batch[0]
-        more = f" and {len(batch) - 1} more" if len(batch) > 1 else ""
-        raise TemporaryError(
-            f"emit {first.event} for {first.resource['prefect.resource.id']}{more}: "
-            f"Prefect API refused or unreachable ({type(exc).__name__})"
-        ) from None
+    except Exception as exc:
+        raise failure(exc, what) from None
+
+
+def failure(exc: Exception, what: str) -> APIError:
+    """The fleetflow error for a failed Prefect API request doing ``what`` (see the module doc)."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        code, phrase = exc.response.status_code, exc.response.reason_phrase
+        text = f"{what}: Prefect API answered HTTP {code} {phrase}".rstrip() + _where(exc.response)
+        if code in (408, 429) or code >= 500:
+            return TemporaryError(text, status=code, reason=phrase)
+        return PermanentError(text, status=code, reason=phrase)
+    if isinstance(exc, httpx.TransportError | OSError):  # refused, reset, timed out, DNS
+        detail = " ".join(str(exc).split())[:200]
+        return TemporaryError(f"{what}: Prefect API unreachable ({type(exc).__name__}: {detail})")
+    # Anything else (the client's own failures): as before, assumed passing; named by type only.
+    return TemporaryError(f"{what}: Prefect API request failed ({type(exc).__name__})")
+
+
+def _where(response: httpx.Response) -> str:
+    """Where a 422 found the request invalid (``body.0.occurred``), or a short string detail:
+    never values, which may echo the request."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    detail = body.get("exception_detail", body.get("detail"))
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        loc = ".".join(str(part) for part in detail[0].get("loc") or [])
+        return f" (invalid: {loc})" if loc else ""
+    if isinstance(detail, str) and detail:
+        return f" ({' '.join(detail.split())[:120]})"
+    return ""
 
 
 AUTOMATION_ACTION_FAILED = "prefect.automation.action.failed"
@@ -127,6 +166,6 @@ def recent_failed_actions(hours: float = 24.0, limit: int = 20) -> list[dict[str
     try:
         with get_client(sync_client=True) as client:
             found = client.request("POST", "/events/filter", json=body).json().get("events", [])
-    except Exception as exc:  # the server is away: say so instead of hiding failures
-        raise TemporaryError(f"cannot read automation failures from Prefect ({type(exc).__name__})") from None
+    except Exception as exc:  # say so instead of hiding failures
+        raise failure(exc, "read automation failures") from None
     return sorted(found, key=lambda e: e.get("occurred", ""), reverse=True)
