@@ -7,12 +7,13 @@ written owner-only and atomically (never a half-written kubeconfig on disk).
 from __future__ import annotations
 
 import base64
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from fleetflow.files import write_atomic
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,4 @@ def render(entries: Iterable[Entry], current: str | None = None) -> dict[str, ob
 
 def write(path: Path, entries: Iterable[Entry], current: str | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        yaml.safe_dump(render(entries, current), handle, sort_keys=False)
-    tmp.replace(path)
+    write_atomic(path, yaml.safe_dump(render(entries, current), sort_keys=False), 0o600)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fleetflow.files import write_atomic
+
 VALIDITY = dt.timedelta(days=365)
+PRIVATE, PUBLIC = 0o600, 0o644  # keys, certificates
 
 
 @dataclass(frozen=True)
@@ -140,14 +142,6 @@ def _leaf(
     return builder.sign(ca[1], hashes.SHA256()), key
 
 
-def _write(path: Path, data: bytes, private: bool = False) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    tmp.replace(path)
-
-
 def _pem_cert(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
@@ -175,18 +169,14 @@ def ensure(directory: Path, cluster: str) -> ClusterPKI:
     serving = _leaf(_name("kube-apiserver"), serving_ca, ExtendedKeyUsageOID.SERVER_AUTH, sans)
     admin = _leaf(_name("admin", "system:masters"), client_ca, ExtendedKeyUsageOID.CLIENT_AUTH)
     sa_key = _key()
-    _write(pki.serving_ca, _pem_cert(serving_ca[0]))
-    _write(pki.serving_cert, _pem_cert(serving[0]))
-    _write(pki.serving_key, _pem_key(serving[1]), private=True)
-    _write(pki.client_ca, _pem_cert(client_ca[0]))
-    _write(pki.client_ca_key, _pem_key(client_ca[1]), private=True)
-    _write(pki.admin_cert, _pem_cert(admin[0]))
-    _write(pki.admin_key, _pem_key(admin[1]), private=True)
-    _write(pki.sa_key, _pem_key(sa_key), private=True)
-    _write(
-        pki.sa_pub,
-        sa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ),
-    )
+    write_atomic(pki.serving_ca, _pem_cert(serving_ca[0]), PUBLIC)
+    write_atomic(pki.serving_cert, _pem_cert(serving[0]), PUBLIC)
+    write_atomic(pki.serving_key, _pem_key(serving[1]), PRIVATE)
+    write_atomic(pki.client_ca, _pem_cert(client_ca[0]), PUBLIC)
+    write_atomic(pki.client_ca_key, _pem_key(client_ca[1]), PRIVATE)
+    write_atomic(pki.admin_cert, _pem_cert(admin[0]), PUBLIC)
+    write_atomic(pki.admin_key, _pem_key(admin[1]), PRIVATE)
+    write_atomic(pki.sa_key, _pem_key(sa_key), PRIVATE)
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    write_atomic(pki.sa_pub, sa_key.public_key().public_bytes(serialization.Encoding.PEM, public), PUBLIC)
     return pki

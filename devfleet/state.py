@@ -7,11 +7,11 @@ leaves the previous state, never a torn one.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fleetflow.errors import FleetError
+from fleetflow.files import write_atomic
 
 PROCESSES = ("etcd", "kube-apiserver", "kube-controller-manager")
 
@@ -51,10 +51,8 @@ class FleetState:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
         body = {
             "clusters": {name: asdict(rec) for name, rec in sorted(self.clusters.items())},
             "standin_pid": self.standin_pid,
         }
-        tmp.write_text(json.dumps(body, indent=2) + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(body, indent=2) + "\n")

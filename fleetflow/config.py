@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleetflow.errors import ConfigError
+from fleetflow.files import write_atomic
 
 
 def home() -> Path:
@@ -113,9 +114,7 @@ def save_setting(key: str, value: str | None, home: Path | None = None) -> Path:
         data[key] = value
     path = settings_file(home)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=True))
-    tmp.replace(path)
+    write_atomic(path, yaml.safe_dump(data, sort_keys=True))
     return path
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from fleetflow.errors import UsageError
+from fleetflow.files import write_atomic
 from supervisor import pgserver, state
 
 SQLITE, POSTGRES, URL = "sqlite", "postgres", "url"
@@ -53,12 +54,7 @@ def _secrets() -> Path:
 
 def _write_secret(name: str, text: str) -> Path:
     path = _secrets() / name
-    tmp = path.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    tmp.replace(path)
+    write_atomic(path, text, 0o600)
     return path
 
 

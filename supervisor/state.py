@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fleetflow import config
+from fleetflow.files import write_atomic
 
 
 @dataclass
@@ -42,9 +43,7 @@ def load() -> PlatformState:
 
 def save(state: PlatformState) -> None:
     root().mkdir(parents=True, exist_ok=True)
-    tmp = _state_path().with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(state), indent=2))
-    tmp.replace(_state_path())
+    write_atomic(_state_path(), json.dumps(asdict(state), indent=2))
 
 
 def log(part: str) -> Path:

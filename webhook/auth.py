@@ -2,14 +2,14 @@
 
 ``FLEETFLOW_API_TOKEN`` wins; otherwise the token lives in ``$FLEETFLOW_HOME/api-token``,
 generated on first use and written owner-only (mode 0600) from the first byte: it is created
-under a temporary name with ``os.open(..., 0o600)`` and linked into place, so no other user can
-ever read it and a concurrent starter never sees a half-written file. The token itself is never
+under a temporary name, owner-only, and linked into place (:func:`fleetflow.files.write_atomic`
+with ``exclusive``), so no other user can ever read it, a concurrent starter never sees a
+half-written file, and of two starters the first one's token wins. The token itself is never
 logged, printed or put in a response; only the file's path is.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import logging
 import os
@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fleetflow.errors import ConfigError
+from fleetflow.files import write_atomic
 
 TOKEN_ENV = "FLEETFLOW_API_TOKEN"  # noqa: S105 (a variable name, not a secret)
 TOKEN_FILE = "api-token"  # noqa: S105 (a file name, not a secret)
@@ -78,23 +79,7 @@ def _read(path: Path) -> str | None:
 def _create(path: Path, token: str) -> bool:
     """Store ``token`` at ``path`` unless a file is there already; False if one was."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        try:
-            os.fchmod(fd, 0o600)  # exactly 0600 whatever the umask
-            os.write(fd, f"{token}\n".encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)  # atomic, and never replaces a token somebody else wrote
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    return write_atomic(path, f"{token}\n", 0o600, exclusive=True)
 
 
 def check_bearer(authorization: str | None, token: str) -> str | None:
