@@ -3,6 +3,11 @@
 ``client_for(context)`` builds the client once per (kubeconfig file, context) and hands out the
 same one afterwards; a rewritten kubeconfig (new port after a fleet restart) yields a new one.
 Every call translates the client library's failures into :mod:`fleetflow.errors`.
+
+Defaults chosen to be safe on a real cluster:
+
+- delete propagates in the background: without a policy a Job is deleted with its Pods left
+  orphaned (batch/v1's default), still running.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from fleetflow.errors import (
 )
 from fleetflow.kube.errors import api_errors
 from fleetflow.kube.kubeconfig import Kubeconfig, contexts
-from fleetflow.kube.types import FIELD_MANAGER, Body
+from fleetflow.kube.types import FIELD_MANAGER, Body, Propagation
 
 Predicate = Callable[[dict[str, Any] | None], bool]
 
@@ -184,12 +189,24 @@ class KubeClient:
             result = resource.get(namespace=namespace, label_selector=label_selector).to_dict()
         return list(result.get("items") or []), str(result["metadata"].get("resourceVersion", ""))
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
-        """Delete; False if it was already gone."""
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        *,
+        propagation: Propagation = "Background",
+    ) -> bool:
+        """Delete; False if it was already gone.
+
+        Dependents (a Job's Pods) are garbage-collected after the object is gone
+        (``Background``); ``Foreground`` keeps the object until they are, ``Orphan`` leaves them.
+        """
         resource = self.resource(api_version, kind)
         try:
             with api_errors(f"delete {_describe(kind, name, namespace)} in {self.context}"):
-                resource.delete(name=name, namespace=namespace)
+                resource.delete(name=name, namespace=namespace, propagation_policy=propagation)
         except APINotFoundError:
             return False
         return True

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, NewType, NotRequired, TypedDict
+from typing import Any, Literal, NewType, NotRequired, TypedDict
 
 ContextName = NewType("ContextName", str)
 FieldManager = NewType("FieldManager", str)
 
 FIELD_MANAGER = FieldManager("fleetflow")
+
+# What happens to an object's dependents (a Job's Pods) when it is deleted.
+Propagation = Literal["Background", "Foreground", "Orphan"]
 
 
 class ObjectMeta(TypedDict, total=False):
