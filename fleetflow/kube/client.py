@@ -8,6 +8,8 @@ Defaults chosen to be safe on a real cluster:
 
 - delete propagates in the background: without a policy a Job is deleted with its Pods left
   orphaned (batch/v1's default), still running.
+- ``wait`` backs off (0.5 s doubling to 5 s, never past its deadline) between relists while the
+  watch keeps failing, instead of relisting in a hot loop.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ from fleetflow.kube.kubeconfig import Kubeconfig, contexts
 from fleetflow.kube.types import FIELD_MANAGER, Body, Propagation
 
 Predicate = Callable[[dict[str, Any] | None], bool]
+
+WAIT_BACKOFF_FIRST = 0.5  # seconds before the first relist after a failed watch
+WAIT_BACKOFF_MAX = 5.0
 
 
 class WaitTimeoutError(FleetflowError):
@@ -225,13 +230,16 @@ class KubeClient:
         """Watch one object until ``predicate(obj)`` holds (``obj`` is None once it is gone).
 
         Lists first (the object may already be there), then watches from that resourceVersion,
-        relisting if the watch expires; raises WaitTimeoutError naming ``awaiting``.
+        relisting if the watch expires; raises WaitTimeoutError naming ``awaiting``. A watch
+        that fails (an ERROR event, such as 410 Gone) or ends without delivering anything is
+        followed by a pause before relisting: 0.5 s, doubling up to 5 s, never past the deadline.
         """
         resource = self.resource(api_version, kind)
         deadline = time.monotonic() + timeout
         what = _describe(kind, name, namespace)
         selector = f"metadata.name={name}"
         last: dict[str, Any] | None = None
+        backoff = 0.0
         while True:
             with api_errors(f"list {what} in {self.context}"):
                 listed = resource.get(namespace=namespace, field_selector=selector).to_dict()
@@ -243,6 +251,7 @@ class KubeClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
+            delivered = False
             with api_errors(f"watch {what} in {self.context}"):
                 for event in self.dynamic.watch(
                     resource,
@@ -252,10 +261,17 @@ class KubeClient:
                     timeout=max(1, int(remaining)),
                 ):
                     if event["type"] == "ERROR":
-                        break  # typically 410 Gone: relist and watch again
+                        delivered = False
+                        break  # typically 410 Gone: relist and watch again, after a pause
+                    delivered = True
                     last = None if event["type"] == "DELETED" else dict(event["raw_object"])
                     if predicate(last):
                         return last
+            if delivered:
+                backoff = 0.0
+            else:
+                backoff = min(backoff * 2 or WAIT_BACKOFF_FIRST, WAIT_BACKOFF_MAX)
+                time.sleep(max(0.0, min(backoff, deadline - time.monotonic())))
             if time.monotonic() >= deadline:
                 break
         state = (
