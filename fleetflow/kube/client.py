@@ -10,6 +10,8 @@ Defaults chosen to be safe on a real cluster:
   orphaned (batch/v1's default), still running.
 - ``wait`` backs off (0.5 s doubling to 5 s, never past its deadline) between relists while the
   watch keeps failing, instead of relisting in a hot loop.
+- urllib3 retries are fixed on the Configuration before the ApiClient builds its connection
+  pool; set afterwards they have no effect.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.config.config_exception import ConfigException
@@ -40,6 +43,7 @@ from fleetflow.kube.kubeconfig import Kubeconfig, contexts
 from fleetflow.kube.types import FIELD_MANAGER, Body, Propagation
 
 Predicate = Callable[[dict[str, Any] | None], bool]
+Retries = int | urllib3.Retry | None
 
 WAIT_BACKOFF_FIRST = 0.5  # seconds before the first relist after a failed watch
 WAIT_BACKOFF_MAX = 5.0
@@ -321,19 +325,32 @@ def client_for(context: str, kubeconfig: str | Path | None = None) -> KubeClient
         return client
 
 
-def client_from_config(config_dict: dict[str, Any], context: str, cache_key: str | None = None) -> KubeClient:
+def client_from_config(
+    config_dict: dict[str, Any],
+    context: str,
+    cache_key: str | None = None,
+    *,
+    retries: Retries = None,
+) -> KubeClient:
     """A client from an in-memory kubeconfig (a registered cluster's Secret).
 
     With ``cache_key`` (e.g. the Secret's uid and resourceVersion) the client is reused until
-    the credentials change.
+    the credentials change. ``retries`` is urllib3's (a count or a ``Retry``; None: urllib3's
+    default of 3 on connection and read errors); it is set before the connection pool is built,
+    the only time it takes effect.
     """
-    key = ("<memory>", f"{context}/{cache_key}", 0)
+    key = ("<memory>", f"{context}/{cache_key}/{retries!r}", 0)
     with _clients_lock:
         if cache_key and key in _clients:
             return _clients[key]
+        configuration = k8s.Configuration()
+        configuration.retries = retries
         try:
             api = k8s_config.new_client_from_config_dict(
-                config_dict=config_dict, context=context, persist_config=False
+                config_dict=config_dict,
+                context=context,
+                persist_config=False,
+                client_configuration=configuration,
             )
         except (ConfigException, ValueError, TypeError, KeyError) as exc:
             raise ConfigError(
@@ -346,9 +363,12 @@ def client_from_config(config_dict: dict[str, Any], context: str, cache_key: str
 
 
 def probe(kubeconfig: Kubeconfig, timeout: float = 10.0) -> str:
-    """The cluster's Kubernetes version (``/version``), through a client used only for this."""
-    api = client_from_config(kubeconfig.data, kubeconfig.context)
-    api.api.configuration.retries = 0  # the caller's task retries, with backoff
+    """The cluster's Kubernetes version (``/version``), through a client used only for this.
+
+    One attempt: the caller's task retries, with backoff, and a probe of an unreachable
+    cluster should say so at once rather than after the client's own retries.
+    """
+    api = client_from_config(kubeconfig.data, kubeconfig.context, retries=0)
     try:
         return str(api.version(timeout)["gitVersion"])
     finally:
