@@ -12,6 +12,8 @@ Defaults chosen to be safe on a real cluster:
   watch keeps failing, instead of relisting in a hot loop.
 - urllib3 retries are fixed on the Configuration before the ApiClient builds its connection
   pool; set afterwards they have no effect.
+- label selectors go to the API server (typed: :class:`fleetflow.labels.Selector`), so lists
+  return only what matches instead of everything for the caller to filter.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from fleetflow.errors import (
 from fleetflow.kube.errors import api_errors
 from fleetflow.kube.kubeconfig import Kubeconfig, contexts
 from fleetflow.kube.types import FIELD_MANAGER, Body, Propagation
+from fleetflow.labels import Selector
 
 Predicate = Callable[[dict[str, Any] | None], bool]
 Retries = int | urllib3.Retry | None
@@ -190,12 +193,21 @@ class KubeClient:
             return None
 
     def list(
-        self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: Selector | str | None = None,
     ) -> tuple[list[dict[str, Any]], str]:
-        """(items, resourceVersion) so that a watch can resume exactly after the list."""
+        """(items, resourceVersion) so that a watch can resume exactly after the list.
+
+        ``label_selector`` (a :class:`~fleetflow.labels.Selector`, or its ``k=v,...`` text) is
+        applied by the API server: only matching objects are sent.
+        """
         resource = self.resource(api_version, kind)
+        selector = str(label_selector) if label_selector is not None else None
         with api_errors(f"list {kind} in {self.context}"):
-            result = resource.get(namespace=namespace, label_selector=label_selector).to_dict()
+            result = resource.get(namespace=namespace, label_selector=selector or None).to_dict()
         return list(result.get("items") or []), str(result["metadata"].get("resourceVersion", ""))
 
     def delete(

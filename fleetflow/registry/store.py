@@ -14,7 +14,7 @@ from typing import Any
 
 from fleetflow.errors import APINotFoundError
 from fleetflow.kube import KubeClient, Kubeconfig, client_from_config
-from fleetflow.labels import LabelEdit, validate, validate_dns_label
+from fleetflow.labels import LabelEdit, Selector, validate, validate_dns_label
 from fleetflow.registry import crd
 
 MANAGED = {"app.kubernetes.io/managed-by": "fleetflow"}
@@ -107,8 +107,10 @@ class Registry:
             raise APINotFoundError(f"cluster {name!r} is not registered", status=404)
         return record
 
-    def list(self) -> list[ClusterRecord]:
-        items, _ = self.mgmt.list(crd.API_VERSION, crd.KIND)
+    def list(self, selector: Selector | None = None) -> list[ClusterRecord]:
+        """Registered clusters by name; with ``selector``, only those whose labels match it,
+        filtered by the API server (a fleet of thousands is not sent whole to be filtered here)."""
+        items, _ = self.mgmt.list(crd.API_VERSION, crd.KIND, label_selector=selector)
         return sorted((ClusterRecord.from_object(o) for o in items), key=lambda r: r.name)
 
     def kubeconfig(self, name: str) -> Kubeconfig:
