@@ -1,9 +1,9 @@
 """Start, recognise and stop the fleet's long-running processes.
 
 Processes are started in their own session so they outlive the CLI that started them. A pid
-from the state file is trusted only if ``/proc/<pid>/cmdline`` still names the cluster's own
-directory: after a reboot or a crash the pid may belong to somebody else, and we never signal
-a process we did not start.
+from the state file is trusted only if the process's command line (read with psutil) still
+names the cluster's own directory: after a reboot or a crash the pid may belong to somebody
+else, and we never signal a process we did not start. A zombie counts as exited.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import signal
 import socket
 import threading
 from pathlib import Path
+
+import psutil
 
 _allocated: set[int] = set()
 _allocated_lock = threading.Lock()
@@ -65,8 +67,8 @@ def start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> int:
 
 
 def child_running(pid: int) -> bool:
-    """For a child we just started: still running? (Until it has exec'd, its ``/proc``
-    command line is still ours, so :func:`is_ours` cannot tell yet.)"""
+    """For a child we just started: still running? (Until it has exec'd, its command line is
+    still ours, so :func:`is_ours` cannot tell yet.)"""
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
@@ -79,14 +81,16 @@ def is_ours(pid: int | None, marker: str) -> bool:
     if not pid:
         return False
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    if stat.rsplit(")", 1)[-1].split()[0] == "Z":  # a zombie is dead for our purposes
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            raise psutil.ZombieProcess(pid)
+        cmdline = process.cmdline()
+    except psutil.ZombieProcess:  # dead for our purposes; reaped if it is our child
         _reap(pid)
         return False
-    return marker.encode() in cmdline.replace(b"\0", b" ")
+    except psutil.Error:  # gone, or not ours to inspect
+        return False
+    return marker in " ".join(cmdline)
 
 
 def _reap(pid: int) -> None:
