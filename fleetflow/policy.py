@@ -139,11 +139,11 @@ def _alternatives(req: Requirement) -> list[tuple[str, dict[str, str], frozenset
     now, gone = LABEL + req.key, LABEL_REMOVED + req.key
     removed = (f"{req.key} removed", {gone: "*"}, frozenset({CLUSTER_LABELED}))
     if req.op == "=":
-        return [(f"{req.key}={req.value}", {now: "*"}, None)]
+        return [(f"{req.key}={req.value}", {now: req.value}, None)]
     if req.op == "exists":
         return [(f"{req.key} set", {now: "*"}, None)]
     if req.op == "!=":
-        return [removed]
+        return [(f"{req.key} set to other than {req.value}", {now: f"!{req.value}"}, None), removed]
     return [removed]
 
 
