@@ -1,0 +1,110 @@
+"""The status a Database shows: phase, the Ready condition with reason and message, the endpoint.
+
+Written with server-side apply on the status subresource at every step, so ``kubectl get
+databases`` follows the request as it goes (and says why it stopped).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from fleetflow.databases import crd
+from fleetflow.databases.spec import RequestRef
+from fleetflow.kube import KubeClient
+
+# Phases, and the Ready condition's reasons when it is False.
+PROVISIONING = "Provisioning"
+READY = "Ready"
+FAILED = "Failed"
+DELETING = "Deleting"
+REASONS = (
+    "InvalidSpec",
+    "NoServiceCluster",
+    "NoOperator",
+    "ImmutableField",
+    "Timeout",
+    "Unreachable",
+    "Provisioning",
+    "Deleting",
+)
+
+
+@dataclass(frozen=True)
+class Report:
+    phase: str
+    ready: bool
+    reason: str
+    message: str
+    service_cluster: str = ""
+    cnpg_cluster: str = ""
+    database: str = ""
+    secret_name: str = ""
+    host: str = ""
+    port: int = 0
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def body(ref: RequestRef, report: Report, generation: int, previous: dict[str, Any] | None) -> dict[str, Any]:
+    """The status apply body; the condition's lastTransitionTime moves only when its status does."""
+    wanted = "True" if report.ready else "False"
+    conditions: list[dict[str, Any]] = (previous or {}).get("conditions") or []
+    old: dict[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
+    since = old.get("lastTransitionTime") if old.get("status") == wanted else None
+    status: dict[str, Any] = {
+        "phase": report.phase,
+        "observedGeneration": generation,
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": wanted,
+                "reason": report.reason,
+                "message": report.message[:1024],
+                "lastTransitionTime": since or _now(),
+                "observedGeneration": generation,
+            }
+        ],
+    }
+    for key, value in (
+        ("serviceCluster", report.service_cluster),
+        ("cnpgCluster", report.cnpg_cluster),
+        ("database", report.database),
+        ("secretName", report.secret_name),
+    ):
+        if value:
+            status[key] = value
+    if report.host:
+        status["endpoint"] = {"host": report.host, "port": report.port}
+    return {
+        "apiVersion": crd.API_VERSION,
+        "kind": crd.KIND,
+        "metadata": {"name": ref.name, "namespace": ref.namespace},
+        "status": status,
+    }
+
+
+def write(client: KubeClient, ref: RequestRef, obj: dict[str, Any], report: Report) -> None:
+    """Apply ``report`` as the status of ``obj`` (the live Database)."""
+    generation = int(obj["metadata"].get("generation") or 0)
+    client.apply_status(body(ref, report, generation, obj.get("status")), force=True)
+
+
+def ready_of(obj: dict[str, Any]) -> tuple[str, str, str]:
+    """(status, reason, message) of the Ready condition, or ("Unknown", "", "")."""
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return str(c.get("status", "Unknown")), str(c.get("reason", "")), str(c.get("message", ""))
+    return "Unknown", "", ""
+
+
+def converged(obj: dict[str, Any]) -> bool:
+    """Whether fleetflow has seen this generation through (ready or failed for a stated reason)."""
+    meta, status = obj["metadata"], obj.get("status") or {}
+    if meta.get("deletionTimestamp"):
+        return False
+    seen = status.get("observedGeneration") == meta.get("generation")
+    return seen and status.get("phase") in (READY, FAILED)
