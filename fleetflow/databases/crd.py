@@ -10,7 +10,10 @@ database name, is not refused here but in status, so that GitOps sees why it did
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from fleetflow.kube import KubeClient
 
 GROUP: Final = "fleetflow.io"
 VERSION: Final = "v1alpha1"
@@ -163,3 +166,22 @@ def definition() -> dict[str, Any]:
             ],
         },
     }
+
+
+def install(client: KubeClient, timeout: float = 30.0) -> None:
+    """Server-side apply the CRD into one cluster and wait until it is Established (idempotent)."""
+
+    def established(obj: dict[str, Any] | None) -> bool:
+        conditions = ((obj or {}).get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+    client.apply(definition(), force=True)
+    client.wait(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        CRD_NAME,
+        None,
+        established,
+        timeout=timeout,
+        awaiting=f"CRD {CRD_NAME} to be Established in {client.context}",
+    )
