@@ -23,7 +23,8 @@ Every run ends with one log line per cluster and the table artifact ``reconcile-
 cluster, what its labels want, what was repaired, ``unchanged``/``repaired``/``failed``, how
 long it took and why it failed. If any cluster failed, the run ends Failed, after every other
 cluster was repaired, with a message naming the failed clusters: a Completed run means the
-whole fleet matches its labels, and alerting on failed flow runs sees the rest.
+whole fleet matches its labels, and alerting on failed flow runs sees the rest. (If the registry
+itself cannot be read, there are no clusters to isolate: the run fails at once.)
 """
 
 from __future__ import annotations
