@@ -1,7 +1,8 @@
 """The PostgreSQL server fleetflow runs for Prefect, on Debian's packages.
 
-Built on :mod:`supervisor.postgres`, which runs the server as the ``postgres`` system user when
-we are root and keeps passwords owner-only (the local fleet's CloudNativePG stand-in uses it too).
+Built on :mod:`supervisor.postgres` (the server, run as the ``postgres`` system user when we are
+root) and :mod:`supervisor.pgroles` (the role and database, passwords kept owner-only); the local
+fleet's CloudNativePG stand-in uses them too.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from supervisor import pgroles
 from supervisor.postgres import LocalPostgres
 
 ROLE = DATABASE = "prefect"
@@ -26,7 +28,7 @@ def start(root: Path, progress: Callable[[str], None]) -> Running:
     """Start the server (initialising it on first use) and make role and database ``prefect`` exist."""
     server = LocalPostgres(root, progress=progress)
     endpoint = server.start()
-    password = server.ensure_database(ROLE, DATABASE)
+    password = pgroles.ensure_database(server, ROLE, DATABASE)
     host = str(endpoint.socket_dir) if endpoint.socket_dir else endpoint.host
     return Running(host, endpoint.port, password)
 

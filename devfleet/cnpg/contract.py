@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from fleetflow.errors import UsageError
-from supervisor.postgres import validate_name
+from supervisor.pgroles import validate_name
 
 GROUP = "postgresql.cnpg.io"
 API_VERSION = f"{GROUP}/v1"

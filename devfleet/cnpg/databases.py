@@ -18,6 +18,7 @@ from pathlib import Path
 
 from devfleet.cnpg.contract import ClusterSpec, sql_name
 from fleetflow.errors import FleetError
+from supervisor import pgroles
 from supervisor.postgres import LocalPostgres
 
 log = logging.getLogger("fleetflow.cnpg")
@@ -61,7 +62,7 @@ class Databases:
         if self.server.status().state == "Absent":
             return {}
         self.server.start()
-        found = {name: parse_comment(text) for name, text in self.server.database_comments().items()}
+        found = {name: parse_comment(text) for name, text in pgroles.database_comments(self.server).items()}
         return {name: owner for name, owner in found.items() if owner is not None}
 
     def ensure(self, spec: ClusterSpec, password: str | None) -> tuple[str, int]:
@@ -82,12 +83,13 @@ class Databases:
                 spec.namespace,
                 spec.name,
             )
-            self.server.drop_database(name, name)
+            pgroles.drop_database(self.server, name, name)
         if password:
-            self.server.pin_password(name, password)  # CloudNativePG keeps the role in line with its secret
-        known = password is not None or self.server.has_password(name)
-        password = self.server.ensure_database(
-            name, name, rotate=not known, comment=comment(spec.namespace, spec.name, spec.uid)
+            # CloudNativePG keeps the role in line with its secret.
+            pgroles.pin_password(self.server, name, password)
+        known = password is not None or pgroles.has_password(self.server, name)
+        password = pgroles.ensure_database(
+            self.server, name, name, rotate=not known, comment=comment(spec.namespace, spec.name, spec.uid)
         )
         return password, port
 
@@ -97,7 +99,7 @@ class Databases:
         owner = self.owners().get(dbname)
         if owner is None or (uid is not None and owner.uid != uid):
             return False
-        self.server.drop_database(dbname, dbname)
+        pgroles.drop_database(self.server, dbname, dbname)
         return True
 
     def orphans(self, live: set[tuple[str, str]]) -> list[tuple[str, str]]:

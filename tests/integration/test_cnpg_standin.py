@@ -1,27 +1,17 @@
-"""The local CloudNativePG stand-in honours CNPG's contract on the local fleet.
+"""The local CloudNativePG stand-in's databases, as a consumer of CNPG's contract sees them.
 
-The chart is installed with the real helm binary, the controller runs in a thread against
-"service-cluster", and every database is reached the way a consumer would reach it: with the
-``<cluster>-app`` Secret's user and password and the LoadBalancer Service's ingress IP and port.
-
-These tests run on a local fleet of their own (one cluster, "service-cluster", started like the
-session's but without the background stand-in that ``fleet up`` starts): the controller under
-test must be the only one serving that cluster, or two controllers would both act on every
-Cluster. It also lets the first test watch the controller wait for a chart not installed yet.
+A Cluster gets CNPG's Secret and Services and a real database reached with the ``<cluster>-app``
+Secret's user and password and the LoadBalancer's ingress IP and port; Clusters share their
+service cluster's server but neither credentials nor databases; deleting a Cluster drops its
+database; a Secret's password outlives a lost server. The fleet, chart and controller are set
+up as :mod:`tests.integration.cnpg_standin_support` describes; the chart and the controller's
+own behaviour are tested in ``test_cnpg_standin_controller.py``.
 """
 
 from __future__ import annotations
 
-import base64
-import inspect
-import logging
-import os
-import subprocess
-import threading
-import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,397 +20,56 @@ import pytest
 from devfleet import binaries, cnpg
 from devfleet.cnpg import contract
 from devfleet.cnpg.controller import StandInController
-from devfleet.manager import Fleet
 from fleetflow.errors import FleetError
-from fleetflow.kube import KubeClient
-from supervisor.postgres import Endpoint, find_bindir, run_psql
-from tests.integration.conftest import LocalFleet, ensure_namespace
+from supervisor import pgroles
+from tests.integration.cnpg_standin_support import (
+    SECRET_KEYS,
+    SEED_SQL,
+    SERVICE_CLUSTER,
+    WAIT,
+    StandIn,
+    fresh_namespace,
+    helm_environment,
+    install_chart,
+    no_password_logged,
+    plain_cluster,
+    private_fleet,
+    running_standin,
+    seed_cluster,
+)
+from tests.integration.conftest import LocalFleet
 
 pytestmark = pytest.mark.integration
-
-SERVICE_CLUSTER = "service-cluster"
-WAIT = 120.0  # seconds: a first initdb on a busy 2-core machine takes a few
-SECRET_KEYS = {
-    "username",
-    "user",
-    "password",
-    "dbname",
-    "host",
-    "port",
-    "pgpass",
-    "uri",
-    "jdbc-uri",
-    "fqdn-uri",
-    "fqdn-jdbc-uri",
-}
-# The seed's Job (job-to-create-table) runs exactly this against the todo database.
-SEED_SQL = (
-    "create table Todo (id bigint not null,completed boolean not null,ordering integer,"
-    "title varchar(255),url varchar(255),primary key (id));"
-    "create sequence hibernate_sequence start with 1 increment by 1;"
-)
-
-
-def seed_cluster(workload: str, namespace: str) -> dict[str, Any]:
-    """The seed's Cluster template, instantiated for workload cluster ``workload``.
-
-    In the seed the namespace is the workload cluster's own; here it is the test's, so the
-    ``cluster`` label (``<namespace>-<name>`` in the seed) repeats the workload's name instead.
-    """
-    return {
-        "apiVersion": "postgresql.cnpg.io/v1",
-        "kind": "Cluster",
-        "metadata": {
-            "name": f"cluster-{workload}",
-            "namespace": namespace,
-            "labels": {"cluster": f"{workload}-{workload}"},
-        },
-        "spec": {
-            "instances": 3,
-            "bootstrap": {"initdb": {"database": "todo"}},
-            "storage": {"size": "1Gi"},
-            "managed": {
-                "services": {
-                    "disabledDefaultServices": ["ro", "r"],
-                    "additional": [
-                        {
-                            "selectorType": "rw",
-                            "serviceTemplate": {
-                                "metadata": {"name": "cluster-rw-lb"},
-                                "spec": {"type": "LoadBalancer"},
-                            },
-                        }
-                    ],
-                }
-            },
-        },
-    }
-
-
-def plain_cluster(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "postgresql.cnpg.io/v1",
-        "kind": "Cluster",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"instances": 1, **spec},
-    }
-
-
-@dataclass
-class Credentials:
-    user: str
-    password: str
-    dbname: str
-    host: str
-    port: int
-
-    def sql(self, sql: str) -> str:
-        """Run ``sql`` with psql as the secret's user; the password travels only in PGPASSWORD."""
-        endpoint = Endpoint(self.host, self.port, None)
-        return run_psql(
-            find_bindir() / "psql", endpoint, sql, user=self.user, password=self.password, dbname=self.dbname
-        )
-
-
-@dataclass
-class StandIn:
-    client: KubeClient
-    namespace: str
-    root: Path
-    controller: StandInController
-    stop: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self.stop = threading.Event()
-        self.thread = threading.Thread(
-            target=self.controller.run, args=(self.stop,), name="cnpg-standin-test"
-        )
-        self.thread.start()
-
-    def halt(self) -> None:
-        self.stop.set()
-        if self.thread is not None:
-            self.thread.join(timeout=4 * self.controller.watch_timeout + 60)
-            assert not self.thread.is_alive(), "the stand-in controller did not stop within its watch timeout"
-            self.thread = None
-
-    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.client.apply(body)
-
-    def wait_ready(self, name: str) -> dict[str, Any]:
-        obj = self.client.wait(
-            contract.API_VERSION,
-            contract.KIND,
-            name,
-            self.namespace,
-            cnpg.is_ready,
-            timeout=WAIT,
-            awaiting=f"Cluster {name} in phase {cnpg.PHASE_HEALTHY!r} with condition Ready=True",
-        )
-        assert obj is not None
-        return obj
-
-    def wait_phase(self, name: str, phase: str) -> dict[str, Any]:
-        obj = self.client.wait(
-            contract.API_VERSION,
-            contract.KIND,
-            name,
-            self.namespace,
-            lambda o: ((o or {}).get("status") or {}).get("phase") == phase,
-            timeout=WAIT,
-            awaiting=f"Cluster {name} in phase {phase!r}",
-        )
-        assert obj is not None
-        return obj
-
-    def wait_gone(self, kind: str, name: str, api_version: str = contract.API_VERSION) -> None:
-        self.client.wait(
-            api_version,
-            kind,
-            name,
-            self.namespace,
-            lambda o: o is None,
-            timeout=WAIT,
-            awaiting=f"{kind} {name} to be deleted",
-        )
-
-    def secret(self, name: str) -> dict[str, Any]:
-        return self.client.get("v1", "Secret", name, self.namespace)
-
-    def service(self, name: str) -> dict[str, Any] | None:
-        return self.client.get_or_none("v1", "Service", name, self.namespace)
-
-    def secret_credentials(self, cluster: str) -> Credentials:
-        """The -app secret's user, password, database and port, on 127.0.0.1 (where -rw would lead)."""
-        secret = self.secret(f"{cluster}-app")
-        user, password, dbname, port = (
-            contract.decode(secret, k) for k in ("username", "password", "dbname", "port")
-        )
-        assert user
-        assert password
-        assert dbname
-        assert port
-        return Credentials(user, password, dbname, "127.0.0.1", int(port))
-
-    def credentials(self, cluster: str, service: str) -> Credentials:
-        """What a consumer has: the -app secret's user and password, the LoadBalancer's IP and port."""
-        secret = self.secret(f"{cluster}-app")
-        lb = self.client.wait(
-            "v1",
-            "Service",
-            service,
-            self.namespace,
-            lambda o: bool(((o or {}).get("status") or {}).get("loadBalancer", {}).get("ingress")),
-            timeout=WAIT,
-            awaiting=f"Service {service} to have a load balancer ingress",
-        )
-        assert lb is not None
-        user, password, dbname = (contract.decode(secret, k) for k in ("username", "password", "dbname"))
-        assert user
-        assert password
-        assert dbname
-        ip = lb["status"]["loadBalancer"]["ingress"][0]["ip"]
-        return Credentials(user, password, dbname, ip, int(lb["spec"]["ports"][0]["port"]))
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory, assets: binaries.Binaries) -> Iterator[LocalFleet]:
-    """A fleet of one cluster, "service-cluster", for this module, with no other stand-in serving it."""
-    home = tmp_path_factory.mktemp("cnpg-fleet")
-    private = Fleet(home)
-    messages: list[str] = []
-    # `fleet up` may start the stand-in as a background process; here the test runs it instead.
-    options = {"standin": False} if "standin" in inspect.signature(Fleet.up).parameters else {}
-    try:
-        private.up([SERVICE_CLUSTER], assets, messages.append, **options)
-        yield LocalFleet(home, private, (SERVICE_CLUSTER,))
-    finally:
-        private.down(messages.append)
+    with private_fleet(tmp_path_factory.mktemp("cnpg-fleet"), assets) as private:
+        yield private
 
 
 @pytest.fixture
 def namespace(fleet: LocalFleet, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace in this module's fleet, as the session's ``namespace`` fixture makes them."""
-    name = f"t-{request.node.name[:40].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:6]}"
-    ensure_namespace(fleet.client(SERVICE_CLUSTER), name)
-    yield name
-    fleet.client(SERVICE_CLUSTER).delete("v1", "Namespace", name)
+    with fresh_namespace(fleet, request.node.name) as name:
+        yield name
 
 
 @pytest.fixture(scope="module")
 def helm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """helm with its own cache and config, not the developer's."""
-    home = tmp_path_factory.mktemp("helm")
-    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG" and not k.startswith("HELM_")}
-    env.update(
-        HELM_CACHE_HOME=str(home / "cache"),
-        HELM_CONFIG_HOME=str(home / "config"),
-        HELM_DATA_HOME=str(home / "data"),
-    )
-    return env
-
-
-def _helm_install(fleet: LocalFleet, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    helm = binaries.ensure()["helm"]
-    argv = [str(helm), "upgrade", "--install", "cnpg", str(cnpg.CHART_DIR), "--namespace", "cnpg-system"]
-    argv += ["--create-namespace", "--kubeconfig", str(fleet.kubeconfig), "--kube-context", SERVICE_CLUSTER]
-    argv += ["--wait=false"]
-    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=180, check=False)
+    return helm_environment(tmp_path_factory.mktemp("helm"))
 
 
 @pytest.fixture(scope="module")
 def chart(fleet: LocalFleet, helm_env: dict[str, str]) -> None:
-    """The stand-in chart, installed into service-cluster exactly as CloudNativePG's chart would be."""
-    proc = _helm_install(fleet, helm_env)
-    assert proc.returncode == 0, proc.stderr
-    _wait_established(fleet.client(SERVICE_CLUSTER))
-
-
-def _established(crd: dict[str, Any] | None) -> bool:
-    conditions = ((crd or {}).get("status") or {}).get("conditions") or []
-    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
-
-
-def _wait_established(client: KubeClient) -> None:
-    client.wait(
-        "apiextensions.k8s.io/v1",
-        "CustomResourceDefinition",
-        cnpg.CRD_NAME,
-        None,
-        _established,
-        timeout=60,
-        awaiting=f"CRD {cnpg.CRD_NAME} installed by helm to be established",
-    )
+    install_chart(fleet, helm_env)
 
 
 @pytest.fixture
 def standin(
     fleet: LocalFleet, chart: None, namespace: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> Iterator[StandIn]:
-    """A running controller for service-cluster with its own state root, and this test's namespace.
-
-    Afterwards every Cluster of the namespace is deleted through the controller (so its
-    finalizer is honoured and its server destroyed), then the controller is stopped.
-    """
-    caplog.set_level(logging.DEBUG, logger="fleetflow")
-    client = fleet.client(SERVICE_CLUSTER)
-    root = tmp_path / "cnpg"
-    controller = StandInController({SERVICE_CLUSTER: client}, root, watch_timeout=2)
-    standin = StandIn(client, namespace, root, controller)
-    standin.start()
-    try:
-        yield standin
-    finally:
-        try:
-            if standin.thread is None:
-                standin.start()
-            items, _ = client.list(contract.API_VERSION, contract.KIND, namespace)
-            for item in items:
-                client.delete(contract.API_VERSION, contract.KIND, item["metadata"]["name"], namespace)
-            for item in items:
-                standin.wait_gone(contract.KIND, item["metadata"]["name"])
-            standin.halt()
-        finally:
-            standin.stop.set()
-            cnpg.destroy_servers(root)  # a safety net: no server outlives its test
-
-
-def _no_password_logged(caplog: pytest.LogCaptureFixture, *passwords: str) -> None:
-    for record in caplog.records:
-        text = record.getMessage()
-        for password in passwords:
-            assert password not in text, f"a password appeared in the log line {record.name}: {text[:60]}..."
-
-
-def test_run_waits_for_the_chart_then_serves_until_stopped(
-    fleet: LocalFleet,
-    namespace: str,
-    helm_env: dict[str, str],
-    tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """`run` (what `fleet up` starts) watches for the CRD, then serves; a stop ends it promptly."""
-    caplog.set_level(logging.INFO, logger="fleetflow")
-    client = fleet.client(SERVICE_CLUSTER)
-    root = tmp_path / "cnpg"
-    crd_api = "apiextensions.k8s.io/v1"
-    chart_was_installed = client.get_or_none(crd_api, "CustomResourceDefinition", cnpg.CRD_NAME) is not None
-    stop = threading.Event()
-    thread = threading.Thread(target=cnpg.run, args=(fleet.kubeconfig, [SERVICE_CLUSTER], stop, root))
-    thread.start()
-    try:
-        if not chart_was_installed:  # the module's first test: the controller starts before the chart
-            deadline = time.monotonic() + WAIT
-            while not any("waiting for the chart" in r.getMessage() for r in caplog.records):
-                assert time.monotonic() < deadline, "timed out waiting for the controller to wait for the CRD"
-                time.sleep(0.05)
-        installed = _helm_install(fleet, helm_env)
-        assert installed.returncode == 0, installed.stderr
-        _wait_established(client)
-
-        client.apply(plain_cluster("late", namespace))
-        obj = client.wait(
-            contract.API_VERSION,
-            contract.KIND,
-            "late",
-            namespace,
-            cnpg.is_ready,
-            timeout=WAIT,
-            awaiting="Cluster late (made after the chart was installed) to be healthy and Ready",
-        )
-        assert obj is not None
-        (server,) = cnpg.servers(root)
-        assert server.root == root / SERVICE_CLUSTER  # one server per service cluster
-        late = contract.sql_name(namespace, "late")
-        assert late in server.database_comments()
-        client.delete(contract.API_VERSION, contract.KIND, "late", namespace)
-        client.wait(
-            contract.API_VERSION,
-            contract.KIND,
-            "late",
-            namespace,
-            lambda o: o is None,
-            timeout=WAIT,
-            awaiting="Cluster late to be deleted through the stand-in's finalizer",
-        )
-        assert late not in server.database_comments()
-        server.close()
-    finally:
-        stop.set()
-        thread.join(timeout=60)
-        cnpg.destroy_servers(root)
-    assert not thread.is_alive(), "run() did not return within a watch timeout of the stop"
-
-
-def test_chart_installs_like_cloudnative_pg_and_reinstalls(
-    fleet: LocalFleet, chart: None, helm_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    again = _helm_install(fleet, helm_env)
-    assert again.returncode == 0, again.stderr
-    assert "has been upgraded" in again.stdout
-
-    client = fleet.client(SERVICE_CLUSTER)
-    crd = client.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", cnpg.CRD_NAME)
-    assert crd["spec"]["scope"] == "Namespaced"
-    (version,) = crd["spec"]["versions"]
-    assert (version["name"], version["served"], version["storage"]) == ("v1", True, True)
-    assert "status" in version["subresources"]
-    schema = version["schema"]["openAPIV3Schema"]["properties"]
-    assert schema["spec"]["x-kubernetes-preserve-unknown-fields"] is True
-    assert schema["status"]["x-kubernetes-preserve-unknown-fields"] is True
-    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
-    assert columns["Instances"] == ".status.instances"
-    assert columns["Ready"] == ".status.readyInstances"
-    assert columns["Status"] == ".status.phase"
-    assert columns["Age"] == ".metadata.creationTimestamp"
-
-    described = client.get("v1", "ConfigMap", "cnpg-standin", "cnpg-system")
-    assert "NOT the CloudNativePG operator" in described["data"]["stand-in"]
-    # The helper that `fleet up` can use runs the same command.
-    for key in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
-        monkeypatch.setenv(key, helm_env[key])
-    assert "has been upgraded" in cnpg.install_chart(fleet.kubeconfig, SERVICE_CLUSTER)
+    with running_standin(fleet, namespace, tmp_path / "cnpg", caplog) as running:
+        yield running
 
 
 def test_seed_cluster_gets_cnpg_objects_and_a_real_database(
@@ -499,7 +148,7 @@ def test_seed_cluster_gets_cnpg_objects_and_a_real_database(
     standin.controller.reconcile(SERVICE_CLUSTER, standin.namespace, name)
     assert versions() == before
 
-    _no_password_logged(caplog, creds.password)
+    no_password_logged(caplog, creds.password)
 
 
 def test_two_clusters_share_a_server_but_not_credentials_nor_databases(standin: StandIn) -> None:
@@ -531,35 +180,6 @@ def test_two_clusters_share_a_server_but_not_credentials_nor_databases(standin: 
     assert [s.root for s in cnpg.servers(standin.root)] == [standin.root / SERVICE_CLUSTER]
 
 
-def test_a_slow_cluster_holds_up_neither_the_watch_nor_the_others(
-    standin: StandIn, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Reconciles run on a worker pool: a Cluster stuck in its reconcile leaves the others to run."""
-    databases = standin.controller.databases[SERVICE_CLUSTER]
-    ensure = databases.ensure
-    release, entered = threading.Event(), threading.Event()
-
-    def slow_ensure(spec: contract.ClusterSpec, password: str | None) -> tuple[str, int]:
-        if spec.name == "slow":
-            entered.set()
-            assert release.wait(WAIT), "the test never released the slow Cluster"
-        return ensure(spec, password)
-
-    monkeypatch.setattr(databases, "ensure", slow_ensure)
-    standin.apply(plain_cluster("slow", standin.namespace))
-    assert entered.wait(WAIT), "the controller did not start reconciling Cluster slow"
-    try:
-        for name in ("quick-1", "quick-2", "quick-3"):
-            standin.apply(plain_cluster(name, standin.namespace))
-        for name in ("quick-1", "quick-2", "quick-3"):
-            standin.wait_ready(name)
-        slow = standin.client.get(contract.API_VERSION, contract.KIND, "slow", standin.namespace)
-        assert not cnpg.is_ready(slow)
-    finally:
-        release.set()
-    standin.wait_ready("slow")
-
-
 def test_deleting_a_cluster_drops_its_database_and_objects_and_a_new_one_starts_empty(
     standin: StandIn,
 ) -> None:
@@ -571,7 +191,7 @@ def test_deleting_a_cluster_drops_its_database_and_objects_and_a_new_one_starts_
 
     standin.client.delete(contract.API_VERSION, contract.KIND, "doomed", standin.namespace)
     standin.wait_gone(contract.KIND, "doomed")
-    assert before.dbname not in server.database_comments()
+    assert before.dbname not in pgroles.database_comments(server)
     with pytest.raises(FleetError, match="password authentication failed"):
         before.sql("select 1")  # the role is gone with its database
     # kube-controller-manager's garbage collector removes what the Cluster owned.
@@ -603,38 +223,3 @@ def test_existing_secret_password_survives_a_lost_server(standin: StandIn) -> No
     after = standin.credentials("cluster-keep", "cluster-rw-lb")
     assert (after.user, after.password) == (before.user, before.password)
     assert after.sql("select current_user") == contract.sql_name(standin.namespace, "cluster-keep")
-
-
-def test_a_failing_cluster_is_reported_and_retried_without_stopping_the_controller(
-    standin: StandIn, caplog: pytest.LogCaptureFixture
-) -> None:
-    standin.apply(plain_cluster("bad", standin.namespace, bootstrap={"recovery": {"source": "elsewhere"}}))
-    invalid = standin.wait_phase("bad", cnpg.PHASE_INVALID)
-    assert "initdb only" in invalid["status"]["phaseReason"]
-
-    mine = {"initdb": {"database": "shop", "owner": "clerk", "secret": {"name": "clerk-credentials"}}}
-    standin.apply(plain_cluster("mine", standin.namespace, bootstrap=mine))
-    unable = standin.wait_phase("mine", cnpg.PHASE_UNABLE)
-    assert "clerk-credentials" in unable["status"]["phaseReason"]
-
-    password = "a-password-chosen-by-the-user"
-    user_secret = {"username": "clerk", "password": password}
-    standin.client.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "clerk-credentials", "namespace": standin.namespace},
-            "type": "kubernetes.io/basic-auth",
-            "data": {k: base64.b64encode(v.encode()).decode() for k, v in user_secret.items()},
-        }
-    )
-    standin.wait_ready("mine")  # retried with backoff, by the same controller
-    assert standin.client.get_or_none("v1", "Secret", "mine-app", standin.namespace) is None
-    port = int(standin.service("mine-rw")["spec"]["ports"][0]["port"])  # type: ignore[index]
-    # The user's secret gives the password; the role and database are still the Cluster's own.
-    role = contract.sql_name(standin.namespace, "mine")
-    creds = Credentials(role, password, role, "127.0.0.1", port)
-    assert creds.sql("select current_user, current_database()") == f"{role}|{role}"
-    assert standin.thread is not None
-    assert standin.thread.is_alive()
-    _no_password_logged(caplog, password)

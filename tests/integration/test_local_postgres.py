@@ -1,4 +1,5 @@
-"""A real PostgreSQL server from Debian's packages: lifecycle, idempotent databases, credentials.
+"""A real PostgreSQL server from Debian's packages: lifecycle (supervisor.postgres), idempotent
+databases and credentials (supervisor.pgroles).
 
 Tests that need the server are marked ``integration``; name validation and binary lookup are not.
 """
@@ -16,8 +17,10 @@ from pathlib import Path
 import pytest
 
 from fleetflow.errors import BootstrapError, FleetError, UsageError
-from supervisor import postgres
-from supervisor.postgres import Endpoint, LocalPostgres, find_bindir, run_psql
+from supervisor import pgroles, postgres
+from supervisor.pgroles import run_psql
+from supervisor.pgsystem import find_bindir
+from supervisor.postgres import Endpoint, LocalPostgres
 
 
 def _eventually(condition: Callable[[], bool], awaited: str, timeout: float = 15.0) -> None:
@@ -125,16 +128,11 @@ def test_a_taken_port_is_replaced_and_reported(server: LocalPostgres) -> None:
     assert (server.root / "port").read_text().strip() == str(second.port)
 
 
-def test_start_failure_names_the_server_log_problem() -> None:
-    log = "2026-01-01 LOG:  starting\n2026-01-01 UTC [1] FATAL:  could not open file x\nLOG: shut down\n"
-    assert postgres._problem(log) == "FATAL: could not open file x"
-
-
 @pytest.mark.integration
 def test_ensure_database_is_idempotent_and_usable(running: tuple[LocalPostgres, Endpoint]) -> None:
     pg, endpoint = running
-    password = pg.ensure_database("todo_app", "todo")
-    assert pg.ensure_database("todo_app", "todo") == password
+    password = pgroles.ensure_database(pg, "todo_app", "todo")
+    assert pgroles.ensure_database(pg, "todo_app", "todo") == password
 
     out = _sql(endpoint, "CREATE TABLE todo (id bigint primary key); SELECT 1;", "todo_app", password, "todo")
     assert out == "1"
@@ -148,7 +146,7 @@ def test_ensure_database_is_idempotent_and_usable(running: tuple[LocalPostgres, 
         _sql(endpoint, "SELECT 1", "todo_app", "not-the-password", "todo")
     assert "not-the-password" not in str(info.value)
 
-    pg.drop_database("todo_app", "todo")
+    pgroles.drop_database(pg, "todo_app", "todo")
     with pytest.raises(FleetError, match="password authentication failed"):
         _sql(endpoint, "SELECT 1", "todo_app", password, "todo")
     superuser = (pg.root / "superuser-password").read_text().strip()
@@ -163,39 +161,39 @@ def test_ensure_database_is_idempotent_and_usable(running: tuple[LocalPostgres, 
         == "0"
     )
     assert not stored.exists()
-    pg.drop_database("todo_app", "todo")  # idempotent
+    pgroles.drop_database(pg, "todo_app", "todo")  # idempotent
 
 
 @pytest.mark.integration
 def test_rotate_sets_a_new_password(running: tuple[LocalPostgres, Endpoint]) -> None:
     pg, endpoint = running
-    old = pg.ensure_database("rot", "rotdb")
-    new = pg.ensure_database("rot", "rotdb", rotate=True)
+    old = pgroles.ensure_database(pg, "rot", "rotdb")
+    new = pgroles.ensure_database(pg, "rot", "rotdb", rotate=True)
     assert new != old
     assert _sql(endpoint, "SELECT current_user", "rot", new, "rotdb") == "rot"
     with pytest.raises(FleetError, match="password authentication failed"):
         _sql(endpoint, "SELECT 1", "rot", old, "rotdb")
-    assert pg.ensure_database("rot", "rotdb") == new
-    pg.drop_database("rot", "rotdb")
+    assert pgroles.ensure_database(pg, "rot", "rotdb") == new
+    pgroles.drop_database(pg, "rot", "rotdb")
 
 
 @pytest.mark.integration
 def test_role_with_unknown_password_needs_rotate(running: tuple[LocalPostgres, Endpoint]) -> None:
     pg, endpoint = running
-    pg.ensure_database("lost", "lostdb")
+    pgroles.ensure_database(pg, "lost", "lostdb")
     (pg.root / "roles" / "lost.password").unlink()
     with pytest.raises(FleetError, match="rotate=True"):
-        pg.ensure_database("lost", "lostdb")
-    password = pg.ensure_database("lost", "lostdb", rotate=True)
+        pgroles.ensure_database(pg, "lost", "lostdb")
+    password = pgroles.ensure_database(pg, "lost", "lostdb", rotate=True)
     assert _sql(endpoint, "SELECT 1", "lost", password, "lostdb") == "1"
-    pg.drop_database("lost", "lostdb")
+    pgroles.drop_database(pg, "lost", "lostdb")
 
 
 @pytest.mark.integration
 def test_databases_are_private_to_their_owner(running: tuple[LocalPostgres, Endpoint]) -> None:
     pg, endpoint = running
-    a = pg.ensure_database("tenant_a", "db_a")
-    b = pg.ensure_database("tenant_b", "db_b")
+    a = pgroles.ensure_database(pg, "tenant_a", "db_a")
+    b = pgroles.ensure_database(pg, "tenant_b", "db_b")
     for dbname in ("db_b", "postgres", "template1"):
         with pytest.raises(FleetError, match="permission denied for database"):
             _sql(endpoint, "SELECT 1", "tenant_a", a, dbname)
@@ -215,8 +213,8 @@ def test_databases_are_private_to_their_owner(running: tuple[LocalPostgres, Endp
         "db_b",
     )
     assert privileges == "f|f|t"
-    pg.drop_database("tenant_a", "db_a")
-    pg.drop_database("tenant_b", "db_b")
+    pgroles.drop_database(pg, "tenant_a", "db_a")
+    pgroles.drop_database(pg, "tenant_b", "db_b")
 
 
 @pytest.mark.integration
@@ -225,33 +223,35 @@ def test_database_comments_and_parallel_databases(running: tuple[LocalPostgres, 
     pg, endpoint = running
     names = [f"par_{i}" for i in range(6)]
     with ThreadPoolExecutor(4) as pool:
-        passwords = list(pool.map(lambda n: pg.ensure_database(n, n, comment=f"made for {n}"), names))
+        passwords = list(
+            pool.map(lambda n: pgroles.ensure_database(pg, n, n, comment=f"made for {n}"), names)
+        )
     assert len(set(passwords)) == len(names)
-    comments = pg.database_comments()
+    comments = pgroles.database_comments(pg)
     for name, password in zip(names, passwords, strict=True):
         assert comments[name] == f"made for {name}"
         assert _sql(endpoint, "SELECT current_database()", name, password, name) == name
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda n: pg.drop_database(n, n), names))
-    assert not set(names) & set(pg.database_comments())
+        list(pool.map(lambda n: pgroles.drop_database(pg, n, n), names))
+    assert not set(names) & set(pgroles.database_comments(pg))
 
 
 @pytest.mark.integration
 def test_no_password_reaches_the_server_log(running: tuple[LocalPostgres, Endpoint]) -> None:
     """Roles get a verifier computed by libpq; a failing role statement does not echo it either."""
     pg, _ = running
-    password = pg.ensure_database("quiet", "quietdb")
-    pg.pin_password("quiet", "a-pinned-secret")
-    assert pg.ensure_database("quiet", "quietdb") == "a-pinned-secret"
+    password = pgroles.ensure_database(pg, "quiet", "quietdb")
+    pgroles.pin_password(pg, "quiet", "a-pinned-secret")
+    assert pgroles.ensure_database(pg, "quiet", "quietdb") == "a-pinned-secret"
     log = pg.log_file.read_text()
     assert password not in log
     assert "a-pinned-secret" not in log
-    pg.drop_database("quiet", "quietdb")
+    pgroles.drop_database(pg, "quiet", "quietdb")
 
 
 def test_database_calls_need_a_running_server(tmp_path: Path) -> None:
     with pytest.raises(FleetError, match="not running"):
-        LocalPostgres(tmp_path / "pg").ensure_database("app", "app")
+        pgroles.ensure_database(LocalPostgres(tmp_path / "pg"), "app", "app")
 
 
 @pytest.mark.parametrize(
@@ -272,9 +272,9 @@ def test_names_are_validated(tmp_path: Path, kind: str, name: str) -> None:
     pg = LocalPostgres(tmp_path / "pg")
     role, dbname = (name, "ok") if kind == "role" else ("ok", name)
     with pytest.raises(UsageError, match=f"invalid {kind} name"):
-        pg.ensure_database(role, dbname)
+        pgroles.ensure_database(pg, role, dbname)
     with pytest.raises(UsageError, match=f"invalid {kind} name"):
-        pg.drop_database(role, dbname)
+        pgroles.drop_database(pg, role, dbname)
 
 
 def test_missing_binaries_say_how_to_install(tmp_path: Path) -> None:

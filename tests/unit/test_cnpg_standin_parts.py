@@ -10,7 +10,7 @@ import pytest
 from devfleet.cnpg.contract import sql_name
 from devfleet.cnpg.databases import LEGACY_UID_FILE, comment, legacy_servers, parse_comment, servers
 from devfleet.cnpg.workqueue import WorkQueue
-from supervisor.postgres import validate_name
+from supervisor.pgroles import validate_name
 
 
 @pytest.mark.parametrize(

@@ -76,12 +76,13 @@ def test_the_server_environment_cannot_override_the_chosen_database() -> None:
 
 def test_only_pgserver_uses_the_local_postgres_tooling() -> None:
     package = Path(prefect_db.__file__).parent
+    tooling = ("supervisor.postgres", "supervisor.pgroles", "supervisor.pgsystem")
     users = set()
     for module in package.glob("*.py"):
         for node in ast.walk(ast.parse(module.read_text())):
             if not isinstance(node, ast.ImportFrom):
                 continue
             names = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module or ""]
-            if any(name.startswith("supervisor.postgres") for name in names):
+            if any(name.startswith(tooling) for name in names):
                 users.add(module.name)
-    assert users == {"pgserver.py"}
+    assert users - {"postgres.py", "pgroles.py", "pgsystem.py"} == {"pgserver.py"}
