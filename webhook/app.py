@@ -1,9 +1,13 @@
-"""The webhook receiver: a small HTTP API that turns requests into registry label changes.
+"""The webhook receiver: a small HTTP API that turns requests into registry label changes or
+Database objects.
 
 ``POST /v1/databases {"cluster": NAME}`` is exactly ``fleetflow cluster label NAME
 postgres=required`` and ``DELETE /v1/databases/NAME`` is ``... postgres-``: the API writes the
 label and nothing else; the label watcher and the Prefect automations do the rest, as for a
-label set by hand. Reads are the rows of ``fleetflow show databases`` (never a password).
+label set by hand. With ``namespace`` and ``name`` the body is a Database request: the API
+applies the Database object in that namespace of the cluster, exactly as ``kubectl apply``
+would, and ``GET``/``DELETE /v1/databases/CLUSTER/NAMESPACE/NAME`` read and delete it. Reads
+are the rows of ``fleetflow show databases`` (never a password).
 
 Every ``/v1`` route needs ``Authorization: Bearer <token>`` (see :mod:`webhook.auth`).
 Errors are JSON ``{"detail": "<one line>"}``: 404 for a cluster that is not registered, 422 for
@@ -29,6 +33,9 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRouter
 from fastapi.security import HTTPBearer
 
+from fleetflow.databases import crd
+from fleetflow.databases import inventory as requests
+from fleetflow.databases.spec import DatabaseSpec, RequestRef, manifest
 from fleetflow.dbaas import inventory
 from fleetflow.errors import (
     APIConflictError,
@@ -41,10 +48,20 @@ from fleetflow.errors import (
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import ClusterRecord, Registry
 from webhook.auth import BearerAuth
-from webhook.models import ClusterName, DatabaseAccepted, DatabaseInfo, DatabaseRequest, Health, Problem
+from webhook.models import (
+    ClusterName,
+    DatabaseAccepted,
+    DatabaseInfo,
+    DatabaseRequest,
+    Health,
+    Name,
+    Problem,
+    RequestInfo,
+)
 
 log = logging.getLogger(__name__)
 
+MANAGED = {"app.kubernetes.io/managed-by": "fleetflow"}
 POSTGRES_LABEL = "postgres"
 REQUIRED = "required"
 CONFLICT_ATTEMPTS = 4  # a 409 means another writer edited the labels meanwhile: re-read and retry
@@ -98,6 +115,27 @@ def _edit(registry: Registry, cluster: str, change: str) -> tuple[ClusterRecord,
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _apply_request(registry: Registry, body: DatabaseRequest) -> tuple[RequestRef, bool]:
+    """Apply the Database object ``body`` asks for: (reference, whether anything changed)."""
+    if body.namespace is None or body.name is None:
+        raise UsageError("a Database request needs both namespace and name (or neither, for the label path)")
+    ref = RequestRef(body.cluster, body.namespace, body.name)
+    spec = DatabaseSpec.from_spec(ref.name, body.spec())
+    if registry.get(ref.cluster) is None:
+        raise _not_registered(ref.cluster)
+    client = registry.client(ref.cluster)
+    if client.get_or_none("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd.CRD_NAME) is None:
+        crd.install(client)  # a cluster registered before Database requests existed
+    before = client.get_or_none(crd.API_VERSION, crd.KIND, ref.name, ref.namespace)
+    if client.get_or_none("v1", "Namespace", ref.namespace) is None:
+        client.apply(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ref.namespace, "labels": MANAGED}}
+        )
+    after = client.apply(manifest(ref, spec))
+    changed = before is None or before["metadata"].get("generation") != after["metadata"].get("generation")
+    return ref, changed
+
+
 def _connected(request: Request) -> Registry:
     factory: Callable[[], Registry] = request.app.state.registry_factory
     return factory()
@@ -130,7 +168,18 @@ def create_app(registry_factory: Callable[[], Registry], token: str) -> FastAPI:
         responses=not_found,
     )
     def request_database(body: DatabaseRequest, registry: Reg) -> DatabaseAccepted:
-        """Label the cluster ``postgres=required``; idempotent."""
+        """Label the cluster ``postgres=required``, or with namespace and name apply a Database
+        request; idempotent."""
+        if body.namespace is not None or body.name is not None:
+            ref, changed = _apply_request(registry, body)
+            log.info("database request %s applied (%s)", ref, "changed" if changed else "no change")
+            return DatabaseAccepted(
+                cluster=ref.cluster,
+                requested=True,
+                changed=changed,
+                status_url=f"/v1/databases/{ref}",
+                request=str(ref),
+            )
         before, after = _edit(registry, body.cluster, f"{POSTGRES_LABEL}={REQUIRED}")
         changed = after.labels != before.labels
         log.info(
@@ -154,6 +203,49 @@ def create_app(registry_factory: Callable[[], Registry], token: str) -> FastAPI:
         return DatabaseAccepted(
             cluster=cluster, requested=False, changed=changed, status_url=status_url(cluster)
         )
+
+    @v1.get("/databases/{cluster}/{namespace}/{name}", response_model=RequestInfo, responses=not_found)
+    def get_request(cluster: ClusterName, namespace: Name, name: Name, registry: Reg) -> RequestInfo:
+        """A Database request and its status."""
+        ref = RequestRef(cluster, namespace, name)
+        if registry.get(cluster) is None:
+            raise _not_registered(cluster)
+        try:
+            obj = requests.get(registry, ref)
+        except APINotFoundError:
+            obj = None
+        if obj is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no Database request {ref}")
+        return RequestInfo(**asdict(requests.RequestRow.of(cluster, obj)))
+
+    @v1.delete(
+        "/databases/{cluster}/{namespace}/{name}",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=DatabaseAccepted,
+        responses=not_found,
+    )
+    def delete_request(cluster: ClusterName, namespace: Name, name: Name, registry: Reg) -> DatabaseAccepted:
+        """Delete a Database request; its deletionPolicy decides what happens to the data."""
+        ref = RequestRef(cluster, namespace, name)
+        if registry.get(cluster) is None:
+            raise _not_registered(cluster)
+        try:
+            deleted = registry.client(cluster).delete(crd.API_VERSION, crd.KIND, name, namespace)
+        except APINotFoundError:
+            deleted = False
+        log.info("database request %s %s", ref, "deleted" if deleted else "was already gone")
+        return DatabaseAccepted(
+            cluster=cluster,
+            requested=False,
+            changed=bool(deleted),
+            status_url=f"/v1/databases/{ref}",
+            request=str(ref),
+        )
+
+    @v1.get("/requests", response_model=list[RequestInfo])
+    def list_requests(registry: Reg) -> list[RequestInfo]:
+        """Every Database request in every registered cluster, with its readiness."""
+        return [RequestInfo(**asdict(row)) for row in requests.rows(registry)]
 
     @v1.get("/databases", response_model=list[DatabaseInfo])
     def list_databases(registry: Reg) -> list[DatabaseInfo]:

@@ -1,0 +1,68 @@
+"""Every Database request of the fleet as rows: where it is, whether it is ready and why not.
+
+One list call per registered cluster (the Database CRD's objects in all namespaces). A cluster
+without the CRD has no requests; a cluster that cannot be read is one row saying why, never
+dropped. No row carries a secret: only the Secret's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fleetflow.databases import crd, status
+from fleetflow.databases.spec import RequestRef
+from fleetflow.errors import APINotFoundError, FleetflowError
+from fleetflow.registry import Registry
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    request: str  # CLUSTER/NAMESPACE/NAME, or CLUSTER/*/* for a cluster that could not be read
+    ready: str  # True, False or Unknown
+    phase: str
+    reason: str
+    message: str
+    service_cluster: str
+    endpoint: str
+    secret: str  # NAMESPACE/NAME of the credentials Secret
+    database: str
+
+    @classmethod
+    def of(cls, cluster: str, obj: dict[str, Any]) -> RequestRow:
+        ref = RequestRef.of(cluster, obj)
+        ready, reason, message = status.ready_of(obj)
+        st, spec = obj.get("status") or {}, obj.get("spec") or {}
+        endpoint = st.get("endpoint") or {}
+        deleting = obj["metadata"].get("deletionTimestamp")
+        secret = st.get("secretName") or spec.get("secretName") or f"{ref.name}-credentials"
+        return cls(
+            request=str(ref),
+            ready=ready,
+            phase=status.DELETING if deleting else st.get("phase") or "Pending",
+            reason=reason,
+            message=message,
+            service_cluster=st.get("serviceCluster", ""),
+            endpoint=f"{endpoint['host']}:{endpoint['port']}" if endpoint.get("host") else "",
+            secret=f"{ref.namespace}/{secret}",
+            database=st.get("database") or spec.get("database", "app"),
+        )
+
+
+def rows(registry: Registry, clusters: list[str] | None = None) -> list[RequestRow]:
+    found: list[RequestRow] = []
+    for name in clusters if clusters is not None else [r.name for r in registry.list()]:
+        try:
+            items, _ = registry.client(name).list(crd.API_VERSION, crd.KIND)
+        except APINotFoundError:
+            continue  # no Database CRD there: no requests
+        except FleetflowError as exc:
+            why = " ".join(str(exc).split())
+            found.append(RequestRow(f"{name}/*/*", "Unknown", "Unknown", "Unreachable", why, "", "", "", ""))
+            continue
+        found.extend(RequestRow.of(name, obj) for obj in items)
+    return sorted(found, key=lambda r: r.request)
+
+
+def get(registry: Registry, ref: RequestRef) -> dict[str, Any] | None:
+    return registry.client(ref.cluster).get_or_none(crd.API_VERSION, crd.KIND, ref.name, ref.namespace)
