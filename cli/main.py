@@ -16,7 +16,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cli import cluster, platform, plugins, run
+from cli import cluster, db, platform, plugins, run
 from fleetflow import __version__
 from fleetflow.errors import FleetflowError, UsageError
 
@@ -36,6 +36,7 @@ def parser() -> argparse.ArgumentParser:
     platform.register(sub)
     cluster.register(sub)
     run.register(sub)
+    db.register(sub)
     return root
 
 

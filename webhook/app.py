@@ -33,9 +33,9 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRouter
 from fastapi.security import HTTPBearer
 
-from fleetflow.databases import crd
 from fleetflow.databases import inventory as requests
-from fleetflow.databases.spec import DatabaseSpec, RequestRef, manifest
+from fleetflow.databases import store
+from fleetflow.databases.spec import DatabaseSpec, RequestRef
 from fleetflow.dbaas import inventory
 from fleetflow.errors import (
     APIConflictError,
@@ -61,7 +61,6 @@ from webhook.models import (
 
 log = logging.getLogger(__name__)
 
-MANAGED = {"app.kubernetes.io/managed-by": "fleetflow"}
 POSTGRES_LABEL = "postgres"
 REQUIRED = "required"
 CONFLICT_ATTEMPTS = 4  # a 409 means another writer edited the labels meanwhile: re-read and retry
@@ -123,16 +122,7 @@ def _apply_request(registry: Registry, body: DatabaseRequest) -> tuple[RequestRe
     spec = DatabaseSpec.from_spec(ref.name, body.spec())
     if registry.get(ref.cluster) is None:
         raise _not_registered(ref.cluster)
-    client = registry.client(ref.cluster)
-    if client.get_or_none("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd.CRD_NAME) is None:
-        crd.install(client)  # a cluster registered before Database requests existed
-    before = client.get_or_none(crd.API_VERSION, crd.KIND, ref.name, ref.namespace)
-    if client.get_or_none("v1", "Namespace", ref.namespace) is None:
-        client.apply(
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ref.namespace, "labels": MANAGED}}
-        )
-    after = client.apply(manifest(ref, spec))
-    changed = before is None or before["metadata"].get("generation") != after["metadata"].get("generation")
+    _, changed = store.apply(registry, ref, spec)
     return ref, changed
 
 
@@ -210,10 +200,7 @@ def create_app(registry_factory: Callable[[], Registry], token: str) -> FastAPI:
         ref = RequestRef(cluster, namespace, name)
         if registry.get(cluster) is None:
             raise _not_registered(cluster)
-        try:
-            obj = requests.get(registry, ref)
-        except APINotFoundError:
-            obj = None
+        obj = store.get(registry, ref)
         if obj is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no Database request {ref}")
         return RequestInfo(**asdict(requests.RequestRow.of(cluster, obj)))
@@ -229,10 +216,7 @@ def create_app(registry_factory: Callable[[], Registry], token: str) -> FastAPI:
         ref = RequestRef(cluster, namespace, name)
         if registry.get(cluster) is None:
             raise _not_registered(cluster)
-        try:
-            deleted = registry.client(cluster).delete(crd.API_VERSION, crd.KIND, name, namespace)
-        except APINotFoundError:
-            deleted = False
+        deleted = store.delete(registry, ref)
         log.info("database request %s %s", ref, "deleted" if deleted else "was already gone")
         return DatabaseAccepted(
             cluster=cluster,

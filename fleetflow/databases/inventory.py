@@ -62,7 +62,3 @@ def rows(registry: Registry, clusters: list[str] | None = None) -> list[RequestR
             continue
         found.extend(RequestRow.of(name, obj) for obj in items)
     return sorted(found, key=lambda r: r.request)
-
-
-def get(registry: Registry, ref: RequestRef) -> dict[str, Any] | None:
-    return registry.client(ref.cluster).get_or_none(crd.API_VERSION, crd.KIND, ref.name, ref.namespace)
