@@ -13,7 +13,8 @@ line and exits non-zero. Nothing below leaks the kubernetes client's own excepti
         ├── PermanentError    retrying cannot help (4xx other than 409/429)
         │   ├── APINotFoundError      404
         │   ├── APIForbiddenError     401/403
-        │   └── APIInvalidError       400/422: the API server rejected the object
+        │   ├── APIInvalidError       400/422: the API server rejected the object
+        │   └── ApplyConflictError    409 from server-side apply: another manager owns a field
         └── TemporaryError    worth retrying with backoff (connection errors, 5xx, 409, 429)
             ├── APIConflictError      409
             ├── APIUnavailableError   connection refused/reset, timeouts, 5xx, 429
@@ -90,3 +91,9 @@ class CommandTimeoutError(TemporaryError):
     Temporary: a slow API server or registry is the usual cause, so the caller's retry with
     backoff may succeed. The message names the command, never its arguments' content.
     """
+
+
+class ApplyConflictError(PermanentError):
+    """409 from server-side apply: a field in the body is owned by another field manager with a
+    different value. Unlike an optimistic-concurrency 409, retrying gets the same answer; the
+    message (the API server's) names the manager and the fields."""

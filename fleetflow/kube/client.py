@@ -6,6 +6,9 @@ Every call translates the client library's failures into :mod:`fleetflow.errors`
 
 Defaults chosen to be safe on a real cluster:
 
+- server-side apply does not force: a field another manager owns (someone's ``kubectl edit``,
+  an operator) is a :class:`~fleetflow.errors.ApplyConflictError` naming it, not silently taken
+  over. Call sites where fleetflow is the one authority over an object pass ``force=True``.
 - delete propagates in the background: without a policy a Job is deleted with its Pods left
   orphaned (batch/v1's default), still running.
 - ``wait`` backs off (0.5 s doubling to 5 s, never past its deadline) between relists while the
@@ -21,6 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +38,11 @@ from kubernetes.dynamic.resource import Resource
 
 from fleetflow import config
 from fleetflow.errors import (
+    APIConflictError,
     APIGoneError,
     APINotFoundError,
     APIUnavailableError,
+    ApplyConflictError,
     ConfigError,
     FleetflowError,
 )
@@ -88,10 +94,14 @@ class KubeClient:
             info = k8s.VersionApi(self.api).get_code(_request_timeout=timeout)
         return {"gitVersion": info.git_version, "platform": info.platform}
 
-    def apply(self, body: Body | dict[str, Any], *, force: bool = True) -> dict[str, Any]:
-        """Server-side apply ``body`` with field manager ``fleetflow``; return the live object."""
+    def apply(self, body: Body | dict[str, Any], *, force: bool = False) -> dict[str, Any]:
+        """Server-side apply ``body`` with field manager ``fleetflow``; return the live object.
+
+        A field another manager set to a different value is an ApplyConflictError unless
+        ``force`` (take it over: only where fleetflow is the object's one authority).
+        """
         resource, meta, what = self._target(body)
-        with api_errors(f"apply {what} in {self.context}"):
+        with _apply_conflicts(), api_errors(f"apply {what} in {self.context}"):
             live = resource.server_side_apply(
                 body=dict(body),
                 namespace=meta.get("namespace"),
@@ -118,16 +128,17 @@ class KubeClient:
             )
         return dict(live.to_dict())
 
-    def apply_status(self, body: Body | dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply of the ``status`` subresource (field manager ``fleetflow``)."""
+    def apply_status(self, body: Body | dict[str, Any], *, force: bool = False) -> dict[str, Any]:
+        """Server-side apply of the ``status`` subresource (field manager ``fleetflow``);
+        ``force`` as for :meth:`apply`."""
         resource, meta, what = self._target(body)
-        with api_errors(f"apply status of {what} in {self.context}"):
+        with _apply_conflicts(), api_errors(f"apply status of {what} in {self.context}"):
             live = resource.status.server_side_apply(
                 body=dict(body),
                 name=meta["name"],
                 namespace=meta.get("namespace"),
                 field_manager=FIELD_MANAGER,
-                force_conflicts=True,
+                force_conflicts=force,
             )
         return dict(live.to_dict())
 
@@ -302,6 +313,27 @@ class KubeClient:
 
 def _describe(kind: str, name: str, namespace: str | None) -> str:
     return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+
+
+_APPLY_CONFLICT = "Apply failed with"
+
+
+@contextmanager
+def _apply_conflicts() -> Iterator[None]:
+    """A server-side apply conflict (409 "Apply failed with N conflicts") is permanent: the
+    same body gets the same answer until the other manager's fields are resolved or forced.
+
+    Note that fleetflow's own create() and merge_patch() count as another manager here (an
+    Update, not an Apply, by ``fleetflow``): applying a changed value to a field they wrote
+    conflicts too. The server lists the fields one per line; the message is made one line.
+    """
+    try:
+        yield
+    except APIConflictError as exc:
+        if _APPLY_CONFLICT not in str(exc):
+            raise  # an ordinary 409 (optimistic concurrency): temporary
+        message = " ".join(str(exc).split())
+        raise ApplyConflictError(message, status=exc.status, reason=exc.reason) from None
 
 
 _clients: dict[tuple[str, str, int], KubeClient] = {}

@@ -174,6 +174,10 @@ class Registry:
         A new object is created whole, so the label watcher sees it born with its labels (one
         ``registered`` event, no spurious ``labeled``). An existing one gets its spec by
         server-side apply and its labels by :meth:`set_labels` (None keeps them).
+
+        The spec apply forces: the registry is the one authority over a FleetCluster's spec, and
+        the create above wrote it as an Update, which a plain apply of a new context (a cluster
+        re-registered under another context) would conflict with.
         """
         validate_dns_label(name, "cluster name")
         body: dict[str, Any] = {
@@ -188,7 +192,7 @@ class Registry:
         if self.get(name) is None:
             body["metadata"]["labels"] = validate(labels or {})
             return ClusterRecord.from_object(self.mgmt.create(body))
-        record = ClusterRecord.from_object(self.mgmt.apply(body))
+        record = ClusterRecord.from_object(self.mgmt.apply(body, force=True))
         return self.set_labels(name, labels) if labels is not None else record
 
     def set_labels(self, name: str, labels: dict[str, str]) -> ClusterRecord:

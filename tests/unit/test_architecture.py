@@ -38,10 +38,14 @@ def test_public_error_names_are_pinned() -> None:
             "APIConflictError",
             "APIGoneError",
             "APIUnavailableError",
+            "ApplyConflictError",
+            "CommandTimeoutError",
         ]
     )
     assert issubclass(errors.APIConflictError, errors.TemporaryError)
     assert issubclass(errors.APIInvalidError, errors.PermanentError)
+    assert issubclass(errors.ApplyConflictError, errors.PermanentError)  # retrying cannot resolve it
+    assert issubclass(errors.CommandTimeoutError, errors.TemporaryError)
 
 
 def test_kube_public_names_are_pinned() -> None:
