@@ -34,6 +34,23 @@ def for_action(action: str) -> list[DeploymentEventTrigger]:
     return [_trigger(spec) for spec in policy.triggers(policy.rule_for(action))]
 
 
+def database_request() -> list[DeploymentEventTrigger]:
+    """The trigger of the Database request row: one run per event, for the request it names."""
+    [rule] = [r for r in policy.REQUEST_RULES if r.action == "database-request"]
+    return [
+        DeploymentEventTrigger(
+            name=f"fleetflow: {rule.action} on {', '.join(sorted(rule.on))}",
+            description=rule.description,
+            expect=set(rule.on),
+            match=rule.match,
+            parameters=dict(rule.parameters),
+            posture="Reactive",
+            threshold=1,
+            within=0,
+        )
+    ]
+
+
 def install_operator() -> list[DeploymentEventTrigger]:
     return for_action("install-operator")
 

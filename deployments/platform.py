@@ -14,6 +14,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.settings import PREFECT_RUNNER_POLL_FREQUENCY, temporary_settings
 
 from deployments import automations
+from flows.database_request import database_request
 from flows.deploy_app import deploy_app
 from flows.deprovision_database import deprovision_database
 from flows.fetch_credentials import fetch_credentials
@@ -31,6 +32,7 @@ FLOWS: list[Flow[..., Any]] = [
     fetch_credentials,
     deploy_app,
     deprovision_database,
+    database_request,
     reconcile,
 ]  # every deployed flow, in the order of ``build``
 
@@ -72,6 +74,12 @@ def build(
             triggers=automations.deprovision_database(),
             parameters={"deletion_policy": deletion_policy},
             description="Retain (default) or Delete a database whose cluster no longer asks for one.",
+        ),
+        database_request.to_deployment(
+            NAME,
+            tags=tags,
+            triggers=automations.database_request(),
+            description="Converge one Database request (CLUSTER/NAMESPACE/NAME): provision or finalise it.",
         ),
         reconcile.to_deployment(
             NAME,

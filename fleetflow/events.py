@@ -38,6 +38,7 @@ CLUSTER_LABELED = "fleetflow.cluster.labeled"
 CLUSTER_DEREGISTERED = "fleetflow.cluster.deregistered"
 DATABASE_READY = "fleetflow.database.ready"
 CREDENTIALS_PUBLISHED = "fleetflow.credentials.published"
+DATABASE_REQUEST_CHANGED = "fleetflow.database-request.changed"  # a Database object to converge
 
 
 def event_id(*parts: str) -> uuid.UUID:
@@ -64,6 +65,15 @@ def database_resource(
     }
     resource.update({f"fleetflow.label.{k}": v for k, v in sorted((labels or {}).items())})
     return resource
+
+
+def request_resource(cluster: str, namespace: str, name: str) -> dict[str, str]:
+    """A Database request object (``fleetflow.database-request.<cluster>.<namespace>.<name>``)."""
+    return {
+        "prefect.resource.id": f"fleetflow.database-request.{cluster}.{namespace}.{name}",
+        "prefect.resource.name": f"{cluster}/{namespace}/{name}",
+        "fleetflow.cluster": cluster,
+    }
 
 
 @dataclass(frozen=True)

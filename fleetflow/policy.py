@@ -53,6 +53,7 @@ from fleetflow.events import (
     CLUSTER_LABELED,
     CLUSTER_REGISTERED,
     CREDENTIALS_PUBLISHED,
+    DATABASE_REQUEST_CHANGED,
 )
 from fleetflow.labels import Requirement, Selector
 
@@ -113,6 +114,37 @@ RULES: tuple[Rule, ...] = (
     ),
 )
 """In the order reconcile runs them for one cluster: the database before the app that uses it."""
+
+
+@dataclass(frozen=True)
+class RequestRule:
+    """A row for Database request objects: an event about one request runs ``action`` for it.
+
+    Requests are objects, not labels: the watcher emits ``fleetflow.database-request.changed``
+    for a Database created, changed or deleted in any registered cluster (resource
+    ``fleetflow.database-request.<cluster>.<namespace>.<name>``, payload ``request``), and
+    reconcile runs the same action for every request whose status has not caught up.
+    """
+
+    action: str
+    on: frozenset[str]
+    description: str
+    parameters: Mapping[str, str]  # Jinja templates over the event
+
+    @property
+    def match(self) -> dict[str, str]:
+        return {"prefect.resource.id": "fleetflow.database-request.*"}
+
+
+REQUEST_RULES: tuple[RequestRule, ...] = (
+    RequestRule(
+        "database-request",
+        frozenset({DATABASE_REQUEST_CHANGED}),
+        "A Database object created, changed or deleted in a registered cluster is converged: "
+        "provisioned with its credentials next to it, or its deletionPolicy applied.",
+        {"request": "{{ event.payload.request }}"},
+    ),
+)
 
 
 def wanted(labels: Mapping[str, str], has_database: bool, rules: tuple[Rule, ...] = RULES) -> list[Rule]:

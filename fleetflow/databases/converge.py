@@ -82,7 +82,8 @@ def converge(registry: Registry, ref: RequestRef, timeout: float = 300.0) -> Out
         database=wanted.database,
         secret_name=wanted.secret_name,
     )
-    status.write(workload, ref, obj, base)
+    if not status.converged(obj) or status.ready_of(obj)[0] != "True":
+        status.write(workload, ref, obj, base)  # a re-check of a ready request does not flap
     service = registry.client(service_cluster)
     db = provision.Database(ref.cluster, service_cluster, ref.cluster, name)
     live = service.get_or_none(CNPG_API, "Cluster", name, ref.cluster)

@@ -87,10 +87,22 @@ def body(ref: RequestRef, report: Report, generation: int, previous: dict[str, A
     }
 
 
-def write(client: KubeClient, ref: RequestRef, obj: dict[str, Any], report: Report) -> None:
-    """Apply ``report`` as the status of ``obj`` (the live Database)."""
+def write(client: KubeClient, ref: RequestRef, obj: dict[str, Any], report: Report) -> bool:
+    """Apply ``report`` as the status of ``obj`` (the live Database); no write (False) when the
+    status already says exactly this, so a converged request is left alone."""
     generation = int(obj["metadata"].get("generation") or 0)
-    client.apply_status(body(ref, report, generation, obj.get("status")), force=True)
+    wanted = body(ref, report, generation, obj.get("status"))
+    if _comparable(wanted["status"]) == _comparable(obj.get("status") or {}):
+        return False
+    client.apply_status(wanted, force=True)
+    return True
+
+
+def _comparable(status: dict[str, Any]) -> dict[str, Any]:
+    conditions = [
+        {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status.get("conditions") or []
+    ]
+    return {**status, "conditions": conditions}
 
 
 def ready_of(obj: dict[str, Any]) -> tuple[str, str, str]:

@@ -113,7 +113,7 @@ def platform(
     standin.start()
     p = Platform(registry, env, logs)
     try:
-        _wait("the platform's 7 deployments", lambda: len(_deployments()) >= 7, 120, p)
+        _wait("the platform's 8 deployments", lambda: len(_deployments()) >= 8, 120, p)
         _wait("the webhook API", lambda: readiness.probe(f"http://127.0.0.1:{api_port}/healthz")[0], 60, p)
         yield p
     finally:

@@ -209,7 +209,13 @@ def test_every_deployment_carries_exactly_the_triggers_of_its_row() -> None:
     by_flow = {d.flow_name: sorted(t.name for t in d.triggers or []) for d in build()}
     for rule in policy.RULES:
         assert by_flow[rule.action] == sorted(f"fleetflow: {s.name}" for s in policy.triggers(rule))
-    without_rows = {name for name, names in by_flow.items() if names} - {r.action for r in policy.RULES}
+    for request_rule in policy.REQUEST_RULES:
+        [trigger] = [t for d in build() if d.flow_name == request_rule.action for t in d.triggers or []]
+        assert set(trigger.expect) == set(request_rule.on)
+        assert trigger.match.model_dump() == request_rule.match
+        assert trigger.parameters == dict(request_rule.parameters)
+    rows = {r.action for r in policy.RULES} | {r.action for r in policy.REQUEST_RULES}
+    without_rows = {name for name, names in by_flow.items() if names} - rows
     assert not without_rows, "a deployment has triggers that are not in the policy table"
 
 
