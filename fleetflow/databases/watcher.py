@@ -1,0 +1,165 @@
+"""The request watcher: Database objects in every registered cluster become Prefect events.
+
+One watch per registered cluster, each in a thread of its own; clusters are added and removed
+as they register and deregister (a watch of the registry's FleetClusters). A request needs work
+while fleetflow has not seen its current generation through: no finalizer yet, a status whose
+``observedGeneration`` lags, a phase other than Ready or Failed, or a deletion pending. For such
+a request the watcher emits ``fleetflow.database-request.changed`` with an id made of the
+object's uid, generation and whether it is being deleted, so:
+
+- a restart relists every cluster and emits for every request that still needs work: nothing
+  lost, including a Database deleted while fleetflow was down (its finalizer holds it);
+- emitting again for the same state (a restart, a status write by the flow, a relist after a
+  dropped watch) repeats the same event id, which the Prefect server deduplicates, and the
+  flow it starts is idempotent: nothing duplicated;
+- no state needs persisting, unlike the label watcher's: the request's own status is the state.
+
+A cluster whose API cannot be reached backs off and relists, without holding up the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from fleetflow import events
+from fleetflow.databases import crd, status
+from fleetflow.databases.spec import RequestRef
+from fleetflow.errors import APIGoneError, APINotFoundError, FleetflowError, PermanentError, TemporaryError
+from fleetflow.kube import KubeClient
+from fleetflow.registry import API_VERSION, KIND, Registry
+
+log = logging.getLogger("fleetflow.databases.watcher")
+
+WATCH_TIMEOUT = 30
+BACKOFF_MAX = 30.0
+Emit = Callable[[list[events.FleetEvent]], None]
+
+
+def needs_work(obj: dict[str, Any]) -> bool:
+    meta = obj["metadata"]
+    if meta.get("deletionTimestamp"):
+        return crd.FINALIZER in (meta.get("finalizers") or [])
+    return crd.FINALIZER not in (meta.get("finalizers") or []) or not status.converged(obj)
+
+
+def event_for(cluster: str, obj: dict[str, Any]) -> events.FleetEvent:
+    """The event for this state of the request; the same state always gives the same id."""
+    meta = obj["metadata"]
+    ref = RequestRef.of(cluster, obj)
+    deleting = "deleting" if meta.get("deletionTimestamp") else "present"
+    return events.FleetEvent(
+        events.DATABASE_REQUEST_CHANGED,
+        events.request_resource(ref.cluster, ref.namespace, ref.name),
+        events.event_id(meta["uid"], "request", str(meta.get("generation", 0)), deleting),
+        {"request": str(ref), "cluster": ref.cluster, "generation": meta.get("generation", 0)},
+    )
+
+
+class ClusterWatch:
+    """The Database watch of one cluster, until ``stop`` is set."""
+
+    def __init__(self, registry: Registry, cluster: str, emit: Emit, watch_timeout: int) -> None:
+        self.registry, self.cluster, self.emit, self.watch_timeout = registry, cluster, emit, watch_timeout
+        self.stop = threading.Event()
+        self.synced = threading.Event()
+        self.thread = threading.Thread(target=self.run, name=f"requests-{cluster}", daemon=True)
+
+    def run(self) -> None:
+        backoff = 0.5
+        while not self.stop.is_set():
+            try:
+                version = self._resync()
+                self.synced.set()
+                while not self.stop.is_set():
+                    version = self._watch(version)
+                backoff = 0.5
+            except APIGoneError:
+                continue
+            except APINotFoundError:
+                log.info("%s: no Database CRD yet; looking again in %.0fs", self.cluster, BACKOFF_MAX)
+                self.synced.set()
+                self.stop.wait(BACKOFF_MAX)
+            except (TemporaryError, PermanentError) as exc:
+                log.warning("%s: %s; relisting in %.1fs", self.cluster, " ".join(str(exc).split()), backoff)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _client(self) -> KubeClient:
+        return self.registry.client(self.cluster)
+
+    def _resync(self) -> str:
+        items, version = self._client().list(crd.API_VERSION, crd.KIND)
+        pending = [event_for(self.cluster, obj) for obj in items if needs_work(obj)]
+        if pending:
+            self.emit(pending)
+            for event in pending:
+                log.info("emitted %s for %s (id %s)", event.event, event.payload["request"], event.id)
+        log.info("%s: %d Database request(s), %d need work", self.cluster, len(items), len(pending))
+        return version
+
+    def _watch(self, version: str) -> str:
+        for kind, obj in self._client().stream(
+            crd.API_VERSION, crd.KIND, resource_version=version, timeout=self.watch_timeout
+        ):
+            version = obj["metadata"].get("resourceVersion", version)
+            if kind in ("ADDED", "MODIFIED") and needs_work(obj):
+                event = event_for(self.cluster, obj)
+                self.emit([event])
+                log.info("emitted %s for %s (id %s)", event.event, event.payload["request"], event.id)
+            if self.stop.is_set():
+                break
+        return version
+
+
+class RequestWatcher:
+    """One :class:`ClusterWatch` per registered cluster, following the registry."""
+
+    def __init__(self, registry: Registry, emit: Emit = events.emit_many, watch_timeout: int = WATCH_TIMEOUT):
+        self.registry, self.emit, self.watch_timeout = registry, emit, watch_timeout
+        self.watches: dict[str, ClusterWatch] = {}
+
+    def _follow(self, names: set[str]) -> None:
+        for name in sorted(set(self.watches) - names):
+            self.watches.pop(name).stop.set()
+            log.info("stopped watching Database requests in %s (deregistered)", name)
+        for name in sorted(names - set(self.watches)):
+            watch = ClusterWatch(self.registry, name, self.emit, self.watch_timeout)
+            self.watches[name] = watch
+            watch.thread.start()
+            log.info("watching Database requests in %s", name)
+
+    def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
+        """Follow the registry until ``stop`` is set; ``ready`` once every cluster was listed."""
+        backoff = 0.5
+        try:
+            while not stop.is_set():
+                try:
+                    items, version = self.registry.mgmt.list(API_VERSION, KIND)
+                    self._follow({obj["metadata"]["name"] for obj in items})
+                    if ready is not None and not ready.is_set():
+                        for watch in self.watches.values():
+                            watch.synced.wait(60)
+                        ready.set()
+                    for kind, obj in self.registry.mgmt.stream(
+                        API_VERSION, KIND, resource_version=version, timeout=self.watch_timeout
+                    ):
+                        name = obj["metadata"]["name"]
+                        if kind == "ADDED" and name not in self.watches:
+                            self._follow({*self.watches, name})
+                        elif kind == "DELETED" and name in self.watches:
+                            self._follow(set(self.watches) - {name})
+                        if stop.is_set():
+                            break
+                    backoff = 0.5
+                except APIGoneError:
+                    continue
+                except FleetflowError as exc:
+                    log.warning("registry: %s; relisting in %.1fs", " ".join(str(exc).split()), backoff)
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+        finally:
+            for watch in self.watches.values():
+                watch.stop.set()
