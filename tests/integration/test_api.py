@@ -62,9 +62,10 @@ def registry(local_fleet: LocalFleet) -> Registry:
     return reg
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cluster(registry: Registry) -> Iterator[str]:
-    """A registered cluster of this module's own (a FleetCluster without credentials), removed after."""
+    """A registered cluster of this test's own (a FleetCluster without credentials), removed after:
+    no test sees labels another test's requests left."""
     name = f"api-{uuid.uuid4().hex[:6]}"
     registry.ensure_namespace(name)
     try:

@@ -20,8 +20,10 @@ import pytest
 from devfleet.cnpg import CHART_DIR as LOCAL_CHART
 from devfleet.cnpg import controller
 from fleetflow.dbaas.names import APP_NAMESPACE
+from fleetflow.errors import PermanentError
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
+from fleetflow.templating import TemplateError
 from flows.deploy_app import deploy_app
 from flows.fetch_credentials import fetch_credentials
 from flows.install_operator import install_operator
@@ -71,6 +73,27 @@ def seed(
         thread.join(60)
         controller.destroy_servers(root)
         patch.undo()
+
+
+@pytest.fixture(scope="module")
+def operator(seed: Registry) -> None:
+    """The stand-in's chart (its CRD) installed on the service cluster; idempotent."""
+    install_operator(chart=str(LOCAL_CHART), repository=None, version=None)
+
+
+@pytest.fixture
+def database(seed: Registry, operator: None) -> dict[str, Any]:
+    """workload-cluster's database, provisioned (idempotently) and its credentials delivered."""
+    ready: dict[str, Any] = provision_database(cluster="workload-cluster", timeout_seconds=120)
+    return ready
+
+
+@pytest.fixture
+def app(seed: Registry, database: dict[str, Any]) -> dict[str, Any]:
+    """workload-cluster labelled type=app and its todo-table Job applied; idempotent."""
+    seed.edit_labels("workload-cluster", LabelEdit.parse(["type=app"]))
+    [deployed] = deploy_app(cluster="workload-cluster")
+    return dict(deployed)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -230,7 +253,9 @@ def test_the_seed_chain_flow_by_flow(seed: Registry, local_fleet: LocalFleet, pr
         assert creds["password"].encode() not in path.read_bytes(), f"password found in {path}"
 
 
-def test_two_workload_clusters_get_two_databases(seed: Registry, local_fleet: LocalFleet) -> None:
+def test_two_workload_clusters_get_two_databases(
+    seed: Registry, operator: None, local_fleet: LocalFleet
+) -> None:
     names = ["wl-a", "wl-b"]
     for name in names:
         register_cluster(
@@ -260,28 +285,31 @@ def test_a_template_error_fails_at_once_with_the_file_named(seed: Registry, tmp_
     (tmp_path / "cnpg-cluster.yaml.j2").write_text(
         "apiVersion: v1\nkind: Cluster\nmetadata:\n  name: {{ nope }}\n"
     )
-    with pytest.raises(Exception, match=r"cnpg-cluster\.yaml\.j2") as info:
+    with pytest.raises(TemplateError, match=r"cnpg-cluster\.yaml\.j2") as info:
         provision_database(cluster="workload-cluster", template_dir=str(tmp_path))
     assert "nope" in str(info.value)
 
 
 def test_without_a_service_cluster_provisioning_says_so(seed: Registry) -> None:
-    seed.edit_labels("service-cluster", LabelEdit.parse(["type=services-paused"]))
+    paused = [r.name for r in seed.list() if r.labels.get("type") == "services"]
+    for name in paused:
+        seed.edit_labels(name, LabelEdit.parse(["type=services-paused"]))
     register_cluster(
         name="wl-lonely", context="workload-cluster", labels={"postgres": "required"}, mgmt_context="mgmt"
     )
     try:
         with pytest.raises(
-            Exception, match="no service cluster for 'wl-lonely': no registered cluster matches"
+            PermanentError, match="no service cluster for 'wl-lonely': no registered cluster matches"
         ):
             provision_database(cluster="wl-lonely")
     finally:
-        seed.edit_labels("service-cluster", LabelEdit.parse(["type=services"]))
+        for name in paused:
+            seed.edit_labels(name, LabelEdit.parse(["type=services"]))
         seed.deregister("wl-lonely", delete_namespace=True)
 
 
 def test_reconcile_heals_deletions_and_rotations_and_otherwise_writes_nothing(
-    seed: Registry, local_fleet: LocalFleet
+    seed: Registry, app: dict[str, Any], local_fleet: LocalFleet
 ) -> None:
     chart = {"chart": str(LOCAL_CHART), "repository": None, "version": None}
     mgmt, workload = local_fleet.client("mgmt"), local_fleet.client("workload-cluster")
