@@ -89,16 +89,18 @@ def _run_register(
     mgmt_context: str | None,
     probe_retries: int = 3,
 ) -> None:
+    from cli.run import prefect_server
     from flows.register_cluster import register_cluster
 
-    result: dict[str, Any] = register_cluster(
-        name=name,
-        context=context,
-        kubeconfig=kubeconfig,
-        labels=labels,
-        mgmt_context=config.mgmt_context(mgmt_context),
-        probe_retries=probe_retries,
-    )
+    with prefect_server("register-cluster"):
+        result: dict[str, Any] = register_cluster(
+            name=name,
+            context=context,
+            kubeconfig=kubeconfig,
+            labels=labels,
+            mgmt_context=config.mgmt_context(mgmt_context),
+            probe_retries=probe_retries,
+        )
     shown = ",".join(f"{k}={v}" for k, v in sorted(result["labels"].items())) or "<none>"
     print(
         f"cluster/{name} registered (ready={str(result['ready']).lower()}, "
@@ -156,6 +158,7 @@ def _deregister(args: argparse.Namespace) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
+    from fleetflow.databases.watcher import RequestWatcher
     from fleetflow.events import require_api
     from fleetflow.watcher import LabelWatcher
 
@@ -170,9 +173,15 @@ def _watch(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     ready = threading.Event()
-    progress(f"watching FleetClusters in {registry.mgmt.context}; Ctrl-C to stop")
+    progress(f"watching FleetClusters and Database requests in {registry.mgmt.context}; Ctrl-C to stop")
+    requests = threading.Thread(
+        target=RequestWatcher(registry).run, args=(stop,), name="request-watcher", daemon=True
+    )
+    requests.start()
     try:
         LabelWatcher(registry.mgmt).run(stop, ready)
     except KeyboardInterrupt:
         progress("stopped")
+    finally:
+        stop.set()
     return 0

@@ -8,13 +8,68 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from cli.output import table
+from cli.output import progress, table
 from fleetflow import config
-from fleetflow.errors import UsageError
+from fleetflow.errors import FleetflowError, UsageError
 from fleetflow.labels import Selector, validate_dns_label
 from fleetflow.registry import connect
+
+SERVER_STARTUP_TIMEOUT = 120  # seconds; a cold start migrates a new SQLite database (~15 s on 2 busy cores)
+
+
+@contextmanager
+def prefect_server(flow: str) -> Iterator[None]:
+    """Run ``flow`` against ``PREFECT_API_URL``, or, when it is unset, a temporary local server.
+
+    Prefect would start an ephemeral server by itself, but leave ``PREFECT_API_URL`` unset, so a
+    flow that emits fleetflow events did its work and then failed ("no Prefect server
+    configured"). The temporary server is started here and named in ``PREFECT_API_URL`` for
+    this run only; its database is kept in ``$FLEETFLOW_HOME/prefect-cli/`` (runs stay readable,
+    and the next start skips the migrations). No automation listens there: say so.
+    """
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_DATABASE_CONNECTION_URL,
+        get_current_settings,
+        temporary_settings,
+    )
+
+    if get_current_settings().api.url:
+        yield
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.server.api.server import SubprocessASGIServer
+
+    database = config.home() / "prefect-cli" / "prefect.db"
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with temporary_settings({PREFECT_SERVER_DATABASE_CONNECTION_URL: f"sqlite+aiosqlite:///{database}"}):
+        server = SubprocessASGIServer()
+        try:
+            server.start(timeout=SERVER_STARTUP_TIMEOUT)
+        except Exception as exc:  # a port race, a timeout, a broken database: one line, and what to do
+            server.stop()
+            raise FleetflowError(
+                f"no PREFECT_API_URL, and a temporary Prefect server did not start ({type(exc).__name__}); "
+                "set PREFECT_API_URL"
+            ) from None
+        progress(
+            f"no PREFECT_API_URL: running {flow} on a temporary Prefect server at {server.api_url} "
+            f"(runs kept in {database}; its events reach no automation)"
+        )
+        try:
+            with temporary_settings({PREFECT_API_URL: server.api_url}):
+                try:
+                    yield
+                finally:  # the run's logs and Prefect's own events, before the server goes away
+                    APILogWorker.drain_all(timeout=10)
+                    EventsWorker.drain_all(timeout=10)
+        finally:
+            server.stop()
 
 
 def _mgmt(parser: argparse.ArgumentParser) -> None:
@@ -126,7 +181,8 @@ def _install_operator(args: argparse.Namespace) -> int:
     from flows.install_operator import install_operator
 
     params.update(_chart(args.local_chart) or {})
-    results = install_operator(**params)
+    with prefect_server("install-operator"):
+        results = install_operator(**params)
     for r in results:
         print(
             f"{r['cluster']}: helm release {r['namespace']}/{r['release']} {r['chart']} {r['version']} "
@@ -141,13 +197,14 @@ def _provision(args: argparse.Namespace) -> int:
     from flows.provision_database import provision_database
 
     validate_dns_label(args.cluster, "cluster name")
-    r = provision_database(
-        cluster=args.cluster,
-        instances=args.instances,
-        timeout_seconds=args.timeout,
-        template_dir=args.templates,
-        mgmt_context=args.mgmt_context,
-    )
+    with prefect_server("provision-database"):
+        r = provision_database(
+            cluster=args.cluster,
+            instances=args.instances,
+            timeout_seconds=args.timeout,
+            template_dir=args.templates,
+            mgmt_context=args.mgmt_context,
+        )
     print(
         f"database {r['namespace']}/{r['name']} for {r['cluster']} ready on {r['service_cluster']} "
         f"at {r['endpoint']}"
@@ -159,7 +216,10 @@ def _fetch(args: argparse.Namespace) -> int:
     from flows.fetch_credentials import fetch_credentials
 
     validate_dns_label(args.cluster, "cluster name")
-    r = fetch_credentials(cluster=args.cluster, deliver_to=args.deliver_to, mgmt_context=args.mgmt_context)
+    with prefect_server("fetch-credentials"):
+        r = fetch_credentials(
+            cluster=args.cluster, deliver_to=args.deliver_to, mgmt_context=args.mgmt_context
+        )
     print(
         f"credentials for {r['cluster']} {'written to' if r['changed'] else 'already current in'} "
         f"{r['target']} (endpoint {r['endpoint']})"
@@ -172,7 +232,10 @@ def _deploy(args: argparse.Namespace) -> int:
 
     if args.cluster:
         validate_dns_label(args.cluster, "cluster name")
-    results = deploy_app(cluster=args.cluster, template_dir=args.templates, mgmt_context=args.mgmt_context)
+    with prefect_server("deploy-app"):
+        results = deploy_app(
+            cluster=args.cluster, template_dir=args.templates, mgmt_context=args.mgmt_context
+        )
     for r in results:
         print(f"{r['cluster']}: job {r['job']} {r['job_outcome']}")
     if not results:

@@ -308,6 +308,25 @@ def test_without_a_service_cluster_provisioning_says_so(seed: Registry) -> None:
         seed.deregister("wl-lonely", delete_namespace=True)
 
 
+def test_the_cli_runs_a_flow_that_emits_events_without_prefect_api_url(database: dict[str, Any]) -> None:
+    """With no PREFECT_API_URL the CLI runs the flow on a temporary Prefect server, events included."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    done = subprocess.run(
+        [FLEETFLOW, "run", "provision-database", "workload-cluster", "--timeout", "120"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        "database workload-cluster/cluster-workload-cluster for workload-cluster ready on "
+        f"service-cluster at {database['endpoint']}"
+    )
+    assert "no PREFECT_API_URL: running provision-database on a temporary Prefect server" in done.stderr
+
+
 def test_reconcile_heals_deletions_and_rotations_and_otherwise_writes_nothing(
     seed: Registry, app: dict[str, Any], local_fleet: LocalFleet
 ) -> None:
