@@ -12,7 +12,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from fleetflow.errors import FleetflowError
+from fleetflow.errors import APIError, FleetflowError
 from fleetflow.registry import Probe
 from tasks.registry import (
     apply_registration,
@@ -53,10 +53,15 @@ def register_cluster(
 
     probed = probe_cluster.with_options(retries=probe_retries)(config, return_state=True)
     if probed.is_failed():
-        reason = str(probed.data) if isinstance(probed.data, Exception) else "probe failed"
+        # A failed state's ``data`` is a result record in Prefect 3, not the exception: ask for it.
+        error = probed.result(raise_on_failure=False)
+        reason = " ".join(str(error).split()) if isinstance(error, Exception) else "probe failed"
         if existing is not None:
             record_probe(name, Probe(ready=False, reason="Unreachable", message=reason), mgmt_context)
-        raise FleetflowError(f"cluster {name!r} cannot be reached through context {context!r}: {reason}")
+        message = f"cluster {name!r} cannot be reached through context {context!r}: {reason}"
+        if isinstance(error, APIError):  # keep its class: a connection failure stays temporary
+            raise type(error)(message, status=error.status, reason=error.reason)
+        raise FleetflowError(message)
     result = probed.result()
 
     created_namespace = False

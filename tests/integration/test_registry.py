@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 import yaml
 
 from fleetflow import events
+from fleetflow.errors import APIUnavailableError
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
 from fleetflow.watcher import LabelWatcher
@@ -335,7 +337,12 @@ def test_bad_input_fails_clearly_and_leaves_nothing(
         "0",
     )
     assert down.returncode == 1
-    assert f"error: cluster '{name}' cannot be reached through context '{context}'" in down.stderr
+    assert re.search(
+        rf"^error: cluster '{name}' cannot be reached through context '{context}': "
+        rf"read /version of {context}: cannot reach the API server \(\w+\)$",
+        down.stderr,
+        re.MULTILINE,
+    ), down.stderr
 
     malformed = tmp_path / "malformed"
     malformed.write_text("apiVersion: v1\nclusters: [\n")
@@ -366,12 +373,14 @@ def test_an_unreachable_registered_cluster_is_recorded_not_ready(
         cluster["cluster"]["server"] = "https://127.0.0.1:1"
     broken = tmp_path / "kubeconfig"
     broken.write_text(yaml.safe_dump(config))
-    with pytest.raises(Exception, match="cannot be reached"):
+    reason = r"read /version of service-cluster: cannot reach the API server \(\w+\)"
+    said = rf"^cluster '{name}' cannot be reached through context 'service-cluster': {reason}$"
+    with pytest.raises(APIUnavailableError, match=said):
         register_cluster(
             name=name, context="service-cluster", kubeconfig=str(broken), mgmt_context="mgmt", probe_retries=0
         )
     record = registry.require(name)
     assert record.ready is False
     assert record.reason == "Unreachable"
-    assert "127.0.0.1" not in record.message or "reach" in record.message
+    assert re.fullmatch(reason, record.message), f"the probe's reason is recorded: {record.message!r}"
     assert record.labels == {"type": "services"}, "a failed probe keeps the registration's labels"
