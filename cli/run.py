@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -270,6 +271,10 @@ def _show_databases(args: argparse.Namespace) -> int:
         if found
         else "No cluster requests a database."
     )
+    unread = [r.cluster for r in found if not r.complete]
+    if unread:  # as kubectl: what could be read on stdout, the failure in the exit code
+        print(f"error: could not read everything about {', '.join(unread)} (reasons above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -6,18 +6,19 @@ No data is ever deleted by default. The deletion policy decides:
   ``fleetflow.io/orphaned`` and ``fleetflow show databases`` reports it as orphaned. Labelling
   the cluster ``postgres=required`` again adopts the same database back.
 - ``Delete``: the CNPG Cluster is deleted (CNPG then deletes its data) and the credentials
-  fleetflow delivered are withdrawn from the management and workload clusters.
+  fleetflow delivered are withdrawn from the management and workload clusters. If the workload
+  cluster cannot be reached, the run fails saying so (an unreachable cluster is a temporary
+  error, retried) and keeps the placement, so that the next run withdraws what is left.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from typing import Literal
 
 from fleetflow.dbaas import credentials, placement, provision
 from fleetflow.dbaas.names import APP_NAMESPACE, CNPG_API, SERVICE_CLUSTER_ANNOTATION
-from fleetflow.errors import FleetflowError
+from fleetflow.errors import APIError, FleetflowError
 from fleetflow.registry import Registry
 
 ORPHANED_ANNOTATION = "fleetflow.io/orphaned"
@@ -46,12 +47,31 @@ def deprovision(registry: Registry, cluster: str, policy: Policy) -> str:
             {"metadata": {"annotations": {ORPHANED_ANNOTATION: when}}},
         )
         return f"retained {db.namespace}/{db.name} on {service_cluster} (orphaned, data kept)"
-    service.delete(CNPG_API, "Cluster", db.name, db.namespace)
-    credentials.withdraw(registry.mgmt, cluster)
-    with contextlib.suppress(FleetflowError):  # the workload cluster may be gone, and its copy with it
-        credentials.withdraw(registry.client(cluster), APP_NAMESPACE)
+    service.delete(CNPG_API, "Cluster", db.name, db.namespace)  # idempotent: gone either way
+    done = f"deleted {db.namespace}/{db.name} on {service_cluster}"
+    from_mgmt = credentials.withdraw(registry.mgmt, cluster)
+    try:
+        from_workload = credentials.withdraw(registry.client(cluster), APP_NAMESPACE)
+    except FleetflowError as exc:
+        # Say what was done and what was not. The placement stays recorded, so a retry (or the
+        # next run) finishes the job; the error keeps its class: unreachable stays temporary.
+        raise _with_message(
+            exc,
+            f"{done}, but could not withdraw its credentials from {cluster}: {' '.join(str(exc).split())}",
+        ) from None
     registry.annotate(cluster, {SERVICE_CLUSTER_ANNOTATION: None})
-    return f"deleted {db.namespace}/{db.name} on {service_cluster} and withdrew its credentials"
+    withdrawn = [w for w, gone in (("the management cluster", from_mgmt), (cluster, from_workload)) if gone]
+    return f"{done}; " + (
+        f"withdrew its credentials from {' and '.join(withdrawn)}"
+        if withdrawn
+        else "no delivered credentials to withdraw"
+    )
+
+
+def _with_message(exc: FleetflowError, message: str) -> FleetflowError:
+    if isinstance(exc, APIError):
+        return type(exc)(message, status=exc.status, reason=exc.reason)
+    return type(exc)(message)
 
 
 def readopt(registry: Registry, cluster: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -16,15 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from devfleet.cnpg import CHART_DIR as LOCAL_CHART
 from devfleet.cnpg import controller
-from fleetflow.dbaas.names import APP_NAMESPACE
-from fleetflow.errors import PermanentError
+from fleetflow.dbaas.names import APP_NAMESPACE, SERVICE_CLUSTER_ANNOTATION
+from fleetflow.errors import APIUnavailableError, PermanentError
+from fleetflow.kube import Kubeconfig
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
 from fleetflow.templating import TemplateError
 from flows.deploy_app import deploy_app
+from flows.deprovision_database import deprovision_database
 from flows.fetch_credentials import fetch_credentials
 from flows.install_operator import install_operator
 from flows.provision_database import provision_database
@@ -325,6 +329,63 @@ def test_the_cli_runs_a_flow_that_emits_events_without_prefect_api_url(database:
         f"service-cluster at {database['endpoint']}"
     )
     assert "no PREFECT_API_URL: running provision-database on a temporary Prefect server" in done.stderr
+
+
+@pytest.fixture
+def unreachable_workload(
+    seed: Registry, operator: None, local_fleet: LocalFleet, tmp_path: Path
+) -> Iterator[str]:
+    """A cluster with a database and credentials in mgmt, whose own API server then cannot be
+    reached: its stored kubeconfig names a closed port."""
+    name = "wl-unreachable"
+    register_cluster(
+        name=name, context="workload-cluster", labels={"postgres": "required"}, mgmt_context="mgmt"
+    )
+    try:
+        provision_database(cluster=name, timeout_seconds=120)
+        config = yaml.safe_load(local_fleet.kubeconfig.read_text())
+        for cluster in config["clusters"]:
+            cluster["cluster"]["server"] = "https://127.0.0.1:1"
+        broken = tmp_path / "kubeconfig"
+        broken.write_text(yaml.safe_dump(config))
+        seed.store_kubeconfig(name, Kubeconfig.from_file(broken, "workload-cluster"))
+        yield name
+    finally:
+        local_fleet.client("service-cluster").delete(
+            "postgresql.cnpg.io/v1", "Cluster", f"cluster-{name}", name
+        )
+        seed.deregister(name, delete_namespace=True)
+
+
+UNREACHABLE = r"[^:]* workload-cluster: cannot reach the API server \(\w+\)"
+
+
+def test_show_databases_reports_what_it_could_not_read(unreachable_workload: str) -> None:
+    name = unreachable_workload
+    listing = cli("show", "databases")
+    assert listing.returncode == 1, "a listing with unread parts must not exit 0"
+    row = next(line for line in listing.stdout.splitlines() if line.startswith(name))
+    assert re.search(rf"   mgmt; workload unknown: {UNREACHABLE}$", row), row
+    assert re.match(r"^error: could not read everything about .*\(reasons above\)$", listing.stderr)
+    assert name in listing.stderr
+
+
+def test_delete_policy_fails_saying_which_credentials_it_could_not_withdraw(
+    seed: Registry, unreachable_workload: str, local_fleet: LocalFleet
+) -> None:
+    name = unreachable_workload
+    seed.edit_labels(name, LabelEdit.parse(["postgres-"]))
+    said = (
+        rf"^deleted {name}/cluster-{name} on service-cluster, "
+        rf"but could not withdraw its credentials from {name}: {UNREACHABLE}$"
+    )
+    with pytest.raises(APIUnavailableError, match=said):
+        deprovision_database(cluster=name, deletion_policy="Delete")
+    service, mgmt = local_fleet.client("service-cluster"), local_fleet.client("mgmt")
+    assert service.get_or_none("postgresql.cnpg.io/v1", "Cluster", f"cluster-{name}", name) is None
+    assert mgmt.get_or_none("v1", "Secret", "pg-credentials", name) is None, "withdrawn where reachable"
+    placed = seed.require(name).annotations.get(SERVICE_CLUSTER_ANNOTATION)
+    assert placed == "service-cluster", "the placement stays, so a later run can finish the withdrawal"
 
 
 def test_reconcile_heals_deletions_and_rotations_and_otherwise_writes_nothing(
