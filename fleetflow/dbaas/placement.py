@@ -10,6 +10,7 @@ that cluster is still a service cluster.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 from fleetflow.dbaas.names import SERVICE_CLUSTER_ANNOTATION
 from fleetflow.errors import PermanentError
@@ -23,18 +24,25 @@ def _score(requester: str, candidate: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{requester}/{candidate}".encode()).digest()[:8], "big")
 
 
+def pick(requester: str, candidates: Iterable[str], recorded: str | None) -> str | None:
+    """The service cluster for ``requester``: the recorded one while it is still a candidate,
+    else the rendezvous-hash winner (independent of the candidates' order); None if there are none."""
+    names = set(candidates)
+    if recorded in names:
+        return recorded
+    return max(sorted(names), key=lambda c: _score(requester, c)) if names else None
+
+
 def choose_service_cluster(registry: Registry, requester: str, selector: Selector = SERVICES) -> str:
     record = registry.require(requester)
-    candidates = sorted(r.name for r in registry.list() if selector.matches(r.labels))
-    if not candidates:
+    recorded = record.annotations.get(SERVICE_CLUSTER_ANNOTATION)
+    chosen = pick(requester, (r.name for r in registry.list() if selector.matches(r.labels)), recorded)
+    if chosen is None:
         raise PermanentError(
             f"no service cluster for {requester!r}: no registered cluster matches {selector}"
         )
-    chosen = record.annotations.get(SERVICE_CLUSTER_ANNOTATION)
-    if chosen in candidates:
-        return str(chosen)
-    chosen = max(candidates, key=lambda c: _score(requester, c))
-    registry.annotate(requester, {SERVICE_CLUSTER_ANNOTATION: chosen})
+    if chosen != recorded:
+        registry.annotate(requester, {SERVICE_CLUSTER_ANNOTATION: chosen})
     return chosen
 
 
