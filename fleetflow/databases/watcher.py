@@ -14,7 +14,9 @@ object's uid, generation and whether it is being deleted, so:
   flow it starts is idempotent: nothing duplicated;
 - no state needs persisting, unlike the label watcher's: the request's own status is the state.
 
-A cluster whose API cannot be reached backs off and relists, without holding up the others.
+A cluster registered without the register-cluster flow (a FleetCluster applied by GitOps) gets
+the Database CRD from its watch on first sync, so its teams can apply requests. A cluster whose
+API cannot be reached backs off and relists, without holding up the others.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 from fleetflow import events
 from fleetflow.databases import crd, status
 from fleetflow.databases.spec import RequestRef
-from fleetflow.errors import APIGoneError, APINotFoundError, FleetflowError, PermanentError, TemporaryError
+from fleetflow.errors import APIGoneError, FleetflowError, PermanentError, TemporaryError
 from fleetflow.kube import KubeClient
 from fleetflow.registry import API_VERSION, KIND, Registry
 
@@ -78,10 +80,6 @@ class ClusterWatch:
                 backoff = 0.5
             except APIGoneError:
                 continue
-            except APINotFoundError:
-                log.info("%s: no Database CRD yet; looking again in %.0fs", self.cluster, BACKOFF_MAX)
-                self.synced.set()
-                self.stop.wait(BACKOFF_MAX)
             except (TemporaryError, PermanentError) as exc:
                 log.warning("%s: %s; relisting in %.1fs", self.cluster, " ".join(str(exc).split()), backoff)
                 self.stop.wait(backoff)
@@ -91,7 +89,11 @@ class ClusterWatch:
         return self.registry.client(self.cluster)
 
     def _resync(self) -> str:
-        items, version = self._client().list(crd.API_VERSION, crd.KIND)
+        client = self._client()
+        if client.get_or_none("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd.CRD_NAME) is None:
+            crd.install(client)  # registered without the flow (GitOps): the cluster gets the CRD here
+            log.info("%s: installed the Database CRD", self.cluster)
+        items, version = client.list(crd.API_VERSION, crd.KIND)
         pending = [event_for(self.cluster, obj) for obj in items if needs_work(obj)]
         if pending:
             self.emit(pending)

@@ -69,7 +69,7 @@ class KubeClient:
         self.api = api
         self.context = context
         self._dynamic: DynamicClient | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered: resource() uses dynamic
 
     @property
     def dynamic(self) -> DynamicClient:
@@ -80,7 +80,9 @@ class KubeClient:
             return self._dynamic
 
     def resource(self, api_version: str, kind: str) -> Resource:
-        with api_errors(f"look up {kind}.{api_version} in {self.context}"):
+        # The client's discovery cache is not thread-safe (a refresh in one thread while another
+        # searches it raised KeyError): lookups, cheap once cached, take the client's lock.
+        with api_errors(f"look up {kind}.{api_version} in {self.context}"), self._lock:
             try:
                 return self.dynamic.resources.get(api_version=api_version, kind=kind)
             except ResourceNotFoundError:
@@ -94,18 +96,21 @@ class KubeClient:
             info = k8s.VersionApi(self.api).get_code(_request_timeout=timeout)
         return {"gitVersion": info.git_version, "platform": info.platform}
 
-    def apply(self, body: Body | dict[str, Any], *, force: bool = False) -> dict[str, Any]:
+    def apply(
+        self, body: Body | dict[str, Any], *, force: bool = False, field_manager: str = FIELD_MANAGER
+    ) -> dict[str, Any]:
         """Server-side apply ``body`` with field manager ``fleetflow``; return the live object.
 
         A field another manager set to a different value is an ApplyConflictError unless
         ``force`` (take it over: only where fleetflow is the object's one authority).
+        ``field_manager`` names another writer (tests apply as a GitOps tool would).
         """
         resource, meta, what = self._target(body)
         with _apply_conflicts(), api_errors(f"apply {what} in {self.context}"):
             live = resource.server_side_apply(
                 body=dict(body),
                 namespace=meta.get("namespace"),
-                field_manager=FIELD_MANAGER,
+                field_manager=field_manager,
                 force_conflicts=force,
             )
         return dict(live.to_dict())

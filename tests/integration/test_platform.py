@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,15 +22,13 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
 
-from devfleet.cnpg import controller
 from fleetflow.dbaas import operator
 from fleetflow.dbaas.names import APP_NAMESPACE
-from fleetflow.kube import KubeClient, Kubeconfig
+from fleetflow.kube import KubeClient
 from fleetflow.labels import LabelEdit
-from fleetflow.registry import Registry
 from supervisor import readiness
-from supervisor.processes import free_port
 from tests.integration.conftest import LocalFleet
+from tests.integration.platform_support import Platform, running_platform
 
 pytestmark = pytest.mark.integration
 
@@ -51,23 +48,6 @@ def webhook(platform: Platform, method: str, path: str, body: dict[str, str] | N
         return dict(json.loads(response.read()))
 
 
-class Platform:
-    def __init__(self, registry: Registry, env: dict[str, str], logs: Path) -> None:
-        self.registry, self.env, self.logs = registry, env, logs
-
-    def tails(self) -> str:
-        return "\n".join(
-            f"--- {p.name}:\n" + "\n".join(p.read_text().splitlines()[-15:])
-            for p in sorted(self.logs.glob("*.log"))
-        )
-
-    def enroll(self, name: str, context: str, labels: dict[str, str]) -> None:
-        """Register without a flow: write the registry objects directly."""
-        self.registry.ensure_namespace(name)
-        self.registry.store_kubeconfig(name, Kubeconfig.from_file(Path(self.env["KUBECONFIG"]), context))
-        self.registry.apply(name, context, labels)
-
-
 def _wait(what: str, check: Any, timeout: float, platform: Platform) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -82,50 +62,10 @@ def _wait(what: str, check: Any, timeout: float, platform: Platform) -> Any:
 def platform(
     local_fleet: LocalFleet, prefect_api: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Platform]:
-    logs = tmp_path_factory.mktemp("platform-logs")
-    api_port = free_port()
-    env = dict(
-        os.environ,
-        KUBECONFIG=str(local_fleet.kubeconfig),
-        FLEETFLOW_MGMT_CONTEXT="mgmt",
-        PREFECT_API_URL=prefect_api,
-        FLEETFLOW_HOME=str(local_fleet.home),
-        FLEETFLOW_API_TOKEN=TOKEN,
-        FLEETFLOW_TEST_API_PORT=str(api_port),
-    )
-    registry = Registry(local_fleet.client("mgmt"))
-    registry.install()
-    procs = []
-    handles = []
-    for name, argv in (
-        ("executor", ["executor", "--name", "e2e", "--deploy", "--local-chart"]),
-        ("watch", ["watch"]),
-        ("api", ["api", "--port", str(api_port)]),
-    ):
-        handle = (logs / f"{name}.log").open("w")
-        handles.append(handle)
-        procs.append(subprocess.Popen([FLEETFLOW, *argv], env=env, stdout=handle, stderr=subprocess.STDOUT))
-    stop = threading.Event()
-    standin_root = tmp_path_factory.mktemp("standin")
-    standin = threading.Thread(
-        target=controller.run, args=(local_fleet.kubeconfig, ["service-cluster"], stop, standin_root)
-    )
-    standin.start()
-    p = Platform(registry, env, logs)
-    try:
+    with running_platform(local_fleet, prefect_api, tmp_path_factory, TOKEN) as p:
         _wait("the platform's 8 deployments", lambda: len(_deployments()) >= 8, 120, p)
-        _wait("the webhook API", lambda: readiness.probe(f"http://127.0.0.1:{api_port}/healthz")[0], 60, p)
+        _wait("the webhook API", lambda: readiness.probe(p.api_url + "/healthz")[0], 60, p)
         yield p
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(30)
-        for handle in handles:
-            handle.close()
-        stop.set()
-        standin.join(60)
-        controller.destroy_servers(standin_root)
 
 
 def _deployments() -> list[Any]:

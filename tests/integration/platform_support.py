@@ -1,0 +1,103 @@
+"""The platform's processes as a user starts them, for the end-to-end tests.
+
+``fleetflow executor``, ``fleetflow watch`` and ``fleetflow api`` run as processes against the
+session's Prefect server and local fleet, with the CloudNativePG stand-in serving the service
+cluster in a thread. A part can be stopped and started again, as an operator would.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from devfleet.cnpg import controller
+from fleetflow.kube import Kubeconfig
+from fleetflow.registry import Registry
+from supervisor.processes import free_port
+from tests.integration.conftest import LocalFleet
+
+FLEETFLOW = str(Path(sys.executable).parent / "fleetflow")
+
+
+class Platform:
+    def __init__(
+        self, registry: Registry, env: dict[str, str], logs: Path, argv: dict[str, list[str]]
+    ) -> None:
+        self.registry, self.env, self.logs, self.argv = registry, env, logs, argv
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['FLEETFLOW_TEST_API_PORT']}"
+
+    def start(self, part: str) -> None:
+        with (self.logs / f"{part}.log").open("a") as log:
+            self.procs[part] = subprocess.Popen(
+                [FLEETFLOW, *self.argv[part]], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def stop(self, part: str) -> None:
+        proc = self.procs.pop(part)
+        proc.terminate()
+        proc.wait(30)
+
+    def tails(self) -> str:
+        return "\n".join(
+            f"--- {p.name}:\n" + "\n".join(p.read_text().splitlines()[-15:])
+            for p in sorted(self.logs.glob("*.log"))
+        )
+
+    def enroll(self, name: str, context: str, labels: dict[str, str]) -> None:
+        """Register without a flow: write the registry objects directly."""
+        self.registry.ensure_namespace(name)
+        self.registry.store_kubeconfig(name, Kubeconfig.from_file(Path(self.env["KUBECONFIG"]), context))
+        self.registry.apply(name, context, labels)
+
+
+@contextmanager
+def running_platform(
+    local_fleet: LocalFleet, prefect_api: str, tmp_path_factory: pytest.TempPathFactory, token: str
+) -> Iterator[Platform]:
+    logs = tmp_path_factory.mktemp("platform-logs")
+    api_port = free_port()
+    env = dict(
+        os.environ,
+        KUBECONFIG=str(local_fleet.kubeconfig),
+        FLEETFLOW_MGMT_CONTEXT="mgmt",
+        PREFECT_API_URL=prefect_api,
+        FLEETFLOW_HOME=str(local_fleet.home),
+        FLEETFLOW_API_TOKEN=token,
+        FLEETFLOW_TEST_API_PORT=str(api_port),
+    )
+    registry = Registry(local_fleet.client("mgmt"))
+    registry.install()
+    argv = {
+        "executor": ["executor", "--name", "e2e", "--deploy", "--local-chart"],
+        "watch": ["watch"],
+        "api": ["api", "--port", str(api_port)],
+    }
+    platform = Platform(registry, env, logs, argv)
+    stop = threading.Event()
+    standin_root = tmp_path_factory.mktemp("standin")
+    standin = threading.Thread(
+        target=controller.run, args=(local_fleet.kubeconfig, ["service-cluster"], stop, standin_root)
+    )
+    try:
+        for part in argv:
+            platform.start(part)
+        standin.start()
+        yield platform
+    finally:
+        for part in list(platform.procs):
+            platform.stop(part)
+        stop.set()
+        if standin.is_alive():
+            standin.join(60)
+        controller.destroy_servers(standin_root)
