@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -337,7 +338,8 @@ def unreachable_workload(
 ) -> Iterator[str]:
     """A cluster with a database and credentials in mgmt, whose own API server then cannot be
     reached: its stored kubeconfig names a closed port."""
-    name = "wl-unreachable"
+    # A fresh name each time: the previous test's namespace may still be terminating.
+    name = f"wl-unreachable-{uuid.uuid4().hex[:6]}"
     register_cluster(
         name=name, context="workload-cluster", labels={"postgres": "required"}, mgmt_context="mgmt"
     )
