@@ -38,6 +38,7 @@ from fleetflow.registry import Registry
 ORPHANED = "fleetflow.io/orphaned"
 REQUEST = "fleetflow.io/database-request"
 CNPG_CRD = "clusters.postgresql.cnpg.io"
+OPERATOR_WAIT = 120.0  # seconds a request waits for its service cluster's operator to arrive
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,21 @@ def converge(registry: Registry, ref: RequestRef, timeout: float = 300.0) -> Out
             base,
         )
     if service.get_or_none("apiextensions.k8s.io/v1", "CustomResourceDefinition", CNPG_CRD) is None:
-        why = f"CloudNativePG is not installed on {service_cluster}"
-        return _fail(workload, ref, obj, "NoOperator", why, base)
+        # A service cluster registered a moment ago is still getting its operator (its own
+        # automation): wait for the CRD by a watch, as for readiness, before giving up.
+        try:
+            service.wait(
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                CNPG_CRD,
+                None,
+                lambda o: o is not None,
+                timeout=min(timeout, OPERATOR_WAIT),
+                awaiting=f"CloudNativePG's CRD on {service_cluster}",
+            )
+        except WaitTimeoutError:
+            why = f"CloudNativePG is not installed on {service_cluster}"
+            return _fail(workload, ref, obj, "NoOperator", why, base)
     provision.apply_cluster(service, _render(ref, name, wanted), service_cluster, ref.cluster)
     if live is not None and ORPHANED in (live["metadata"].get("annotations") or {}):
         adopt = {"metadata": {"annotations": {ORPHANED: None}}}

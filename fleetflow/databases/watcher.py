@@ -148,6 +148,8 @@ class RequestWatcher:
                     for kind, obj in self.registry.mgmt.stream(
                         API_VERSION, KIND, resource_version=version, timeout=self.watch_timeout
                     ):
+                        if kind == "BOOKMARK":
+                            continue  # carries only a newer resourceVersion
                         name = obj["metadata"]["name"]
                         if kind == "ADDED" and name not in self.watches:
                             self._follow({*self.watches, name})

@@ -11,15 +11,21 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from devfleet.cnpg import controller
 from fleetflow.kube import Kubeconfig
 from fleetflow.registry import Registry
+from supervisor import readiness
+from supervisor.parts import DEPLOYMENTS
 from supervisor.processes import free_port
 from tests.integration.conftest import LocalFleet
 
@@ -61,6 +67,21 @@ class Platform:
         self.registry.apply(name, context, labels)
 
 
+def wait(platform: Platform, what: str, check: Callable[[], Any], timeout: float = 180) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.5)  # polling the platform's state with a deadline
+    raise AssertionError(f"awaited {what} within {timeout}s\n{platform.tails()}")
+
+
+def deployed(api_url: str) -> int:
+    """How many deployments the Prefect server has (the executor applies them with automations)."""
+    with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        return len(client.read_deployments())
+
+
 @contextmanager
 def running_platform(
     local_fleet: LocalFleet, prefect_api: str, tmp_path_factory: pytest.TempPathFactory, token: str
@@ -93,6 +114,14 @@ def running_platform(
         for part in argv:
             platform.start(part)
         standin.start()
+        # Automations must exist before the first event, or it triggers nothing.
+        wait(
+            platform,
+            "the platform's deployments and automations",
+            lambda: deployed(prefect_api) >= DEPLOYMENTS,
+        )
+        wait(platform, "the webhook API", lambda: readiness.probe(platform.api_url + "/healthz")[0], 60)
+        wait(platform, "the watcher's first sync", lambda: "synced" in (logs / "watch.log").read_text(), 60)
         yield platform
     finally:
         for part in list(platform.procs):

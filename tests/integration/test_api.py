@@ -179,6 +179,7 @@ def test_a_request_is_the_label_change_and_is_idempotent(
         "requested": True,
         "changed": True,
         "status_url": f"/v1/databases/{cluster}",
+        "request": "",  # the label path, not a Database object
     }
     labelled = registry.require(cluster)
     assert labelled.labels == {
@@ -215,6 +216,7 @@ def test_a_request_is_the_label_change_and_is_idempotent(
         "requested": False,
         "changed": True,
         "status_url": f"/v1/databases/{cluster}",
+        "request": "",
     }
     unlabelled = registry.require(cluster)
     assert unlabelled.labels == {"type": "app"}

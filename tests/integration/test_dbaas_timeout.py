@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from devfleet.cnpg import CHART_DIR as LOCAL_CHART
+from fleetflow.kube import WaitTimeoutError
 from fleetflow.registry import Registry
 from flows.install_operator import install_operator
 from flows.provision_database import provision_database
@@ -32,7 +33,7 @@ def test_a_database_that_never_becomes_ready_times_out_clearly(
     try:
         install_operator(chart=str(LOCAL_CHART), repository=None, version=None)  # the CRD, no controller
         with pytest.raises(
-            Exception,
+            WaitTimeoutError,
             match=r"timed out after 3s waiting for Cluster wl-slow/cluster-wl-slow "
             r"on service-cluster to be healthy and Ready",
         ):
