@@ -7,7 +7,8 @@ version and values changes nothing (no new revision).
 
 A helm command that hangs (an unreachable registry, an API server that stopped answering) is
 killed after :data:`HELM_TIMEOUT` and reported as a :class:`~fleetflow.errors.CommandTimeoutError`,
-a temporary error the caller's retry handles like any other.
+a temporary error the caller's retry handles like any other. A helm that cannot be run at all
+(no such file, not executable) is a :class:`~fleetflow.errors.BootstrapError` naming its path.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleetflow.errors import APIUnavailableError, CommandTimeoutError, PermanentError
+from fleetflow.errors import APIUnavailableError, BootstrapError, CommandTimeoutError, PermanentError
 from fleetflow.kube.kubeconfig import Kubeconfig
 
 VALUES_ANNOTATION = "fleetflow.io/values-sha256"
@@ -61,6 +62,13 @@ def _run(helm: Path, args: list[str], kubeconfig: Path, context: str, what: str)
     except subprocess.TimeoutExpired:
         # Its message quotes the whole argv (the kubeconfig's path among it): name the command only.
         raise CommandTimeoutError(f"helm {what} timed out after {HELM_TIMEOUT:g}s") from None
+    except OSError as exc:
+        # No binary there (or not executable): retrying cannot help, and the OSError would
+        # escape fleetflow's error tree. Name the path and the fix, not the argv.
+        raise BootstrapError(
+            f"cannot run helm at {helm} ({exc.strerror or type(exc).__name__}): "
+            "install helm on PATH or set FLEETFLOW_HELM to its path"
+        ) from None
     if proc.returncode != 0:
         message = " ".join(proc.stderr.strip().splitlines()[-3:]) or f"exit {proc.returncode}"
         transient = any(
