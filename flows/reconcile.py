@@ -19,6 +19,11 @@ no step starts after the deadline, and the readiness wait, the only long step, i
 remains of it. (Prefect's task timeout is no better here: in a worker thread it also takes
 effect only after the blocking call returns.)
 
+Database requests are reconciled too, each as its own task run (the database-request flow's
+task): every request except one failed for a reason only its owner can fix (an invalid spec, a
+database name that cannot change). A converge of a ready request writes nothing; it is how a
+rotated password or a deleted credentials Secret is noticed when no event said so.
+
 Every run ends with one log line per cluster and the table artifact ``reconcile-outcome``: each
 cluster, what its labels want, what was repaired, ``unchanged``/``repaired``/``failed``, how
 long it took and why it failed. If any cluster failed, the run ends Failed, after every other
@@ -41,13 +46,15 @@ from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from fleetflow import policy
+from fleetflow.databases.converge import Outcome
 from tasks.credentials import deliver_credentials, deploy_app_to
 from tasks.database import apply_database, deprovision_database, place_database
+from tasks.databases import converge_request, requests_to_reconcile
 from tasks.operator import helm_upgrade_install, read_registry
 
 CLUSTERS_AT_ONCE = 8  # repairs in flight; each is I/O bound (API calls, watches, helm)
 ARTIFACT_KEY = "reconcile-outcome"
-REPAIRED = ("operator", "credentials", "app", "released")  # what a step can report it repaired
+REPAIRED = ("operator", "credentials", "app", "released", "request")  # what a step can report it repaired
 
 
 @dataclass(frozen=True)
@@ -203,6 +210,24 @@ def row_of(cluster: str, wanted: list[str], result: Any, state_message: str | No
     return Row(cluster, wanted, "failed", [], 0.0, state_message or f"{type(result).__name__}: {result}")
 
 
+def request_row(ref: str, result: Any, state_message: str | None) -> Row:
+    """A Database request's row: converged (its Secret rewritten or not) or failed, and why."""
+    wanted = ["database-request"]
+    if not isinstance(result, Outcome):
+        return Row(ref, wanted, "failed", [], 0.0, state_message or f"{type(result).__name__}: {result}")
+    if result.phase == "Failed":
+        return Row(ref, wanted, "failed", [], 0.0, result.detail)
+    changed = "written to" in result.detail or result.phase == "Deleted"
+    return Row(
+        ref,
+        wanted,
+        "repaired" if changed else "unchanged",
+        ["request"] if changed else [],
+        0.0,
+        result.detail,
+    )
+
+
 def summary(rows: list[Row]) -> dict[str, list[str]]:
     """What was repaired where, and which clusters failed: the flow's result."""
     done: dict[str, list[str]] = {kind: [] for kind in REPAIRED}
@@ -264,10 +289,17 @@ def reconcile(
         )
         for name, labels, placed in clusters
     ]
+    requests = [
+        (ref, converge_request.submit(ref, timeout_seconds, mgmt_context))
+        for ref in requests_to_reconcile(mgmt_context)
+    ]
     rows = []
     for name, wanted, future in submitted:
         future.wait()
         rows.append(row_of(name, wanted, future.result(raise_on_failure=False), future.state.message))
+    for ref, request in requests:
+        request.wait()
+        rows.append(request_row(ref, request.result(raise_on_failure=False), request.state.message))
     for row in rows:
         (logger.error if row.outcome == "failed" else logger.info)(row.line())
     create_table_artifact(

@@ -1,6 +1,7 @@
 """register-cluster: record a cluster, its labels and its kubeconfig in the management cluster.
 
-The order guarantees that a failed first registration leaves nothing behind: name, labels and
+Once registered, the cluster gets the Database CRD, so its teams can request databases as
+objects. The order guarantees that a failed first registration leaves nothing behind: name, labels and
 kubeconfig are checked and the cluster is probed before anything is written; a failure while
 writing rolls back what this run created. An already registered cluster that cannot be reached
 is recorded as not ready, with the reason, and the run fails with that reason.
@@ -14,6 +15,7 @@ from prefect import flow, get_run_logger
 
 from fleetflow.errors import APIError, FleetflowError
 from fleetflow.registry import Probe
+from tasks.databases import install_database_crd
 from tasks.registry import (
     apply_registration,
     ensure_cluster_namespace,
@@ -75,6 +77,9 @@ def register_cluster(
         if existing is None:
             roll_back_registration(name, created_namespace, mgmt_context)
         raise
+    # Teams of this cluster can now ask for databases as objects (idempotent; the request watcher
+    # also installs it for a cluster registered by GitOps, without this flow).
+    install_database_crd(name, mgmt_context)
     logger.info(
         "cluster %s registered: ready=%s version=%s labels=%s",
         name,

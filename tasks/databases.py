@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prefect import task
 
-from fleetflow.databases import converge, crd
+from fleetflow.databases import converge, crd, inventory
 from fleetflow.databases.spec import RequestRef
 from fleetflow.registry import connect
 from tasks.policy import SECRET, api_task_options
@@ -23,3 +23,8 @@ def install_database_crd(cluster: str, mgmt_context: str | None) -> None:
 @task(name="converge-database-request", **SECRET, **api_task_options())
 def converge_request(request: str, timeout_seconds: float, mgmt_context: str | None) -> converge.Outcome:
     return converge.converge(connect(mgmt_context), RequestRef.parse(request), timeout_seconds)
+
+
+@task(name="list-database-requests", **api_task_options())
+def requests_to_reconcile(mgmt_context: str | None) -> list[str]:
+    return inventory.to_reconcile(connect(mgmt_context))

@@ -62,3 +62,31 @@ def rows(registry: Registry, clusters: list[str] | None = None) -> list[RequestR
             continue
         found.extend(RequestRow.of(name, obj) for obj in items)
     return sorted(found, key=lambda r: r.request)
+
+
+FINAL_REASONS = frozenset({"InvalidSpec", "ImmutableField"})  # retrying cannot change these
+
+
+def to_reconcile(registry: Registry) -> list[str]:
+    """Every request reconcile should converge: all of them (a converge of a ready request
+    writes nothing, and it is how a rotated password or a deleted Secret is noticed), except
+    those failed for a reason only their owner can fix, at the generation that failed.
+    Clusters that cannot be read are left to their own repair row."""
+    wanted: list[str] = []
+    for record in registry.list():
+        try:
+            items, _ = registry.client(record.name).list(crd.API_VERSION, crd.KIND)
+        except FleetflowError:
+            continue
+        for obj in items:
+            ready, reason, _ = status.ready_of(obj)
+            observed = (obj.get("status") or {}).get("observedGeneration")
+            stuck = ready == "False" and reason in FINAL_REASONS
+            if (
+                stuck
+                and observed == obj["metadata"].get("generation")
+                and not obj["metadata"].get("deletionTimestamp")
+            ):
+                continue
+            wanted.append(str(RequestRef.of(record.name, obj)))
+    return sorted(wanted)

@@ -243,3 +243,21 @@ def test_invalid_specs_are_refused_and_nothing_is_half_created(
     cond = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
     assert (cond["status"], cond["reason"]) == ("False", "ImmutableField")
     assert "cannot change" in cond["message"]
+
+
+def test_reconcile_restores_a_deleted_credentials_secret_and_leaves_the_rest_alone(
+    fleet: Registry, local_fleet: LocalFleet, request: pytest.FixtureRequest
+) -> None:
+    from flows.reconcile import reconcile
+
+    ref = RequestRef("workload-cluster", ns(request, "heal"), "healed")
+    ask(local_fleet, ref.namespace, ref)
+    database_request(request=str(ref), timeout_seconds=120)
+    client = local_fleet.client("workload-cluster")
+    before = client.get(crd.API_VERSION, crd.KIND, ref.name, ref.namespace)["metadata"]["resourceVersion"]
+    client.delete("v1", "Secret", "healed-credentials", ref.namespace)
+    reconcile(chart=str(CHART_DIR), repository=None, version=None, timeout_seconds=120, return_state=True)
+    restored = secret(client, ref.namespace, "healed-credentials")
+    assert psql(restored, "select 1").returncode == 0
+    after = client.get(crd.API_VERSION, crd.KIND, ref.name, ref.namespace)["metadata"]["resourceVersion"]
+    assert after == before, "reconcile rewrote the status of a request that was already Ready"
