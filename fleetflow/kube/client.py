@@ -45,6 +45,7 @@ from fleetflow.errors import (
     ApplyConflictError,
     ConfigError,
     FleetflowError,
+    PermanentError,
 )
 from fleetflow.kube.errors import api_errors
 from fleetflow.kube.kubeconfig import Kubeconfig, contexts
@@ -92,9 +93,22 @@ class KubeClient:
                 ) from None
 
     def version(self, timeout: float = 10.0) -> dict[str, Any]:
-        with api_errors(f"read /version of {self.context}"):
-            info = k8s.VersionApi(self.api).get_code(_request_timeout=timeout)
-        return {"gitVersion": info.git_version, "platform": info.platform}
+        """``gitVersion`` and ``platform`` from ``/version``.
+
+        An answer that is not a Kubernetes version (not JSON, fields missing: the address is not
+        an API server's) is a PermanentError in one line, not the client library's
+        multi-line validation error quoting what it got.
+        """
+        what = f"read /version of {self.context}"
+        try:
+            with api_errors(what):
+                info = k8s.VersionApi(self.api).get_code(_request_timeout=timeout)
+            return {"gitVersion": info.git_version, "platform": info.platform}
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise PermanentError(
+                f"{what}: the answer is not a Kubernetes version ({type(exc).__name__}); "
+                "is this the address of a Kubernetes API server?"
+            ) from None
 
     def apply(
         self, body: Body | dict[str, Any], *, force: bool = False, field_manager: str = FIELD_MANAGER
