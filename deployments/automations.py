@@ -65,3 +65,7 @@ def deploy_app() -> list[DeploymentEventTrigger]:
 
 def deprovision_database() -> list[DeploymentEventTrigger]:
     return for_action("deprovision-database")
+
+
+def withdraw_app() -> list[DeploymentEventTrigger]:
+    return for_action("withdraw-app")

@@ -22,6 +22,7 @@ from flows.install_operator import install_operator
 from flows.provision_database import provision_database
 from flows.reconcile import reconcile
 from flows.register_cluster import register_cluster
+from flows.withdraw_app import withdraw_app
 
 NAME = "fleetflow"
 RECONCILE_INTERVAL = 300  # seconds
@@ -33,6 +34,7 @@ FLOWS: list[Flow[..., Any]] = [
     deploy_app,
     deprovision_database,
     database_request,
+    withdraw_app,
     reconcile,
 ]  # every deployed flow, in the order of ``build``
 
@@ -80,6 +82,12 @@ def build(
             tags=tags,
             triggers=automations.database_request(),
             description="Converge one Database request (CLUSTER/NAMESPACE/NAME): provision or finalise it.",
+        ),
+        withdraw_app.to_deployment(
+            NAME,
+            tags=tags,
+            triggers=automations.withdraw_app(),
+            description="Withdraw the todo-table Job from a cluster no longer labelled type=app.",
         ),
         reconcile.to_deployment(
             NAME,

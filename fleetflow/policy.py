@@ -112,6 +112,13 @@ RULES: tuple[Rule, ...] = (
         "An app cluster gets the todo-table Job where its credentials exist.",
         parameters={"skip_unready": True},
     ),
+    Rule(
+        "withdraw-app",
+        Selector.parse("type!=app"),
+        frozenset({CLUSTER_LABELED}),
+        "A cluster no longer labelled type=app has the todo-table Job withdrawn.",
+        needs_database=True,  # only a cluster that had a database can have had the app
+    ),
 )
 """In the order reconcile runs them for one cluster: the database before the app that uses it."""
 

@@ -47,7 +47,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from fleetflow import policy
 from fleetflow.databases.converge import Outcome
-from tasks.credentials import deliver_credentials, deploy_app_to
+from tasks.credentials import deliver_credentials, deploy_app_to, withdraw_app_from
 from tasks.database import apply_database, deprovision_database, place_database
 from tasks.databases import converge_request, requests_to_reconcile
 from tasks.operator import helm_upgrade_install, read_registry
@@ -135,11 +135,16 @@ def _deploy_app(name: str, s: Settings, deadline: Deadline) -> str | None:
     return "app" if deployed and deployed["job_outcome"] != "unchanged" else None
 
 
+def _withdraw_app(name: str, s: Settings, deadline: Deadline) -> str | None:
+    return "app" if withdraw_app_from(name, s.mgmt_context).startswith("withdrew") else None
+
+
 STEPS: dict[str, Step] = {
     "install-operator": _install_operator,
     "provision-database": _provision_database,
     "deprovision-database": _deprovision_database,
     "deploy-app": _deploy_app,
+    "withdraw-app": _withdraw_app,
 }
 
 

@@ -29,7 +29,7 @@ from supervisor.state import PlatformState, load, log, save
 Progress = Callable[[str], None]
 PARTS = ("prefect-db", "prefect-server", "executor", "watch", "api")
 PROCESSES = PARTS[1:]  # prefect-db is PostgreSQL's own process tree, started and stopped by pg_ctl
-DEPLOYMENTS = 8  # one per flow but watch-labels (the watcher runs as its own process)
+DEPLOYMENTS = 9  # one per flow but watch-labels (the watcher runs as its own process)
 EXECUTOR_READY = "executor ready"
 
 

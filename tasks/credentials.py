@@ -86,3 +86,17 @@ def deploy_app_to(
         "job_outcome": outcome,
         "credentials_copied": copied,
     }
+
+
+@task(name="withdraw-app", **api_task_options())
+def withdraw_app_from(cluster: str, mgmt_context: str | None) -> str:
+    """Withdraw the Job from a cluster no longer labelled type=app; says what happened."""
+    registry = connect(mgmt_context)
+    record = registry.get(cluster)
+    if record is not None and record.labels.get("type") == "app":
+        return "still labelled type=app: nothing to withdraw"
+    if record is None:
+        return "not registered: nothing to withdraw"
+    if app.withdraw_job(registry.client(cluster)):
+        return f"withdrew Job {APP_NAMESPACE}/{app.JOB_NAME}"
+    return "no Job: nothing to withdraw"

@@ -2,7 +2,8 @@
 
 The Job reads its password from the Secret ``pg-credentials`` in its own namespace through
 ``secretKeyRef``; the password is never written into the Job. A Job's pod template is
-immutable, so a Job whose rendered spec changed (new address after a move) is replaced.
+immutable, so a Job whose rendered spec changed (new address after a move) is replaced. A
+cluster that is no longer labelled ``type=app`` has its Job withdrawn (:func:`withdraw_job`).
 """
 
 from __future__ import annotations
@@ -60,3 +61,18 @@ def apply_job(workload: KubeClient, job: dict[str, Any]) -> str:
         workload.apply(job)
         return "replaced"
     return "unchanged" if existing else "created"
+
+
+JOB_NAME = "todo-table"
+
+
+def withdraw_job(workload: KubeClient) -> bool:
+    """Delete the todo-table Job (its Pods with it, in the background); False if there was none.
+    Only Jobs fleetflow deployed (label ``app.kubernetes.io/managed-by: fleetflow``) are touched."""
+    job = workload.get_or_none("batch/v1", "Job", JOB_NAME, APP_NAMESPACE)
+    if (
+        job is None
+        or (job["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by") != "fleetflow"
+    ):
+        return False
+    return bool(workload.delete("batch/v1", "Job", JOB_NAME, APP_NAMESPACE))

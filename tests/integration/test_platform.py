@@ -195,6 +195,15 @@ def test_labels_alone_drive_the_chain(
     row = next((line for line in listing.stdout.splitlines() if line.startswith(app)), "")
     assert "Orphaned, retained" in row, listing.stdout + listing.stderr
 
+    # No longer an app cluster: the Job is withdrawn (its automation, from the policy table).
+    platform.registry.edit_labels(app, LabelEdit.parse(["type-"]))
+    _wait(
+        "the todo-table Job to be withdrawn after type=app was removed",
+        lambda: workload.get_or_none("batch/v1", "Job", "todo-table", APP_NAMESPACE) is None,
+        120,
+        platform,
+    )
+
 
 def test_fifty_requests_in_a_second_make_one_database(
     platform: Platform, local_fleet: LocalFleet, cleanup: list[str]

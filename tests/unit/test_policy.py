@@ -129,6 +129,7 @@ def test_the_table_is_exercised_by_enough_cases() -> None:
         "provision-database",
         "deprovision-database",
         "deploy-app",
+        "withdraw-app",
     }
 
 
@@ -200,7 +201,7 @@ def test_provision_and_deprovision_never_both_apply() -> None:
 
 def test_a_cluster_without_a_database_is_not_deprovisioned_by_reconcile() -> None:
     assert actions({"postgres": "optional"}, has_database=False) == []
-    assert actions({}) == ["deprovision-database"]
+    assert actions({}) == ["deprovision-database", "withdraw-app"]
 
 
 def test_every_deployment_carries_exactly_the_triggers_of_its_row() -> None:

@@ -42,7 +42,7 @@ def test_a_cluster_runs_what_the_table_wants_in_table_order(ran: list[str]) -> N
     assert result.repaired == []
     ran.clear()
     r.repair_cluster.fn("wl", {"postgres": "optional"}, True, SETTINGS, 60)
-    assert ran == ["deprovision-database"]
+    assert ran == ["deprovision-database", "withdraw-app"]
     ran.clear()
     r.repair_cluster.fn("wl", {"postgres": "optional"}, False, SETTINGS, 60)
     assert ran == [], "no database placed: nothing to deprovision"
@@ -115,6 +115,7 @@ def test_rows_lines_summary_and_failure_message() -> None:
         "credentials": ["fixed"],
         "app": ["fixed"],
         "released": [],
+        "request": [],
         "failed": ["dead", "crashed"],
     }
     assert r.failure_message(rows) == (
