@@ -16,7 +16,7 @@ from typing import Any
 
 from cli.output import progress, table
 from fleetflow import config
-from fleetflow.errors import UsageError
+from fleetflow.errors import FleetflowError, UsageError
 from fleetflow.labels import LabelEdit, Selector, parse, validate_dns_label
 from fleetflow.registry import connect
 
@@ -61,8 +61,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _common(label)
     label.set_defaults(func=_label)
 
-    dereg = verbs.add_parser("deregister", help="remove a cluster and its stored kubeconfig")
+    dereg = verbs.add_parser(
+        "deregister",
+        help="apply the deletion policy of each Database request in the cluster, then remove the "
+        "cluster and its stored kubeconfig",
+    )
     dereg.add_argument("name")
+    dereg.add_argument(
+        "--force", action="store_true", help="deregister even if its Database requests cannot be released"
+    )
     _common(dereg)
     dereg.set_defaults(func=_deregister)
 
@@ -149,10 +156,27 @@ def _label(args: argparse.Namespace) -> int:
 
 
 def _deregister(args: argparse.Namespace) -> int:
+    from fleetflow.databases.converge import release_cluster
+
     validate_dns_label(args.name, "cluster name")
-    if not connect(args.mgmt_context, args.kubeconfig).deregister(args.name):
+    registry = connect(args.mgmt_context, args.kubeconfig)
+    if registry.get(args.name) is None:
         print(f"cluster/{args.name} was not registered")
         return 1
+    # Its Database requests first, while the cluster can still be reached through the registry.
+    try:
+        released = release_cluster(registry, args.name)
+    except FleetflowError as exc:
+        if not args.force:
+            raise FleetflowError(
+                f"cluster/{args.name} not deregistered: its Database requests could not be released "
+                f"({exc}); --force deregisters without applying their deletion policies"
+            ) from None
+        progress(f"warning: Database requests of {args.name} not released: {exc}")
+        released = []
+    for outcome in released:
+        print(f"database.fleetflow.io {outcome.request}: {outcome.detail}")
+    registry.deregister(args.name)
     print(f"cluster/{args.name} deregistered")
     return 0
 

@@ -19,6 +19,7 @@ Status is written at each step. :class:`Outcome` says what happened, never a sec
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from fleetflow.databases import crd, spec, status
 from fleetflow.databases.spec import DatabaseSpec, RequestRef
 from fleetflow.dbaas import credentials, provision
 from fleetflow.dbaas.names import CNPG_API, MANAGED, SOURCE_ANNOTATION
-from fleetflow.errors import FleetflowError, PermanentError, TemporaryError, UsageError
+from fleetflow.errors import APINotFoundError, PermanentError, TemporaryError, UsageError
 from fleetflow.kube import KubeClient, WaitTimeoutError
 from fleetflow.labels import Selector
 from fleetflow.registry import Registry
@@ -255,7 +256,16 @@ def _deliver(
     return True
 
 
-def _finalise(registry: Registry, workload: KubeClient, ref: RequestRef, obj: dict[str, Any]) -> Outcome:
+def _finalise(
+    registry: Registry,
+    workload: KubeClient,
+    ref: RequestRef,
+    obj: dict[str, Any],
+    *,
+    keep_secret: bool = False,
+) -> Outcome:
+    """Apply the request's deletionPolicy, remove its Secret (unless ``keep_secret``: the app may
+    go on using a retained database) and then fleetflow's finalizer."""
     policy = ((obj.get("spec") or {}).get("deletionPolicy")) or "Retain"
     recorded = (obj.get("status") or {}).get("serviceCluster")
     name = spec.cnpg_name(ref)
@@ -263,22 +273,24 @@ def _finalise(registry: Registry, workload: KubeClient, ref: RequestRef, obj: di
     if recorded and registry.get(recorded) is not None:
         service = registry.client(recorded)
         if service.get_or_none(CNPG_API, "Cluster", name, ref.cluster) is not None:
+            where = f"CloudNativePG Cluster {ref.cluster}/{name} on {recorded}"
             if policy == "Delete":
                 service.delete(CNPG_API, "Cluster", name, ref.cluster)
-                done = f"deleted CloudNativePG Cluster {ref.cluster}/{name} on {recorded} and its data"
+                done = f"deleted {where} and its data"
             else:
                 when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                service.merge_patch(
-                    CNPG_API, "Cluster", name, ref.cluster, {"metadata": {"annotations": {ORPHANED: when}}}
-                )
-                done = (
-                    f"retained CloudNativePG Cluster {ref.cluster}/{name} on {recorded} (orphaned, data kept)"
-                )
+                mark = {"metadata": {"annotations": {ORPHANED: when}}}
+                service.merge_patch(CNPG_API, "Cluster", name, ref.cluster, mark)
+                done = f"retained {where} (orphaned, data kept)"
     secret = ((obj.get("spec") or {}).get("secretName")) or f"{ref.name}-credentials"
-    workload.delete("v1", "Secret", secret, ref.namespace)
+    if keep_secret and policy == "Retain":
+        kept = f"Secret {secret} kept"
+    else:
+        workload.delete("v1", "Secret", secret, ref.namespace)
+        kept = f"Secret {secret} removed"
     finalizers = [f for f in obj["metadata"].get("finalizers") or [] if f != crd.FINALIZER]
     version = obj["metadata"]["resourceVersion"]
-    try:
+    with contextlib.suppress(APINotFoundError):  # already gone: finalised by an earlier run
         workload.merge_patch(
             crd.API_VERSION,
             crd.KIND,
@@ -286,10 +298,22 @@ def _finalise(registry: Registry, workload: KubeClient, ref: RequestRef, obj: di
             ref.namespace,
             {"metadata": {"finalizers": finalizers or None, "resourceVersion": version}},
         )
-    except FleetflowError as exc:
-        if "not found" not in str(exc).lower():
-            raise
-    return Outcome(str(ref), "Deleted", f"{policy}: {done}; Secret {secret} removed")
+    return Outcome(str(ref), "Deleted", f"{policy}: {done}; {kept}")
+
+
+def release_cluster(registry: Registry, cluster: str) -> list[Outcome]:
+    """A cluster leaving fleetflow (deregistration): every Database request in it gets its
+    deletionPolicy applied now, while fleetflow can still reach it, and loses fleetflow's
+    finalizer, so the objects can be deleted later without fleetflow. Retain keeps the data and
+    the credentials Secret (the app may go on using the database); Delete removes both."""
+    workload = registry.client(cluster)
+    try:
+        items, _ = workload.list(crd.API_VERSION, crd.KIND)
+    except APINotFoundError:
+        return []  # no Database CRD: no requests
+    return [
+        _finalise(registry, workload, RequestRef.of(cluster, obj), obj, keep_secret=True) for obj in items
+    ]
 
 
 __all__ = ["Outcome", "TemporaryError", "converge"]

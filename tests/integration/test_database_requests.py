@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -71,9 +72,12 @@ def _env(monkeypatch: pytest.MonkeyPatch, local_fleet: LocalFleet) -> None:
     monkeypatch.setenv("FLEETFLOW_MGMT_CONTEXT", "mgmt")
 
 
-def ask(local_fleet: LocalFleet, namespace: str, ref: RequestRef, **spec: Any) -> dict[str, Any]:
-    """Apply a Database as GitOps would (in a namespace labelled for the tests)."""
-    client = local_fleet.client(ref.cluster)
+def ask(
+    local_fleet: LocalFleet, namespace: str, ref: RequestRef, context: str = "", **spec: Any
+) -> dict[str, Any]:
+    """Apply a Database as GitOps would (in a namespace labelled for the tests); ``context``
+    reaches the cluster when its registered name is not its context's."""
+    client = local_fleet.client(context or ref.cluster)
     client.apply(
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": TEST_LABEL}}
     )
@@ -261,3 +265,50 @@ def test_reconcile_restores_a_deleted_credentials_secret_and_leaves_the_rest_alo
     assert psql(restored, "select 1").returncode == 0
     after = client.get(crd.API_VERSION, crd.KIND, ref.name, ref.namespace)["metadata"]["resourceVersion"]
     assert after == before, "reconcile rewrote the status of a request that was already Ready"
+
+
+def test_deregistering_a_cluster_applies_each_requests_policy_and_says_so(
+    fleet: Registry, local_fleet: LocalFleet, request: pytest.FixtureRequest
+) -> None:
+    name = f"dereg-{os.getpid()}"
+    register_cluster(name=name, context="workload-cluster", mgmt_context="mgmt")
+    namespace = ns(request, "d")
+    gone, kept = RequestRef(name, namespace, "gone"), RequestRef(name, namespace, "kept")
+    ask(local_fleet, namespace, gone, "workload-cluster", deletionPolicy="Delete")
+    ask(local_fleet, namespace, kept, "workload-cluster")
+    for ref in (gone, kept):
+        database_request(request=str(ref), timeout_seconds=120)
+    env = dict(os.environ, KUBECONFIG=str(local_fleet.kubeconfig), FLEETFLOW_MGMT_CONTEXT="mgmt")
+    fleetflow = os.path.join(os.path.dirname(sys.executable), "fleetflow")
+    done = subprocess.run(
+        [fleetflow, "cluster", "deregister", name],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{gone}: Delete: deleted CloudNativePG Cluster" in done.stdout
+    assert f"{kept}: Retain: retained CloudNativePG Cluster" in done.stdout
+    assert fleet.get(name) is None
+    service = local_fleet.client("service-cluster")
+    service.wait(
+        CNPG,
+        "Cluster",
+        cnpg_name(gone),
+        name,
+        lambda o: o is None,
+        timeout=60,
+        awaiting="the Delete request's CNPG Cluster to be deleted",
+    )
+    retained = service.get(CNPG, "Cluster", cnpg_name(kept), name)
+    assert "fleetflow.io/orphaned" in retained["metadata"]["annotations"]
+    client = local_fleet.client("workload-cluster")
+    assert psql(secret(client, namespace, "kept-credentials"), "select 1").returncode == 0, (
+        "Retain keeps the data and the app's credentials"
+    )
+    left = client.get(crd.API_VERSION, crd.KIND, "kept", namespace)
+    assert crd.FINALIZER not in (left["metadata"].get("finalizers") or []), (
+        "fleetflow's finalizer stays behind"
+    )
