@@ -109,13 +109,16 @@ def _list(args: argparse.Namespace) -> int:
     if not rows:
         print("No Database requests.")
         return 0
-    print(
-        table(
-            ["REQUEST", "READY", "PHASE", "REASON", "SERVICE CLUSTER", "ENDPOINT", "SECRET"],
-            [[r.request, r.ready, r.phase, r.reason, r.service_cluster, r.endpoint, r.secret] for r in rows],
-        )
-    )
+    print(request_table(rows))
     return 0
+
+
+def request_table(rows: list[inventory.RequestRow]) -> str:
+    """Requests as ``fleetflow db list`` and ``fleetflow show databases`` print them."""
+    return table(
+        ["REQUEST", "READY", "PHASE", "REASON", "SERVICE CLUSTER", "ENDPOINT", "SECRET"],
+        [[r.request, r.ready, r.phase, r.reason, r.service_cluster, r.endpoint, r.secret] for r in rows],
+    )
 
 
 def _get(args: argparse.Namespace) -> int:

@@ -271,7 +271,15 @@ def _show_databases(args: argparse.Namespace) -> int:
         if found
         else "No cluster requests a database."
     )
-    unread = [r.cluster for r in found if not r.complete]
+    from cli.db import request_table
+    from fleetflow.databases import inventory as requests
+
+    registry = connect(args.mgmt_context)
+    asked = requests.rows(registry)
+    print("\nDatabase requests:\n" + request_table(asked) if asked else "\nNo Database requests.")
+    unread = [r.cluster for r in found if not r.complete] + [
+        r.request for r in asked if r.reason == "Unreachable"
+    ]
     if unread:  # as kubectl: what could be read on stdout, the failure in the exit code
         print(f"error: could not read everything about {', '.join(unread)} (reasons above)", file=sys.stderr)
         return 1

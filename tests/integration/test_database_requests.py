@@ -280,6 +280,19 @@ def test_deregistering_a_cluster_applies_each_requests_policy_and_says_so(
         database_request(request=str(ref), timeout_seconds=120)
     env = dict(os.environ, KUBECONFIG=str(local_fleet.kubeconfig), FLEETFLOW_MGMT_CONTEXT="mgmt")
     fleetflow = os.path.join(os.path.dirname(sys.executable), "fleetflow")
+    for argv in (["show", "databases"], ["db", "list"]):
+        shown = subprocess.run(
+            [fleetflow, *argv], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+        rows = [line.split() for line in shown.stdout.splitlines()]
+        for ref in (gone, kept):
+            row = next((r for r in rows if r and r[0] == str(ref)), None)
+            assert row is not None, f"{argv}: {ref} not listed:\n{shown.stdout}{shown.stderr}"
+            assert row[1:3] == ["True", "Ready"], row
+    got = subprocess.run(
+        [fleetflow, "db", "get", str(kept)], env=env, capture_output=True, text=True, check=False
+    )
+    assert f"Secret:          {namespace}/kept-credentials" in got.stdout, got.stdout + got.stderr
     done = subprocess.run(
         [fleetflow, "cluster", "deregister", name],
         env=env,
