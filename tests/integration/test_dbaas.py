@@ -1,46 +1,35 @@
 """The seed's chain, flow by flow, on the local fleet with a real Prefect server and real PostgreSQL.
 
 install-operator -> provision-database -> fetch-credentials -> deploy-app, then the delivered
-credentials are proven by connecting with them and running the Job's own SQL.
+credentials are proven by connecting with them and running the Job's own SQL. What happens when
+a cluster cannot be reached, and reconcile's healing, are in ``test_dbaas_healing.py``.
 """
 
 from __future__ import annotations
 
-import base64
 import os
-import re
 import subprocess
-import sys
-import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from devfleet.cnpg import CHART_DIR as LOCAL_CHART
-from devfleet.cnpg import controller
-from fleetflow.dbaas.names import APP_NAMESPACE, SERVICE_CLUSTER_ANNOTATION
-from fleetflow.errors import APIUnavailableError, PermanentError
-from fleetflow.kube import Kubeconfig
+from fleetflow.dbaas.names import APP_NAMESPACE
+from fleetflow.errors import PermanentError
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
 from fleetflow.templating import TemplateError
 from flows.deploy_app import deploy_app
-from flows.deprovision_database import deprovision_database
 from flows.fetch_credentials import fetch_credentials
 from flows.install_operator import install_operator
 from flows.provision_database import provision_database
-from flows.reconcile import reconcile
 from flows.register_cluster import register_cluster
 from tests.integration.conftest import LocalFleet
+from tests.integration.dbaas_support import FLEETFLOW, cli, decoded, psql, seeded_fleet, versions
 
 pytestmark = pytest.mark.integration
-
-FLEETFLOW = str(Path(sys.executable).parent / "fleetflow")
-PSQL = "/usr/bin/psql"
 
 
 @pytest.fixture(autouse=True)
@@ -54,30 +43,8 @@ def seed(
     local_fleet: LocalFleet, prefect_api: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Registry]:
     """The seed's three clusters registered, and the CloudNativePG stand-in running for service-cluster."""
-    patch = pytest.MonkeyPatch()
-    patch.setenv("KUBECONFIG", str(local_fleet.kubeconfig))
-    patch.setenv("FLEETFLOW_MGMT_CONTEXT", "mgmt")
-    registry = Registry(local_fleet.client("mgmt"))
-    registry.install()
-    for name, labels in (
-        ("mgmt", {"type": "mgmt"}),
-        ("service-cluster", {"type": "services"}),
-        ("workload-cluster", {"postgres": "required"}),
-    ):
-        register_cluster(name=name, context=name, labels=labels, mgmt_context="mgmt")
-    stop = threading.Event()
-    root = tmp_path_factory.mktemp("cnpg-standin")
-    thread = threading.Thread(
-        target=controller.run, args=(local_fleet.kubeconfig, ["service-cluster"], stop, root)
-    )
-    thread.start()
-    try:
+    with seeded_fleet(local_fleet, tmp_path_factory) as registry:
         yield registry
-    finally:
-        stop.set()
-        thread.join(60)
-        controller.destroy_servers(root)
-        patch.undo()
 
 
 @pytest.fixture(scope="module")
@@ -91,62 +58,6 @@ def database(seed: Registry, operator: None) -> dict[str, Any]:
     """workload-cluster's database, provisioned (idempotently) and its credentials delivered."""
     ready: dict[str, Any] = provision_database(cluster="workload-cluster", timeout_seconds=120)
     return ready
-
-
-@pytest.fixture
-def app(seed: Registry, database: dict[str, Any]) -> dict[str, Any]:
-    """workload-cluster labelled type=app and its todo-table Job applied; idempotent."""
-    seed.edit_labels("workload-cluster", LabelEdit.parse(["type=app"]))
-    [deployed] = deploy_app(cluster="workload-cluster")
-    return dict(deployed)
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [FLEETFLOW, *args], env=dict(os.environ), capture_output=True, text=True, timeout=300, check=False
-    )
-
-
-def decoded(secret: dict[str, Any]) -> dict[str, str]:
-    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
-
-
-def psql(
-    host: str, port: str, user: str, password: str, dbname: str, *args: str
-) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ["PATH"], "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10"}
-    return subprocess.run(
-        [
-            PSQL,
-            f"--host={host}",
-            f"--port={port}",
-            f"--username={user}",
-            f"--dbname={dbname}",
-            "--no-password",
-            "--set=ON_ERROR_STOP=1",
-            *args,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def versions(local_fleet: LocalFleet) -> dict[str, str]:
-    """resourceVersions of everything the chain writes: re-running a flow must change none."""
-    service, mgmt, workload = (local_fleet.client(n) for n in ("service-cluster", "mgmt", "workload-cluster"))
-    objs = {
-        "cluster": service.get(
-            "postgresql.cnpg.io/v1", "Cluster", "cluster-workload-cluster", "workload-cluster"
-        ),
-        "mgmt-secret": mgmt.get("v1", "Secret", "pg-credentials", "workload-cluster"),
-        "mgmt-config": mgmt.get("v1", "ConfigMap", "pg-loadbalancer-data", "workload-cluster"),
-        "app-secret": workload.get("v1", "Secret", "pg-credentials", APP_NAMESPACE),
-        "job": workload.get("batch/v1", "Job", "todo-table", APP_NAMESPACE),
-    }
-    return {k: v["metadata"]["resourceVersion"] for k, v in objs.items()}
 
 
 def test_the_seed_chain_flow_by_flow(seed: Registry, local_fleet: LocalFleet, prefect_api: str) -> None:
@@ -330,91 +241,3 @@ def test_the_cli_runs_a_flow_that_emits_events_without_prefect_api_url(database:
         f"service-cluster at {database['endpoint']}"
     )
     assert "no PREFECT_API_URL: running provision-database on a temporary Prefect server" in done.stderr
-
-
-@pytest.fixture
-def unreachable_workload(
-    seed: Registry, operator: None, local_fleet: LocalFleet, tmp_path: Path
-) -> Iterator[str]:
-    """A cluster with a database and credentials in mgmt, whose own API server then cannot be
-    reached: its stored kubeconfig names a closed port."""
-    # A fresh name each time: the previous test's namespace may still be terminating.
-    name = f"wl-unreachable-{uuid.uuid4().hex[:6]}"
-    register_cluster(
-        name=name, context="workload-cluster", labels={"postgres": "required"}, mgmt_context="mgmt"
-    )
-    try:
-        provision_database(cluster=name, timeout_seconds=120)
-        config = yaml.safe_load(local_fleet.kubeconfig.read_text())
-        for cluster in config["clusters"]:
-            cluster["cluster"]["server"] = "https://127.0.0.1:1"
-        broken = tmp_path / "kubeconfig"
-        broken.write_text(yaml.safe_dump(config))
-        seed.store_kubeconfig(name, Kubeconfig.from_file(broken, "workload-cluster"))
-        yield name
-    finally:
-        local_fleet.client("service-cluster").delete(
-            "postgresql.cnpg.io/v1", "Cluster", f"cluster-{name}", name
-        )
-        seed.deregister(name, delete_namespace=True)
-
-
-UNREACHABLE = r"[^:]* workload-cluster: cannot reach the API server \(\w+\)"
-
-
-def test_show_databases_reports_what_it_could_not_read(unreachable_workload: str) -> None:
-    name = unreachable_workload
-    listing = cli("show", "databases")
-    assert listing.returncode == 1, "a listing with unread parts must not exit 0"
-    row = next(line for line in listing.stdout.splitlines() if line.startswith(name))
-    assert re.search(rf"   mgmt; workload unknown: {UNREACHABLE}$", row), row
-    assert re.match(r"^error: could not read everything about .*\(reasons above\)$", listing.stderr)
-    assert name in listing.stderr
-
-
-def test_delete_policy_fails_saying_which_credentials_it_could_not_withdraw(
-    seed: Registry, unreachable_workload: str, local_fleet: LocalFleet
-) -> None:
-    name = unreachable_workload
-    seed.edit_labels(name, LabelEdit.parse(["postgres-"]))
-    said = (
-        rf"^deleted {name}/cluster-{name} on service-cluster, "
-        rf"but could not withdraw its credentials from {name}: {UNREACHABLE}$"
-    )
-    with pytest.raises(APIUnavailableError, match=said):
-        deprovision_database(cluster=name, deletion_policy="Delete")
-    service, mgmt = local_fleet.client("service-cluster"), local_fleet.client("mgmt")
-    assert service.get_or_none("postgresql.cnpg.io/v1", "Cluster", f"cluster-{name}", name) is None
-    assert mgmt.get_or_none("v1", "Secret", "pg-credentials", name) is None, "withdrawn where reachable"
-    placed = seed.require(name).annotations.get(SERVICE_CLUSTER_ANNOTATION)
-    assert placed == "service-cluster", "the placement stays, so a later run can finish the withdrawal"
-
-
-def test_reconcile_heals_deletions_and_rotations_and_otherwise_writes_nothing(
-    seed: Registry, app: dict[str, Any], local_fleet: LocalFleet
-) -> None:
-    chart = {"chart": str(LOCAL_CHART), "repository": None, "version": None}
-    mgmt, workload = local_fleet.client("mgmt"), local_fleet.client("workload-cluster")
-    service = local_fleet.client("service-cluster")
-    assert mgmt.delete("v1", "Secret", "pg-credentials", "workload-cluster")
-    assert workload.delete("batch/v1", "Job", "todo-table", APP_NAMESPACE)
-    repaired = reconcile(**chart, timeout_seconds=120)
-    assert repaired["credentials"] == ["workload-cluster"]
-    assert repaired["app"] == ["workload-cluster"]
-    assert mgmt.get_or_none("v1", "Secret", "pg-credentials", "workload-cluster") is not None
-    assert workload.get_or_none("batch/v1", "Job", "todo-table", APP_NAMESPACE) is not None
-
-    # A rotated source secret makes the delivered copy stale; reconcile rewrites it.
-    rotated = base64.b64encode(b"rotated-password").decode()
-    service.merge_patch(
-        "v1", "Secret", "cluster-workload-cluster-app", "workload-cluster", {"data": {"password": rotated}}
-    )
-    assert reconcile(**chart, timeout_seconds=120)["credentials"] == ["workload-cluster"]
-    assert (
-        decoded(mgmt.get("v1", "Secret", "pg-credentials", "workload-cluster"))["password"]
-        == "rotated-password"
-    )
-
-    before = versions(local_fleet)
-    assert not any(reconcile(**chart, timeout_seconds=120).values()), "a healthy fleet needs no repair"
-    assert versions(local_fleet) == before
