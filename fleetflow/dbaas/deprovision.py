@@ -3,7 +3,8 @@
 No data is ever deleted by default. The deletion policy decides:
 
 - ``Retain`` (default): the CNPG Cluster and its data stay; the Cluster is annotated
-  ``fleetflow.io/orphaned`` and ``fleetflow show databases`` reports it as orphaned. Labelling
+  ``fleetflow.io/orphaned`` (with the time it was orphaned; a Cluster already marked is left
+  untouched) and ``fleetflow show databases`` reports it as orphaned. Labelling
   the cluster ``postgres=required`` again adopts the same database back.
 - ``Delete``: the CNPG Cluster is deleted (CNPG then deletes its data) and the credentials
   fleetflow delivered are withdrawn from the management and workload clusters. If the workload
@@ -36,9 +37,14 @@ def deprovision(registry: Registry, cluster: str, policy: Policy) -> str:
     db = provision.database_of(cluster, service_cluster)
     service = registry.client(service_cluster)
     if policy == "Retain":
-        when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if service.get_or_none(CNPG_API, "Cluster", db.name, db.namespace) is None:
+        live = service.get_or_none(CNPG_API, "Cluster", db.name, db.namespace)
+        if live is None:
             return "no database: nothing to do"
+        if is_orphaned(live):
+            # Marked by an earlier run: re-stamping would write every retained Cluster on every
+            # reconcile and label event, and move the mark's time away from the orphaning.
+            return f"already retained {db.namespace}/{db.name} on {service_cluster} (orphaned, data kept)"
+        when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         service.merge_patch(
             CNPG_API,
             "Cluster",
