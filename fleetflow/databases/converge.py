@@ -31,7 +31,7 @@ from fleetflow.databases import crd, spec, status
 from fleetflow.databases.spec import DatabaseSpec, RequestRef
 from fleetflow.dbaas import credentials, provision
 from fleetflow.dbaas.names import CNPG_API, MANAGED, SOURCE_ANNOTATION
-from fleetflow.errors import APINotFoundError, PermanentError, TemporaryError, UsageError
+from fleetflow.errors import APINotFoundError, FleetflowError, PermanentError, TemporaryError, UsageError
 from fleetflow.kube import KubeClient, WaitTimeoutError
 from fleetflow.labels import Selector
 from fleetflow.registry import Registry
@@ -86,6 +86,26 @@ def converge(registry: Registry, ref: RequestRef, timeout: float = 300.0) -> Out
     )
     if not status.converged(obj) or status.ready_of(obj)[0] != "True":
         status.write(workload, ref, obj, base)  # a re-check of a ready request does not flap
+    try:
+        return _provision(registry, workload, ref, obj, wanted, base, timeout)
+    except TemporaryError as exc:  # the service cluster (or the workload's API) did not answer
+        with contextlib.suppress(FleetflowError):
+            why = f"service cluster {service_cluster} cannot be reached: {' '.join(str(exc).split())}"
+            _fail(workload, ref, obj, "Unreachable", why, base)
+        raise  # the task retries a transient failure; reconcile tries again later
+
+
+def _provision(
+    registry: Registry,
+    workload: KubeClient,
+    ref: RequestRef,
+    obj: dict[str, Any],
+    wanted: DatabaseSpec,
+    base: status.Report,
+    timeout: float,
+) -> Outcome:
+    """The CNPG Cluster on the service cluster, awaited; then the credentials and Ready."""
+    service_cluster, name = base.service_cluster, spec.cnpg_name(ref)
     service = registry.client(service_cluster)
     db = provision.Database(ref.cluster, service_cluster, ref.cluster, name)
     live = service.get_or_none(CNPG_API, "Cluster", name, ref.cluster)

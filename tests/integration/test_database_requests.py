@@ -8,7 +8,10 @@ by connecting with psql to the stand-in's real PostgreSQL.
 from __future__ import annotations
 
 import base64
+import contextlib
+import copy
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -20,8 +23,8 @@ import pytest
 from devfleet.cnpg import CHART_DIR, controller
 from fleetflow.databases import crd
 from fleetflow.databases.spec import DatabaseSpec, RequestRef, cnpg_name, manifest
-from fleetflow.errors import APIInvalidError, PermanentError
-from fleetflow.kube import KubeClient
+from fleetflow.errors import APIInvalidError, FleetflowError, PermanentError
+from fleetflow.kube import KubeClient, Kubeconfig
 from fleetflow.registry import Registry
 from flows.database_request import database_request
 from flows.install_operator import install_operator
@@ -325,3 +328,46 @@ def test_deregistering_a_cluster_applies_each_requests_policy_and_says_so(
     assert crd.FINALIZER not in (left["metadata"].get("finalizers") or []), (
         "fleetflow's finalizer stays behind"
     )
+
+
+def test_an_unreachable_service_cluster_shows_as_unreachable_and_no_selector_match_says_so(
+    fleet: Registry, local_fleet: LocalFleet, request: pytest.FixtureRequest
+) -> None:
+    from fleetflow.databases.converge import converge
+    from fleetflow.errors import TemporaryError
+
+    dead = f"dead-svc-{os.getpid()}"
+    kubeconfig = Kubeconfig.from_file(local_fleet.kubeconfig, "service-cluster")
+    data = copy.deepcopy(kubeconfig.data)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"  # nobody listens there
+    fleet.ensure_namespace(dead)
+    fleet.store_kubeconfig(dead, Kubeconfig(data, kubeconfig.context))
+    fleet.apply(dead, kubeconfig.context, {"type": "services", "zone": "gone"})
+    client = local_fleet.client("workload-cluster")
+    try:
+        namespace = ns(request, "u")
+        unreachable = RequestRef("workload-cluster", namespace, "far")
+        ask(local_fleet, namespace, unreachable, serviceClusterSelector={"zone": "gone"})
+        with pytest.raises(TemporaryError):
+            converge(fleet, unreachable, timeout=30)
+        obj = client.get(crd.API_VERSION, crd.KIND, "far", namespace)
+        cond = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
+        assert (cond["status"], cond["reason"]) == ("False", "Unreachable"), cond
+        assert dead in cond["message"] or "127.0.0.1" in cond["message"]
+
+        nowhere = RequestRef("workload-cluster", namespace, "nowhere")
+        ask(local_fleet, namespace, nowhere, serviceClusterSelector={"zone": "mars"})
+        assert converge(fleet, nowhere, timeout=30).phase == "Failed"
+        obj = client.get(crd.API_VERSION, crd.KIND, "nowhere", namespace)
+        cond = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
+        assert (cond["reason"], "zone=mars" in cond["message"]) == ("NoServiceCluster", True), cond
+    finally:
+        for name in ("far", "nowhere"):
+            with contextlib.suppress(FleetflowError):
+                client.merge_patch(
+                    crd.API_VERSION, crd.KIND, name, namespace, {"metadata": {"finalizers": None}}
+                )
+        fleet.deregister(dead, delete_namespace=True)
