@@ -4,14 +4,8 @@ Everything above it sees fleetflow's own types (:mod:`fleetflow.kube.types`) and
 (:mod:`fleetflow.errors`), never the client library's, so the client can be replaced here alone.
 """
 
-from fleetflow.kube.client import (
-    KubeClient,
-    WaitTimeoutError,
-    client_for,
-    client_from_config,
-    forget_clients,
-    probe,
-)
+from fleetflow.kube.client import KubeClient, WaitTimeoutError
+from fleetflow.kube.clients import client_for, client_from_config, forget_clients, probe
 from fleetflow.kube.kubeconfig import Kubeconfig, contexts
 from fleetflow.kube.kubeconfig import extract as extract_kubeconfig
 

@@ -1,8 +1,8 @@
-"""One client per cluster, reused: server-side apply, get, list, delete and watch-based wait.
+"""API access to one cluster: server-side apply, get, list, delete and watch-based wait.
 
-``client_for(context)`` builds the client once per (kubeconfig file, context) and hands out the
-same one afterwards; a rewritten kubeconfig (new port after a fleet restart) yields a new one.
-Every call translates the client library's failures into :mod:`fleetflow.errors`.
+Clients are built and cached in :mod:`fleetflow.kube.clients` (``client_for``,
+``client_from_config``); this module holds what a client does. Every call translates the client
+library's failures into :mod:`fleetflow.errors`.
 
 Defaults chosen to be safe on a real cluster:
 
@@ -13,8 +13,6 @@ Defaults chosen to be safe on a real cluster:
   orphaned (batch/v1's default), still running.
 - ``wait`` backs off (0.5 s doubling to 5 s, never past its deadline) between relists while the
   watch keeps failing, instead of relisting in a hot loop.
-- urllib3 retries are fixed on the Configuration before the ApiClient builds its connection
-  pool; set afterwards they have no effect.
 - label selectors go to the API server (typed: :class:`fleetflow.labels.Selector`), so lists
   return only what matches instead of everything for the caller to filter.
 """
@@ -25,35 +23,27 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-import urllib3
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from kubernetes.config.config_exception import ConfigException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from kubernetes.dynamic.resource import Resource
 
-from fleetflow import config
 from fleetflow.errors import (
     APIConflictError,
     APIGoneError,
     APINotFoundError,
     APIUnavailableError,
     ApplyConflictError,
-    ConfigError,
     FleetflowError,
     PermanentError,
 )
 from fleetflow.kube.errors import api_errors
-from fleetflow.kube.kubeconfig import Kubeconfig, contexts
 from fleetflow.kube.types import FIELD_MANAGER, Body, Propagation
 from fleetflow.labels import Selector
 
 Predicate = Callable[[dict[str, Any] | None], bool]
-Retries = int | urllib3.Retry | None
 
 WAIT_BACKOFF_FIRST = 0.5  # seconds before the first relist after a failed watch
 WAIT_BACKOFF_MAX = 5.0
@@ -353,92 +343,3 @@ def _apply_conflicts() -> Iterator[None]:
             raise  # an ordinary 409 (optimistic concurrency): temporary
         message = " ".join(str(exc).split())
         raise ApplyConflictError(message, status=exc.status, reason=exc.reason) from None
-
-
-_clients: dict[tuple[str, str, int], KubeClient] = {}
-_clients_lock = threading.Lock()
-
-
-def client_for(context: str, kubeconfig: str | Path | None = None) -> KubeClient:
-    """The shared client for ``context`` (kubeconfig chosen as :func:`config.resolve_kubeconfig`)."""
-    choice = config.resolve_kubeconfig(kubeconfig)
-    path = choice.path
-    known = contexts(path)  # raises a clear ConfigError for a missing or malformed file
-    if context not in known:
-        raise ConfigError(
-            f"context {context!r} not found in kubeconfig {path} (from {choice.source}); "
-            f"it has: {', '.join(known) or 'no contexts'}"
-        )
-    key = (str(path.resolve()), context, path.stat().st_mtime_ns)
-    with _clients_lock:
-        cached = _clients.get(key)
-        if cached is not None:
-            return cached
-        try:
-            api = k8s_config.new_client_from_config(
-                config_file=str(path), context=context, persist_config=False
-            )
-        except (ConfigException, ValueError, TypeError, KeyError) as exc:
-            # The library's message may quote the file; name the problem without its content.
-            raise ConfigError(
-                f"kubeconfig {path} context {context!r} is unusable ({type(exc).__name__})"
-            ) from None
-        client = KubeClient(api, context)
-        _clients[key] = client
-        return client
-
-
-def client_from_config(
-    config_dict: dict[str, Any],
-    context: str,
-    cache_key: str | None = None,
-    *,
-    retries: Retries = None,
-) -> KubeClient:
-    """A client from an in-memory kubeconfig (a registered cluster's Secret).
-
-    With ``cache_key`` (e.g. the Secret's uid and resourceVersion) the client is reused until
-    the credentials change. ``retries`` is urllib3's (a count or a ``Retry``; None: urllib3's
-    default of 3 on connection and read errors); it is set before the connection pool is built,
-    the only time it takes effect.
-    """
-    key = ("<memory>", f"{context}/{cache_key}/{retries!r}", 0)
-    with _clients_lock:
-        if cache_key and key in _clients:
-            return _clients[key]
-        configuration = k8s.Configuration()
-        configuration.retries = retries
-        try:
-            api = k8s_config.new_client_from_config_dict(
-                config_dict=config_dict,
-                context=context,
-                persist_config=False,
-                client_configuration=configuration,
-            )
-        except (ConfigException, ValueError, TypeError, KeyError) as exc:
-            raise ConfigError(
-                f"kubeconfig for context {context!r} is unusable ({type(exc).__name__})"
-            ) from None
-        client = KubeClient(api, context)
-        if cache_key:
-            _clients[key] = client
-        return client
-
-
-def probe(kubeconfig: Kubeconfig, timeout: float = 10.0) -> str:
-    """The cluster's Kubernetes version (``/version``), through a client used only for this.
-
-    One attempt: the caller's task retries, with backoff, and a probe of an unreachable
-    cluster should say so at once rather than after the client's own retries.
-    """
-    api = client_from_config(kubeconfig.data, kubeconfig.context, retries=0)
-    try:
-        return str(api.version(timeout)["gitVersion"])
-    finally:
-        api.api.close()
-
-
-def forget_clients() -> None:
-    """Drop cached clients (after a fleet restart in tests)."""
-    with _clients_lock:
-        _clients.clear()

@@ -16,8 +16,7 @@ import pytest
 import urllib3
 
 from fleetflow import errors
-from fleetflow.kube import probe
-from fleetflow.kube.client import client_from_config
+from fleetflow.kube import client_from_config, probe
 from fleetflow.kube.kubeconfig import Kubeconfig
 
 

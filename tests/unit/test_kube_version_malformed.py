@@ -16,8 +16,7 @@ from typing import ClassVar
 import pytest
 
 from fleetflow import errors
-from fleetflow.kube import probe
-from fleetflow.kube.client import client_from_config
+from fleetflow.kube import client_from_config, probe
 from fleetflow.kube.kubeconfig import Kubeconfig
 
 TOKEN = "dG9rZW4tbm90LWZvci1lcnJvcnM"
