@@ -128,7 +128,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--deletion-policy",
         choices=["Retain", "Delete"],
         default="Retain",
-        help="when label postgres is removed: keep the database (default) or delete it",
+        help="when a cluster no longer has postgres=required: keep the database (default) or delete it",
     )
     deploy.set_defaults(func=_deploy_platform)
 

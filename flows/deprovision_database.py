@@ -16,7 +16,7 @@ def deprovision_database(
     """Retain (default: data kept, marked orphaned) or Delete the database of CLUSTER.
 
     Args:
-        cluster: the registered cluster whose label postgres was removed.
+        cluster: the registered cluster that no longer has postgres=required.
         deletion_policy: Retain keeps the database and its data; Delete removes both and withdraws
             the delivered credentials.
         mgmt_context: the management cluster's context (default: fleetflow's configuration).
