@@ -14,6 +14,10 @@ object's uid, generation and whether it is being deleted, so:
   flow it starts is idempotent: nothing duplicated;
 - no state needs persisting, unlike the label watcher's: the request's own status is the state.
 
+A second watch per cluster follows CloudNativePG's ``-app`` secrets there (the cluster as a service
+cluster): a rotated password re-emits the event of the request its CNPG Cluster was made for, so
+the credentials next to the request follow within seconds, not at the next reconcile.
+
 A cluster registered without the register-cluster flow (a FleetCluster applied by GitOps) gets
 the Database CRD from its watch on first sync, so its teams can apply requests. A cluster whose
 API cannot be reached backs off and relists, without holding up the others.
@@ -28,14 +32,17 @@ from typing import Any
 
 from fleetflow import events
 from fleetflow.databases import crd, status
+from fleetflow.databases.converge import REQUEST
 from fleetflow.databases.spec import RequestRef
-from fleetflow.errors import APIGoneError, FleetflowError, PermanentError, TemporaryError
+from fleetflow.dbaas.names import CNPG_API
+from fleetflow.errors import APIGoneError, APINotFoundError, FleetflowError, PermanentError, TemporaryError
 from fleetflow.kube import KubeClient
 from fleetflow.registry import API_VERSION, KIND, Registry
 
 log = logging.getLogger("fleetflow.databases.watcher")
 
 WATCH_TIMEOUT = 30
+APP_SECRETS = "cnpg.io/userType=app"  # CloudNativePG's application-user secrets
 BACKOFF_MAX = 30.0
 Emit = Callable[[list[events.FleetEvent]], None]
 
@@ -68,6 +75,9 @@ class ClusterWatch:
         self.stop = threading.Event()
         self.synced = threading.Event()
         self.thread = threading.Thread(target=self.run, name=f"requests-{cluster}", daemon=True)
+        self.rotations = threading.Thread(
+            target=self.watch_rotations, name=f"rotations-{cluster}", daemon=True
+        )
 
     def run(self) -> None:
         backoff = 0.5
@@ -84,6 +94,62 @@ class ClusterWatch:
                 log.warning("%s: %s; relisting in %.1fs", self.cluster, " ".join(str(exc).split()), backoff)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def watch_rotations(self) -> None:
+        """This cluster as a service cluster: when the ``-app`` Secret of a CNPG Cluster made for
+        a request changes (a rotated password), that request is converged again at once, which
+        rewrites the credentials next to it. The label path is left to reconcile."""
+        backoff = 0.5
+        while not self.stop.is_set():
+            try:
+                client = self._client()
+                _, version = client.list("v1", "Secret", label_selector=APP_SECRETS)
+                while not self.stop.is_set():
+                    for kind, obj in client.stream(
+                        "v1",
+                        "Secret",
+                        resource_version=version,
+                        timeout=self.watch_timeout,
+                        label_selector=APP_SECRETS,
+                    ):
+                        version = obj["metadata"].get("resourceVersion", version)
+                        if kind == "MODIFIED":
+                            self._rotated(client, obj)
+                        if self.stop.is_set():
+                            break
+                backoff = 0.5
+            except APIGoneError:
+                continue
+            except FleetflowError as exc:
+                log.warning(
+                    "%s: secrets: %s; relisting in %.1fs", self.cluster, " ".join(str(exc).split()), backoff
+                )
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _rotated(self, client: KubeClient, secret: dict[str, Any]) -> None:
+        meta = secret["metadata"]
+        name = (meta.get("labels") or {}).get("cnpg.io/cluster")
+        if not name:
+            return
+        try:
+            owner = client.get_or_none(CNPG_API, "Cluster", name, meta["namespace"])
+        except APINotFoundError:
+            return  # no CloudNativePG here
+        request = ((owner or {}).get("metadata", {}).get("annotations") or {}).get(REQUEST)
+        if not request:
+            return
+        ref = RequestRef.parse(request)
+        event = events.FleetEvent(
+            events.DATABASE_REQUEST_CHANGED,
+            events.request_resource(ref.cluster, ref.namespace, ref.name),
+            events.event_id(meta["uid"], "rotated", meta.get("resourceVersion", "")),
+            {"request": request, "cluster": ref.cluster, "rotated": f"{meta['namespace']}/{meta['name']}"},
+        )
+        self.emit([event])
+        log.info(
+            "emitted %s for %s: secret %s/%s changed", event.event, request, meta["namespace"], meta["name"]
+        )
 
     def _client(self) -> KubeClient:
         return self.registry.client(self.cluster)
@@ -107,6 +173,8 @@ class ClusterWatch:
             crd.API_VERSION, crd.KIND, resource_version=version, timeout=self.watch_timeout
         ):
             version = obj["metadata"].get("resourceVersion", version)
+            if kind == "BOOKMARK":
+                continue  # carries only a newer resourceVersion
             if kind in ("ADDED", "MODIFIED") and needs_work(obj):
                 event = event_for(self.cluster, obj)
                 self.emit([event])
@@ -131,6 +199,7 @@ class RequestWatcher:
             watch = ClusterWatch(self.registry, name, self.emit, self.watch_timeout)
             self.watches[name] = watch
             watch.thread.start()
+            watch.rotations.start()
             log.info("watching Database requests in %s", name)
 
     def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:

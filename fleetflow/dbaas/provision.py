@@ -61,7 +61,7 @@ def apply_cluster(service: KubeClient, body: dict[str, Any], service_cluster: st
         service.apply(
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": MANAGED}}
         )
-    service.apply(body)
+    service.apply(body, force=True)  # fleetflow is the Cluster's authority: a hand edit is put back
     return Database(cluster, service_cluster, namespace, body["metadata"]["name"])
 
 

@@ -175,8 +175,10 @@ class KubeClient:
         resource_version: str,
         timeout: int,
         namespace: str | None = None,
+        label_selector: Selector | str | None = None,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Watch events ``(type, object)`` from ``resource_version`` for at most ``timeout`` s.
+        """Watch events ``(type, object)`` from ``resource_version`` for at most ``timeout`` s
+        (only objects matching ``label_selector``, filtered by the API server).
 
         Raises APIGoneError when the server has compacted past ``resource_version`` (410):
         the caller relists. BOOKMARK events carry only a newer resourceVersion.
@@ -188,6 +190,7 @@ class KubeClient:
                 namespace=namespace,
                 resource_version=resource_version,
                 timeout=timeout,
+                label_selector=str(label_selector) if label_selector is not None else None,
                 allow_watch_bookmarks=True,
             ):
                 raw = dict(event["raw_object"])

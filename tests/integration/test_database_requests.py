@@ -371,3 +371,57 @@ def test_an_unreachable_service_cluster_shows_as_unreachable_and_no_selector_mat
                     crd.API_VERSION, crd.KIND, name, namespace, {"metadata": {"finalizers": None}}
                 )
         fleet.deregister(dead, delete_namespace=True)
+
+
+def test_a_rotated_password_reaches_the_requests_secret_within_seconds(
+    fleet: Registry, local_fleet: LocalFleet, request: pytest.FixtureRequest
+) -> None:
+    """The watcher sees the ``-app`` Secret change on the service cluster and the request is
+    converged again at once (here its event runs the flow directly, as the automation would)."""
+    import time
+
+    from fleetflow.databases.watcher import RequestWatcher
+
+    ref = RequestRef("workload-cluster", ns(request, "rot"), "rotated")
+    ask(local_fleet, ref.namespace, ref)
+    database_request(request=str(ref), timeout_seconds=120)
+    client, service = local_fleet.client("workload-cluster"), local_fleet.client("service-cluster")
+    old = secret(client, ref.namespace, "rotated-credentials")
+
+    def run_flows(batch: list[Any]) -> None:
+        for event in batch:
+            if event.payload.get("request") == str(ref) and "rotated" in event.payload:
+                database_request(request=str(ref), timeout_seconds=60)
+
+    stop = threading.Event()
+    watcher = RequestWatcher(fleet, emit=run_flows, watch_timeout=5)
+    ready = threading.Event()
+    thread = threading.Thread(target=watcher.run, args=(stop, ready), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(90), "the request watcher did not sync"
+        new_password = "rotated-" + os.urandom(8).hex()
+        app_secret = f"{cnpg_name(ref)}-app"
+        encoded = base64.b64encode(new_password.encode()).decode()
+        started = time.monotonic()
+        service.merge_patch("v1", "Secret", app_secret, ref.cluster, {"data": {"password": encoded}})
+        deadline = time.monotonic() + 30
+        while secret(client, ref.namespace, "rotated-credentials")["password"] != new_password:
+            assert time.monotonic() < deadline, (
+                "the rotated password did not reach the request's Secret in 30 s"
+            )
+            time.sleep(0.2)  # polling the Secret with a deadline
+        print(f"rotation -> request Secret: {time.monotonic() - started:.1f}s")
+        fresh = secret(client, ref.namespace, "rotated-credentials")
+        assert new_password in fresh["uri"]
+        # The stand-in, like CloudNativePG, sets the role's password from the secret when it next
+        # reconciles the Cluster (a spec change makes it; the next converge puts the spec back).
+        service.merge_patch(CNPG, "Cluster", cnpg_name(ref), ref.cluster, {"spec": {"instances": 2}})
+        deadline = time.monotonic() + 60
+        while (works := psql(fresh, "select 1")).returncode != 0:
+            assert time.monotonic() < deadline, f"the new password never opened the database: {works.stderr}"
+            time.sleep(0.5)  # polling the database with a deadline
+        assert psql(old, "select 1").returncode != 0, "the old password still works after the rotation"
+    finally:
+        stop.set()
+        thread.join(30)
