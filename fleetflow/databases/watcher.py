@@ -191,7 +191,28 @@ class RequestWatcher:
         self.registry, self.emit, self.watch_timeout = registry, emit, watch_timeout
         self.watches: dict[str, ClusterWatch] = {}
 
+    def _unaliased(self, names: set[str]) -> set[str]:
+        """One name per API server: a cluster registered twice (two names, one server) would
+        otherwise have each Database served twice, under two names. The first name wins."""
+        by_server: dict[str, str] = {}
+        for name in sorted(names):
+            try:
+                server = self.registry.kubeconfig(name).server
+            except FleetflowError:
+                server = f"unknown:{name}"  # its own watch reports what is wrong
+            if server in by_server:
+                log.warning(
+                    "%s is the same API server as %s: its Database requests are served as %s's",
+                    name,
+                    by_server[server],
+                    by_server[server],
+                )
+                continue
+            by_server[server] = name
+        return set(by_server.values())
+
     def _follow(self, names: set[str]) -> None:
+        names = self._unaliased(names)
         for name in sorted(set(self.watches) - names):
             self.watches.pop(name).stop.set()
             log.info("stopped watching Database requests in %s (deregistered)", name)
@@ -214,16 +235,14 @@ class RequestWatcher:
                         for watch in self.watches.values():
                             watch.synced.wait(60)
                         ready.set()
-                    for kind, obj in self.registry.mgmt.stream(
+                    for kind, _obj in self.registry.mgmt.stream(
                         API_VERSION, KIND, resource_version=version, timeout=self.watch_timeout
                     ):
                         if kind == "BOOKMARK":
                             continue  # carries only a newer resourceVersion
-                        name = obj["metadata"]["name"]
-                        if kind == "ADDED" and name not in self.watches:
-                            self._follow({*self.watches, name})
-                        elif kind == "DELETED" and name in self.watches:
-                            self._follow(set(self.watches) - {name})
+                        if kind in ("ADDED", "DELETED"):
+                            items, _ = self.registry.mgmt.list(API_VERSION, KIND)
+                            self._follow({o["metadata"]["name"] for o in items})
                         if stop.is_set():
                             break
                     backoff = 0.5
