@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fleetflow.kube import client_for
 
@@ -50,6 +51,18 @@ def test_up_is_idempotent_recovers_stale_state_and_down_keeps_data(home: Path, a
     row = status_of(home, "lifecycle")
     assert row[1] == "Running"
     endpoint = row[2]
+    # A fleet of any names tells the product where its helm and stand-in chart are.
+    settings = yaml.safe_load((home / "config.yaml").read_text())
+    assert (Path(settings["operatorChart"]) / "Chart.yaml").is_file()
+    assert Path(settings["helm"]).is_file()
+    chart = subprocess.run(
+        [sys.executable, "-c", "from cli.run import _chart; print(_chart(True))"],
+        env=dict(os.environ, FLEETFLOW_HOME=str(home)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert settings["operatorChart"] in chart.stdout, chart.stderr
 
     again = run(home, "fleet", "up", "--clusters", "lifecycle")
     assert again.returncode == 0, again.stderr
@@ -95,6 +108,9 @@ def test_up_is_idempotent_recovers_stale_state_and_down_keeps_data(home: Path, a
             not Path(f"/proc/{pid}").exists() or b"lifecycle" not in Path(f"/proc/{pid}/cmdline").read_bytes()
         )
     assert kubeconfig.exists(), "down removes nothing but processes"
+    assert "operatorChart" not in yaml.safe_load((home / "config.yaml").read_text()), (
+        "a stopped fleet must not keep steering installs to its stand-in chart"
+    )
     assert any((home / "fleet" / "clusters" / "lifecycle" / "etcd").iterdir())
 
 
