@@ -88,7 +88,11 @@ def _record(found: binaries.Binaries) -> None:
 def _bootstrap(args: argparse.Namespace) -> int:
     found = binaries.ensure(args.assets, progress)
     _record(found)
+    from devfleet.cnpg.chart_build import chart_dir
+
+    chart = chart_dir(progress)
     rows = [[name, found.sources[name], str(found[name])] for name in binaries.BINARIES]
+    rows.append(["cnpg-standin-chart", "CloudNativePG v1.24.1 CRD", str(chart)])
     print(table(["BINARY", "SOURCE", "PATH"], rows))
     return 0
 

@@ -86,13 +86,13 @@ class Fleet:
     def _record(self, binaries: Binaries | None) -> None:
         """Tell the product, through fleetflow's settings in this home, where the helm we built
         and the CloudNativePG stand-in chart are; ``None`` (on ``down``) forgets the chart."""
-        from devfleet.cnpg.install import CHART_DIR
+        from devfleet.cnpg.chart_build import chart_dir
 
         home = self.root.parent
         if binaries is None:
             config.save_setting(config.OPERATOR_CHART, None, home=home)
             return
-        config.save_setting(config.OPERATOR_CHART, str(CHART_DIR), home=home)
+        config.save_setting(config.OPERATOR_CHART, str(chart_dir()), home=home)
         if "helm" in binaries.paths:
             config.save_setting(config.HELM, str(binaries["helm"]), home=home)
 

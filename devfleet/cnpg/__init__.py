@@ -6,8 +6,9 @@ the only stand-in of the project, and it is never used against a real cluster.
 
 - ``chart/`` is a Helm chart (``cloudnative-pg-local``) installed the way the real chart is
   (``helm upgrade --install cnpg CHART --namespace cnpg-system --create-namespace``). It holds
-  a minimal ``clusters.postgresql.cnpg.io`` CRD and a ConfigMap that says what runs instead of
-  the operator; no Deployment. :func:`install_chart` runs that command with fleetflow's helm.
+  CloudNativePG's real ``clusters.postgresql.cnpg.io`` CRD (v1.24.1, fetched from the Go module
+  proxy by :func:`chart_dir`) and a ConfigMap that says what runs instead of the operator; no
+  Deployment. :func:`install_chart` runs that command with fleetflow's helm.
 - :class:`StandInController` honours CloudNativePG's contract for each ``postgresql.cnpg.io/v1``
   Cluster (``docs/facts.md`` section 2): a role and database of its own on one real PostgreSQL
   server per service cluster on 127.0.0.1 (:class:`supervisor.postgres.LocalPostgres`),
@@ -24,6 +25,7 @@ of the secret (``<cluster>-rw``) resolves only inside a real cluster; only
 ``bootstrap.initdb`` is supported; there is no superuser secret, backup or failover.
 """
 
+from devfleet.cnpg.chart_build import CHART_SOURCE, chart_dir
 from devfleet.cnpg.contract import (
     API_VERSION,
     CRD_NAME,
@@ -43,11 +45,11 @@ from devfleet.cnpg.controller import (
     servers,
     stop_servers,
 )
-from devfleet.cnpg.install import CHART_DIR, RELEASE, RELEASE_NAMESPACE, install_chart
+from devfleet.cnpg.install import RELEASE, RELEASE_NAMESPACE, install_chart
 
 __all__ = [
     "API_VERSION",
-    "CHART_DIR",
+    "CHART_SOURCE",
     "CRD_NAME",
     "FINALIZER",
     "KIND",
@@ -58,6 +60,7 @@ __all__ = [
     "RELEASE",
     "RELEASE_NAMESPACE",
     "StandInController",
+    "chart_dir",
     "default_root",
     "destroy_servers",
     "install_chart",

@@ -6,9 +6,9 @@ import os
 import subprocess
 from pathlib import Path
 
+from devfleet.cnpg.chart_build import chart_dir
 from fleetflow.errors import FleetError
 
-CHART_DIR = Path(__file__).resolve().parent / "chart"
 RELEASE = "cnpg"
 RELEASE_NAMESPACE = "cnpg-system"
 
@@ -20,7 +20,7 @@ def helm_argv(helm: Path, kubeconfig: Path, context: str) -> list[str]:
         "upgrade",
         "--install",
         RELEASE,
-        str(CHART_DIR),
+        str(chart_dir()),
         "--namespace",
         RELEASE_NAMESPACE,
         "--create-namespace",

@@ -15,7 +15,7 @@ from typing import Any
 
 from fleetflow import templating
 from fleetflow.dbaas.names import CNPG_API, HEALTHY, MANAGED, cnpg_cluster_name
-from fleetflow.errors import PermanentError
+from fleetflow.errors import ApplyConflictError, PermanentError
 from fleetflow.kube import KubeClient
 
 
@@ -61,8 +61,33 @@ def apply_cluster(service: KubeClient, body: dict[str, Any], service_cluster: st
         service.apply(
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": MANAGED}}
         )
-    service.apply(body, force=True)  # fleetflow is the Cluster's authority: a hand edit is put back
+    live = service.get_or_none(body["apiVersion"], body["kind"], body["metadata"]["name"], namespace)
+    if live is not None and contains(live, body):
+        # Already as rendered. CloudNativePG's schema defaults fields the body leaves out, and the
+        # API server then records even an identical apply as a managed-fields change (a new
+        # resourceVersion): an unchanged database must cost no write.
+        return Database(cluster, service_cluster, namespace, body["metadata"]["name"])
+    try:
+        service.apply(body)
+    except ApplyConflictError:
+        # Someone else changed a field fleetflow sets (a hand edit): fleetflow is the Cluster's
+        # authority, so its value is put back. (Forcing every apply would rewrite the object's
+        # managed fields, and so its resourceVersion, even when nothing changed.)
+        service.apply(body, force=True)
     return Database(cluster, service_cluster, namespace, body["metadata"]["name"])
+
+
+def contains(live: Any, wanted: Any) -> bool:
+    """Whether ``live`` holds everything ``wanted`` says (extra fields, e.g. defaults, allowed)."""
+    if isinstance(wanted, dict):
+        return isinstance(live, dict) and all(k in live and contains(live[k], v) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(wanted)
+            and all(contains(a, b) for a, b in zip(live, wanted, strict=True))
+        )
+    return bool(live == wanted)
 
 
 def database_of(cluster: str, service_cluster: str) -> Database:

@@ -261,7 +261,7 @@ def helm_environment(home: Path) -> dict[str, str]:
 
 def helm_install(fleet: LocalFleet, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     helm = binaries.ensure()["helm"]
-    argv = [str(helm), "upgrade", "--install", "cnpg", str(cnpg.CHART_DIR), "--namespace", "cnpg-system"]
+    argv = [str(helm), "upgrade", "--install", "cnpg", str(cnpg.chart_dir()), "--namespace", "cnpg-system"]
     argv += ["--create-namespace", "--kubeconfig", str(fleet.kubeconfig), "--kube-context", SERVICE_CLUSTER]
     argv += ["--wait=false"]
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=180, check=False)

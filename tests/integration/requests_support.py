@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from devfleet.cnpg import CHART_DIR, controller
+from devfleet.cnpg import chart_dir, controller
 from fleetflow.databases import crd
 from fleetflow.databases.spec import DatabaseSpec, RequestRef, manifest
 from fleetflow.kube import KubeClient
@@ -43,7 +43,7 @@ def seeded_fleet(
         ("workload-cluster", {}),
     ):
         register_cluster(name=name, context=name, labels=labels, mgmt_context="mgmt")
-    install_operator(chart=str(CHART_DIR), repository=None, version=None)
+    install_operator(chart=str(chart_dir()), repository=None, version=None)
     for name in ("mgmt", "workload-cluster"):
         crd.install(local_fleet.client(name))
     stop = threading.Event()

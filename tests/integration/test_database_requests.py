@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from devfleet.cnpg import CHART_DIR
+from devfleet.cnpg import chart_dir
 from fleetflow.databases import crd
 from fleetflow.databases.spec import RequestRef, cnpg_name
 from fleetflow.errors import APIInvalidError, PermanentError
@@ -182,7 +182,7 @@ def test_reconcile_restores_a_deleted_credentials_secret_and_leaves_the_rest_alo
     client = local_fleet.client("workload-cluster")
     before = client.get(crd.API_VERSION, crd.KIND, ref.name, ref.namespace)["metadata"]["resourceVersion"]
     client.delete("v1", "Secret", "healed-credentials", ref.namespace)
-    reconcile(chart=str(CHART_DIR), repository=None, version=None, timeout_seconds=120, return_state=True)
+    reconcile(chart=str(chart_dir()), repository=None, version=None, timeout_seconds=120, return_state=True)
     restored = secret(client, ref.namespace, "healed-credentials")
     assert psql(restored, "select 1").returncode == 0
     after = client.get(crd.API_VERSION, crd.KIND, ref.name, ref.namespace)["metadata"]["resourceVersion"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from devfleet.cnpg import CHART_DIR as LOCAL_CHART
+from devfleet.cnpg import chart_dir
 from fleetflow.dbaas.names import APP_NAMESPACE
 from fleetflow.errors import PermanentError
 from fleetflow.labels import LabelEdit
@@ -50,7 +50,7 @@ def seed(
 @pytest.fixture(scope="module")
 def operator(seed: Registry) -> None:
     """The stand-in's chart (its CRD) installed on the service cluster; idempotent."""
-    install_operator(chart=str(LOCAL_CHART), repository=None, version=None)
+    install_operator(chart=str(chart_dir()), repository=None, version=None)
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def database(seed: Registry, operator: None) -> dict[str, Any]:
 
 
 def test_the_seed_chain_flow_by_flow(seed: Registry, local_fleet: LocalFleet, prefect_api: str) -> None:
-    installed = install_operator(chart=str(LOCAL_CHART), repository=None, version=None)
+    installed = install_operator(chart=str(chart_dir()), repository=None, version=None)
     assert [(r["cluster"], r["release"], r["namespace"]) for r in installed] == [
         ("service-cluster", "cnpg", "cnpg-system")
     ]
@@ -132,7 +132,7 @@ def test_the_seed_chain_flow_by_flow(seed: Registry, local_fleet: LocalFleet, pr
     # Re-running any flow changes nothing.
     before = versions(local_fleet)
     assert [
-        r["changed"] for r in install_operator(chart=str(LOCAL_CHART), repository=None, version=None)
+        r["changed"] for r in install_operator(chart=str(chart_dir()), repository=None, version=None)
     ] == [False]
     provision_database(cluster="workload-cluster", timeout_seconds=60)
     assert fetch_credentials(cluster="workload-cluster")["changed"] is False

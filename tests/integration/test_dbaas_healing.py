@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from devfleet.cnpg import CHART_DIR as LOCAL_CHART
+from devfleet.cnpg import chart_dir
 from fleetflow.dbaas.names import APP_NAMESPACE, SERVICE_CLUSTER_ANNOTATION
 from fleetflow.errors import APIUnavailableError
 from fleetflow.kube import Kubeconfig
@@ -52,7 +52,7 @@ def seed(
 @pytest.fixture(scope="module")
 def operator(seed: Registry) -> None:
     """The stand-in's chart (its CRD) installed on the service cluster; idempotent."""
-    install_operator(chart=str(LOCAL_CHART), repository=None, version=None)
+    install_operator(chart=str(chart_dir()), repository=None, version=None)
 
 
 @pytest.fixture
@@ -131,7 +131,7 @@ def test_delete_policy_fails_saying_which_credentials_it_could_not_withdraw(
 def test_reconcile_heals_deletions_and_rotations_and_otherwise_writes_nothing(
     seed: Registry, app: dict[str, Any], local_fleet: LocalFleet
 ) -> None:
-    chart = {"chart": str(LOCAL_CHART), "repository": None, "version": None}
+    chart = {"chart": str(chart_dir()), "repository": None, "version": None}
     mgmt, workload = local_fleet.client("mgmt"), local_fleet.client("workload-cluster")
     service = local_fleet.client("service-cluster")
     assert mgmt.delete("v1", "Secret", "pg-credentials", "workload-cluster")

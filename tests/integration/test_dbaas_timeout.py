@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from devfleet.cnpg import CHART_DIR as LOCAL_CHART
+from devfleet.cnpg import chart_dir
 from fleetflow.kube import WaitTimeoutError
 from fleetflow.registry import Registry
 from flows.install_operator import install_operator
@@ -31,7 +31,7 @@ def test_a_database_that_never_becomes_ready_times_out_clearly(
         )
     service = local_fleet.client("service-cluster")
     try:
-        install_operator(chart=str(LOCAL_CHART), repository=None, version=None)  # the CRD, no controller
+        install_operator(chart=str(chart_dir()), repository=None, version=None)  # the CRD, no controller
         with pytest.raises(
             WaitTimeoutError,
             match=r"timed out after 3s waiting for Cluster wl-slow/cluster-wl-slow "

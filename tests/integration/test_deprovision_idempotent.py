@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from devfleet.cnpg import CHART_DIR as LOCAL_CHART
+from devfleet.cnpg import chart_dir
 from fleetflow.dbaas.deprovision import ORPHANED_ANNOTATION
 from fleetflow.dbaas.names import CNPG_API
 from fleetflow.labels import LabelEdit
@@ -49,7 +49,7 @@ def seed(
 @pytest.fixture
 def released(seed: Registry, local_fleet: LocalFleet) -> Iterator[str]:
     """A fresh cluster whose database was provisioned, then its label ``postgres`` removed."""
-    install_operator(chart=str(LOCAL_CHART), repository=None, version=None)
+    install_operator(chart=str(chart_dir()), repository=None, version=None)
     name = f"wl-retain-{uuid.uuid4().hex[:6]}"
     register_cluster(
         name=name, context="workload-cluster", labels={"postgres": "required"}, mgmt_context="mgmt"

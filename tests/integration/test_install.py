@@ -72,6 +72,7 @@ def test_a_non_editable_install_renders_templates_and_runs_outside_the_tree(tmp_
     assert str(ROOT) not in rendered.splitlines()[0]
     assert rendered.splitlines()[1] == "Cluster cluster-workload-cluster", rendered
     assert "usage: fleetflow" in _run([str(venv / "bin" / "fleetflow"), "--help"], elsewhere, env)
-    chart = _run([str(python), "-c", "from devfleet.cnpg import CHART_DIR; print(CHART_DIR)"], elsewhere, env)
+    show_chart = "from devfleet.cnpg import CHART_SOURCE; print(CHART_SOURCE)"
+    chart = _run([str(python), "-c", show_chart], elsewhere, env)
     assert (Path(chart.strip()) / "Chart.yaml").is_file(), "the stand-in chart is not package data"
     assert "bootstrap" in _run([str(venv / "bin" / "fleetflow"), "fleet", "--help"], elsewhere, env)

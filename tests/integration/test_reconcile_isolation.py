@@ -28,7 +28,7 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 
-from devfleet.cnpg import CHART_DIR as LOCAL_CHART
+from devfleet.cnpg import chart_dir
 from fleetflow.dbaas import credentials
 from fleetflow.dbaas.names import APP_NAMESPACE, CNPG_API
 from fleetflow.dbaas.provision import Endpoint
@@ -60,7 +60,7 @@ def fleet(monkeypatch: pytest.MonkeyPatch, local_fleet: LocalFleet, prefect_api:
     register_cluster(
         name="service-cluster", context="service-cluster", labels={"type": "services"}, mgmt_context="mgmt"
     )
-    install_operator(chart=str(LOCAL_CHART), repository=None, version=None, cluster="service-cluster")
+    install_operator(chart=str(chart_dir()), repository=None, version=None, cluster="service-cluster")
 
     def enroll(name: str, kubeconfig: Kubeconfig, labels: dict[str, str]) -> None:
         registry.ensure_namespace(name)
@@ -122,7 +122,7 @@ def test_unreachable_and_stuck_clusters_do_not_stop_the_repair_of_the_others(
 ) -> None:
     mgmt = local_fleet.client("mgmt")
     assert mgmt.get_or_none("batch/v1", "Job", "todo-table", APP_NAMESPACE) is None
-    chart = {"chart": str(LOCAL_CHART), "repository": None, "version": None}
+    chart = {"chart": str(chart_dir()), "repository": None, "version": None}
 
     started = time.monotonic()
     state = reconcile(**chart, timeout_seconds=DEADLINE, return_state=True)

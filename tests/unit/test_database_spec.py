@@ -94,3 +94,22 @@ def test_status_keeps_the_transition_time_while_ready_does_not_change() -> None:
     failed = status.body(ref, status.Report(status.FAILED, False, "Timeout", "slow"), 3, first)["status"]
     assert failed["conditions"][0]["status"] == "False"
     assert failed["conditions"][0]["reason"] == "Timeout"
+
+
+def test_a_live_object_with_defaults_contains_what_was_rendered() -> None:
+    from fleetflow.dbaas.provision import contains
+
+    rendered = {"spec": {"instances": 3, "managed": {"services": {"disabledDefaultServices": ["ro", "r"]}}}}
+    live = {
+        "spec": {
+            "instances": 3,
+            "enableSuperuserAccess": False,
+            "managed": {"services": {"disabledDefaultServices": ["ro", "r"]}},
+        },
+        "status": {"phase": "x"},
+    }
+    assert contains(live, rendered)
+    assert not contains({"spec": {**live["spec"], "instances": 1}}, rendered)
+    assert not contains(
+        {"spec": {"instances": 3, "managed": {"services": {"disabledDefaultServices": ["ro"]}}}}, rendered
+    )
