@@ -67,15 +67,28 @@ def rows(registry: Registry, clusters: list[str] | None = None) -> list[RequestR
 FINAL_REASONS = frozenset({"InvalidSpec", "ImmutableField"})  # retrying cannot change these
 
 
+def unaliased(registry: Registry, names: list[str] | set[str]) -> list[str]:
+    """One name per API server, the first in order: a cluster registered under two names would
+    otherwise have each of its Database requests served twice, under two names."""
+    by_server: dict[str, str] = {}
+    for name in sorted(names):
+        try:
+            server = registry.kubeconfig(name).server
+        except FleetflowError:
+            server = f"unknown:{name}"  # reading it fails on its own, with its reason
+        by_server.setdefault(server, name)
+    return sorted(by_server.values())
+
+
 def to_reconcile(registry: Registry) -> list[str]:
     """Every request reconcile should converge: all of them (a converge of a ready request
     writes nothing, and it is how a rotated password or a deleted Secret is noticed), except
     those failed for a reason only their owner can fix, at the generation that failed.
     Clusters that cannot be read are left to their own repair row."""
     wanted: list[str] = []
-    for record in registry.list():
+    for name in unaliased(registry, [r.name for r in registry.list()]):
         try:
-            items, _ = registry.client(record.name).list(crd.API_VERSION, crd.KIND)
+            items, _ = registry.client(name).list(crd.API_VERSION, crd.KIND)
         except FleetflowError:
             continue
         for obj in items:
@@ -88,5 +101,5 @@ def to_reconcile(registry: Registry) -> list[str]:
                 and not obj["metadata"].get("deletionTimestamp")
             ):
                 continue
-            wanted.append(str(RequestRef.of(record.name, obj)))
+            wanted.append(str(RequestRef.of(name, obj)))
     return sorted(wanted)

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fleetflow import events
-from fleetflow.databases import crd, status
+from fleetflow.databases import crd, inventory, status
 from fleetflow.databases.converge import REQUEST
 from fleetflow.databases.spec import RequestRef
 from fleetflow.dbaas.names import CNPG_API
@@ -192,24 +192,13 @@ class RequestWatcher:
         self.watches: dict[str, ClusterWatch] = {}
 
     def _unaliased(self, names: set[str]) -> set[str]:
-        """One name per API server: a cluster registered twice (two names, one server) would
-        otherwise have each Database served twice, under two names. The first name wins."""
-        by_server: dict[str, str] = {}
-        for name in sorted(names):
-            try:
-                server = self.registry.kubeconfig(name).server
-            except FleetflowError:
-                server = f"unknown:{name}"  # its own watch reports what is wrong
-            if server in by_server:
-                log.warning(
-                    "%s is the same API server as %s: its Database requests are served as %s's",
-                    name,
-                    by_server[server],
-                    by_server[server],
-                )
-                continue
-            by_server[server] = name
-        return set(by_server.values())
+        """One name per API server (:func:`inventory.unaliased`), saying which it left out."""
+        kept = set(inventory.unaliased(self.registry, names))
+        for name in sorted(names - kept):
+            log.warning(
+                "%s is an API server registered under another name: its requests are served once", name
+            )
+        return kept
 
     def _follow(self, names: set[str]) -> None:
         names = self._unaliased(names)

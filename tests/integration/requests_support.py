@@ -6,6 +6,7 @@ Each test module declares its own module-scoped fixtures over :func:`seeded_flee
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import subprocess
 import threading
@@ -18,6 +19,7 @@ import pytest
 from devfleet.cnpg import chart_dir, controller
 from fleetflow.databases import crd
 from fleetflow.databases.spec import DatabaseSpec, RequestRef, manifest
+from fleetflow.errors import FleetflowError
 from fleetflow.kube import KubeClient
 from fleetflow.registry import Registry
 from flows.install_operator import install_operator
@@ -101,4 +103,27 @@ def psql(creds: dict[str, str], sql: str, dbname: str | None = None) -> subproce
 
 
 def ns(request_: pytest.FixtureRequest, suffix: str) -> str:
-    return f"t-{request_.node.name[:20].lower().replace('_', '-').strip('-')}-{suffix}"
+    """A namespace name for this test; its Database objects (finalizers dropped) and the
+    namespace itself are removed from every cluster after the test, so no other test's
+    reconcile or listing meets them."""
+    name = f"t-{request_.node.name[:20].lower().replace('_', '-').strip('-')}-{suffix}"
+    local_fleet: LocalFleet = request_.getfixturevalue("local_fleet")
+
+    def clean() -> None:
+        for context in local_fleet.names:
+            client = local_fleet.client(context)
+            with contextlib.suppress(FleetflowError):
+                items, _ = client.list(crd.API_VERSION, crd.KIND, name)
+                for obj in items:
+                    client.merge_patch(
+                        crd.API_VERSION,
+                        crd.KIND,
+                        obj["metadata"]["name"],
+                        name,
+                        {"metadata": {"finalizers": None}},
+                    )
+            with contextlib.suppress(FleetflowError):
+                client.delete("v1", "Namespace", name)
+
+    request_.addfinalizer(clean)
+    return name
