@@ -68,10 +68,12 @@ FINAL_REASONS = frozenset({"InvalidSpec", "ImmutableField"})  # retrying cannot 
 
 
 def unaliased(registry: Registry, names: list[str] | set[str]) -> list[str]:
-    """One name per API server, the first in order: a cluster registered under two names would
-    otherwise have each of its Database requests served twice, under two names."""
+    """One name per API server: a cluster registered under two names would otherwise have each of
+    its Database requests served twice, under two names. A registration whose last probe failed
+    gives way to one that works (its credentials may be the broken part); then the first name."""
+    failed = {r.name for r in registry.list() if r.ready is False}
     by_server: dict[str, str] = {}
-    for name in sorted(names):
+    for name in sorted(names, key=lambda n: (n in failed, n)):
         try:
             server = registry.kubeconfig(name).server
         except FleetflowError:

@@ -113,3 +113,17 @@ def test_a_live_object_with_defaults_contains_what_was_rendered() -> None:
     assert not contains(
         {"spec": {"instances": 3, "managed": {"services": {"disabledDefaultServices": ["ro"]}}}}, rendered
     )
+
+
+def test_a_cluster_registered_twice_is_served_once_preferring_a_working_registration() -> None:
+    from types import SimpleNamespace
+
+    from fleetflow.databases.inventory import unaliased
+
+    servers = {"alpha": "https://a", "broken": "https://a", "zeta": "https://a", "other": "https://b"}
+    ready = {"alpha": False, "broken": False, "zeta": True, "other": None}
+    registry = SimpleNamespace(
+        list=lambda: [SimpleNamespace(name=n, ready=r) for n, r in ready.items()],
+        kubeconfig=lambda name: SimpleNamespace(server=servers[name]),
+    )
+    assert unaliased(registry, list(servers)) == ["other", "zeta"]  # type: ignore[arg-type]
