@@ -74,6 +74,7 @@ class ClusterWatch:
         self.registry, self.cluster, self.emit, self.watch_timeout = registry, cluster, emit, watch_timeout
         self.stop = threading.Event()
         self.synced = threading.Event()
+        self.rotations_synced = threading.Event()  # the secrets are listed: changes from now on are seen
         self.thread = threading.Thread(target=self.run, name=f"requests-{cluster}", daemon=True)
         self.rotations = threading.Thread(
             target=self.watch_rotations, name=f"rotations-{cluster}", daemon=True
@@ -104,6 +105,7 @@ class ClusterWatch:
             try:
                 client = self._client()
                 _, version = client.list("v1", "Secret", label_selector=APP_SECRETS)
+                self.rotations_synced.set()
                 while not self.stop.is_set():
                     for kind, obj in client.stream(
                         "v1",

@@ -32,6 +32,9 @@ from tests.integration.platform_support import Platform, running_platform
 pytestmark = pytest.mark.integration
 TOKEN = "gitops-token-" + "y" * 20
 FLUX = "kustomize-controller"
+# Other modules leave registrations of the same local clusters behind; the request watcher serves
+# one name per API server, the first that works: these names sort first.
+APP, SERVICES = "a-gitops-app", "a-gitops-services"
 CNPG = "postgresql.cnpg.io/v1"
 
 
@@ -120,15 +123,15 @@ def test_a_directory_of_yaml_drives_the_chain_and_nothing_is_lost(
     mgmt_dir.mkdir()
     team_dir.mkdir()
     (mgmt_dir / "g-services.yaml").write_text(
-        cluster_yaml("g-services", Kubeconfig.from_file(kubeconfig, "service-cluster"), {"type": "services"})
+        cluster_yaml(SERVICES, Kubeconfig.from_file(kubeconfig, "service-cluster"), {"type": "services"})
     )
     (mgmt_dir / "g-app.yaml").write_text(
-        cluster_yaml("g-app", Kubeconfig.from_file(kubeconfig, "workload-cluster"), {})
+        cluster_yaml(APP, Kubeconfig.from_file(kubeconfig, "workload-cluster"), {})
     )
     mgmt, workload = local_fleet.client("mgmt"), local_fleet.client("workload-cluster")
     service = local_fleet.client("service-cluster")
     namespace = f"team-g-{os.getpid()}"
-    orders, reports = RequestRef("g-app", namespace, "orders"), RequestRef("g-app", namespace, "reports")
+    orders, reports = RequestRef(APP, namespace, "orders"), RequestRef(APP, namespace, "reports")
     try:
         apply_dir(mgmt, mgmt_dir)
         wait(
@@ -141,7 +144,7 @@ def test_a_directory_of_yaml_drives_the_chain_and_nothing_is_lost(
         started = time.monotonic()
         obj = wait(platform, f"Database {orders} Ready", lambda: ready(workload, orders), 240)
         print(f"Database applied -> Ready: {time.monotonic() - started:.1f}s")
-        assert obj["status"]["serviceCluster"] == "g-services" or obj["status"]["serviceCluster"]
+        assert obj["status"]["serviceCluster"] == SERVICES or obj["status"]["serviceCluster"]
         done = psql_select(workload, orders, "orders-credentials")
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "42"
@@ -174,10 +177,10 @@ def test_a_directory_of_yaml_drives_the_chain_and_nothing_is_lost(
         wait(
             platform,
             "its CNPG Cluster to be deleted (deletionPolicy Delete)",
-            lambda: service.get_or_none(CNPG, "Cluster", cnpg_name(orders), "g-app") is None,
+            lambda: service.get_or_none(CNPG, "Cluster", cnpg_name(orders), APP) is None,
         )
         assert workload.get_or_none("v1", "Secret", "orders-credentials", namespace) is None
-        clusters, _ = service.list(CNPG, "Cluster", "g-app")
+        clusters, _ = service.list(CNPG, "Cluster", APP)
         assert [c["metadata"]["name"] for c in clusters] == [cnpg_name(reports)], (
             "one CNPG Cluster per request"
         )
@@ -187,8 +190,8 @@ def test_a_directory_of_yaml_drives_the_chain_and_nothing_is_lost(
                 gone = {"metadata": {"finalizers": None}}
                 workload.merge_patch(crd.API_VERSION, crd.KIND, ref.name, ref.namespace, gone)
             with contextlib.suppress(FleetflowError):
-                service.delete(CNPG, "Cluster", cnpg_name(ref), "g-app")
+                service.delete(CNPG, "Cluster", cnpg_name(ref), APP)
         with contextlib.suppress(FleetflowError):
             workload.delete("v1", "Namespace", namespace)
-        for name in ("g-services", "g-app"):
+        for name in (SERVICES, APP):
             platform.registry.deregister(name, delete_namespace=True)
