@@ -62,7 +62,9 @@ def event_for(cluster: str, obj: dict[str, Any]) -> events.FleetEvent:
     return events.FleetEvent(
         events.DATABASE_REQUEST_CHANGED,
         events.request_resource(ref.cluster, ref.namespace, ref.name),
-        events.event_id(meta["uid"], "request", str(meta.get("generation", 0)), deleting),
+        # The registered name is part of the id: two registrations of one server (while the
+        # watcher switches between them) must not make the server drop one as a duplicate.
+        events.event_id(cluster, meta["uid"], "request", str(meta.get("generation", 0)), deleting),
         {"request": str(ref), "cluster": ref.cluster, "generation": meta.get("generation", 0)},
     )
 
