@@ -41,7 +41,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    return execute(parser(), argv)
+
+
+def execute(command: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` with ``command`` and run it: a fleetflow error is one line on stderr and exit
+    1 (2 for bad usage, 130 when interrupted). Plugins (``fleetflow-NAME``) end the same way."""
+    args = command.parse_args(argv)
     if args.home:
         os.environ["FLEETFLOW_HOME"] = args.home
     try:

@@ -9,7 +9,6 @@ removes the chart again, so a stopped local fleet leaves no trace in how fleetfl
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -18,7 +17,6 @@ from cli.output import progress, table
 from devfleet import binaries
 from devfleet.manager import DEFAULT_CLUSTERS, Fleet, validate_names
 from fleetflow import config
-from fleetflow.errors import FleetflowError, UsageError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -62,21 +60,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if args.home:
-        os.environ["FLEETFLOW_HOME"] = args.home
-    try:
-        code: int = args.func(args)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except FleetflowError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    return code
+    from cli.main import execute
+
+    return execute(parser(), argv)
 
 
 def _record(found: binaries.Binaries) -> None:
