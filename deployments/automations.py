@@ -5,13 +5,32 @@ same rows, so an event and the next reconcile never disagree about what a cluste
 Here each row becomes one or more Prefect triggers attached to the deployment of its flow.
 Parameters are Jinja templates over the event; every key they use (``payload.cluster``) is in
 every event a trigger can match, so no trigger fails to create its run for a missing key.
+
+One automation is not a policy row: :func:`lost_heartbeats`, Prefect's "zombie flow run"
+detection. A fleetflow executor sends ``prefect.flow-run.heartbeat`` for every run it holds; when
+the executor is killed nobody marks its runs finished, and a run left Running blocks every later
+run of its deployment and parameters. The automation marks such a run Crashed once its
+heartbeats stop for the repair interval, saying why; surviving executors then run it again.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from prefect.client.schemas.objects import StateType
 from prefect.events import DeploymentEventTrigger
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+from prefect.events.schemas.events import ResourceSpecification
 
 from fleetflow import policy
+from fleetflow.config import RepairInterval
+
+TAG = "fleetflow"  # every platform deployment's tag, so on every one of its runs and their events
+LOST_HEARTBEATS_NAME = "fleetflow: crash runs whose executor stopped sending heartbeats"
+LOST_HEARTBEATS = "no heartbeat from the fleetflow executor holding this run"
+HEARTBEAT = "prefect.flow-run.heartbeat"
+FINAL_EVENTS = [f"prefect.flow-run.{name}" for name in ("Completed", "Failed", "Cancelled", "Crashed")]
 
 FROM_PAYLOAD = "{{ event.payload.cluster }}"
 
@@ -59,6 +78,10 @@ def provision_database() -> list[DeploymentEventTrigger]:
     return for_action("provision-database")
 
 
+def fetch_credentials() -> list[DeploymentEventTrigger]:
+    return for_action("fetch-credentials")
+
+
 def deploy_app() -> list[DeploymentEventTrigger]:
     return for_action("deploy-app")
 
@@ -69,3 +92,42 @@ def deprovision_database() -> list[DeploymentEventTrigger]:
 
 def withdraw_app() -> list[DeploymentEventTrigger]:
     return for_action("withdraw-app")
+
+
+def lost_heartbeats(repair: RepairInterval) -> AutomationCore:
+    """Crash a platform run ``repair.window`` seconds after its last heartbeat, unless it ended.
+
+    As Prefect's guide to zombie flow runs: per flow run, every heartbeat expects another
+    heartbeat or a final state within the window (Proactive); limited to runs of fleetflow's
+    deployments (their tag), which fleetflow executors run and heartbeat. The state message
+    starts with :data:`LOST_HEARTBEATS`: that is how executors tell this crash from others.
+    """
+    seconds = round(repair.window)
+    return AutomationCore(
+        name=LOST_HEARTBEATS_NAME,
+        description=(
+            f"A run of a fleetflow deployment whose executor sent no heartbeat for {seconds} s "
+            "(the repair interval) is marked Crashed; a surviving executor runs it again."
+        ),
+        trigger=EventTrigger(
+            after={HEARTBEAT},
+            expect={HEARTBEAT, *FINAL_EVENTS},
+            match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
+            match_related=ResourceSpecification(
+                {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{TAG}"}
+            ),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=seconds),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=(
+                    f"{LOST_HEARTBEATS} for {seconds} s: the process running it is gone "
+                    "(a fleetflow executor runs it again)"
+                ),
+            )
+        ],
+    )

@@ -8,12 +8,19 @@ runs every ``poll_seconds`` so a label change reaches a running flow within abou
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from prefect import Flow, serve
+from prefect.client.orchestration import get_client
 from prefect.deployments.runner import RunnerDeployment
-from prefect.settings import PREFECT_RUNNER_POLL_FREQUENCY, temporary_settings
+from prefect.settings import (
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+    PREFECT_RUNNER_POLL_FREQUENCY,
+    temporary_settings,
+)
 
 from deployments import automations
+from fleetflow import config
 from flows.database_request import database_request
 from flows.deploy_app import deploy_app
 from flows.deprovision_database import deprovision_database
@@ -43,7 +50,7 @@ def build(
     operator_chart: dict[str, Any] | None = None, deletion_policy: str = "Retain"
 ) -> list[RunnerDeployment]:
     """The platform's deployments; ``operator_chart`` overrides install-operator's chart parameters."""
-    tags = ["fleetflow"]
+    tags = [automations.TAG]
     return [
         register_cluster.to_deployment(NAME, tags=tags, description="Register a cluster and its labels."),
         install_operator.to_deployment(
@@ -62,7 +69,9 @@ def build(
         fetch_credentials.to_deployment(
             NAME,
             tags=tags,
-            description="Deliver a database's credentials and address (provision-database does it too).",
+            triggers=automations.fetch_credentials(),
+            description="Deliver a database's credentials and address (provision-database does it too); "
+            "a rotated password at once.",
         ),
         deploy_app.to_deployment(
             NAME,
@@ -100,8 +109,23 @@ def build(
 
 
 def apply_all(operator_chart: dict[str, Any] | None = None, deletion_policy: str = "Retain") -> list[str]:
-    """Create or update every deployment and its automations; returns their ids."""
-    return [str(d.apply()) for d in build(operator_chart, deletion_policy)]
+    """Create or update every deployment and its automations; returns the deployments' ids."""
+    ids = [str(d.apply()) for d in build(operator_chart, deletion_policy)]
+    apply_lost_heartbeats(config.repair_interval())
+    return ids
+
+
+def apply_lost_heartbeats(repair: config.RepairInterval) -> UUID:
+    """Create or update (by name, never a second copy) the automation crashing silent runs."""
+    wanted = automations.lost_heartbeats(repair)
+    with get_client(sync_client=True) as client:
+        found = client.read_automations_by_name(wanted.name)
+        for extra in found[1:]:
+            client.delete_automation(extra.id)
+        if found:
+            client.update_automation(found[0].id, wanted)
+            return found[0].id
+        return client.create_automation(wanted)
 
 
 def serve_all(
@@ -111,6 +135,14 @@ def serve_all(
 
     The poll is set through Prefect's settings context: Prefect reads its environment once at
     import, so changing ``PREFECT_RUNNER_POLL_FREQUENCY`` in ``os.environ`` here would be ignored.
+    Runs started this way send Prefect's own heartbeats, every repair-interval heartbeat but at
+    least every 30 s (Prefect's floor), for the automation that crashes silent runs.
     """
-    with temporary_settings(updates={PREFECT_RUNNER_POLL_FREQUENCY: max(1, int(poll_seconds))}):
+    heartbeat = max(30, round(config.repair_interval().heartbeat))
+    with temporary_settings(
+        updates={
+            PREFECT_RUNNER_POLL_FREQUENCY: max(1, int(poll_seconds)),
+            PREFECT_FLOWS_HEARTBEAT_FREQUENCY: heartbeat,
+        }
+    ):
         serve(*build(operator_chart, deletion_policy), limit=8)

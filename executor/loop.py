@@ -24,7 +24,7 @@ from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.flow_engine import run_flow
 
-from executor import prefect_api
+from executor import prefect_api, repair
 from executor.plan import PENDING, RUNNING, plan
 
 log = logging.getLogger("fleetflow.executor")
@@ -58,18 +58,22 @@ class Executor:
         concurrency: int = 16,
         poll_seconds: float = 10.0,
         grace_seconds: float = 60.0,
+        heartbeat_seconds: float = 30.0,
     ) -> None:
         """``resolve(client)`` is a coroutine function returning ``{deployment id: flow}``."""
         self.name = name
         self.concurrency = concurrency
         self.poll_seconds = poll_seconds
         self.grace_seconds = grace_seconds
+        self.heartbeat_seconds = heartbeat_seconds
         self._resolve = resolve
         self._deployments: dict[UUID, Flow[..., Any]] = {}
         self._pool = ThreadPoolExecutor(
             concurrency, thread_name_prefix="flow-run", initializer=_keep_a_client
         )
         self._active: dict[UUID, Future[None]] = {}
+        self._held: dict[UUID, FlowRun] = {}  # the runs of ``_active``, for their heartbeats
+        self._repairs: set[asyncio.Task[bool]] = set()
         self._unseen: dict[UUID, int] = {}  # runs announced by an event, not yet read
         self._wake = asyncio.Event()
         self._listening = asyncio.Event()
@@ -84,6 +88,7 @@ class Executor:
             self._client = client
             self._deployments = await self._resolve(client)
             await self._recover()
+            beating = asyncio.create_task(repair.heartbeats(self._holding, self.heartbeat_seconds))
             loops = [
                 asyncio.create_task(self._listen(), name="listen"),
                 asyncio.create_task(self._poll(), name="poll"),
@@ -96,7 +101,8 @@ class Executor:
             ready()
             await stop.wait()
             await self._stop(*loops)
-            await self._drain()
+            await self._drain()  # runs past the grace period were rescheduled: no more heartbeats
+            beating.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _stop(
@@ -168,6 +174,8 @@ class Executor:
                         )
                         if deployment is None or UUID(deployment) not in self._deployments:
                             continue
+                        if event.event == "prefect.flow-run.Crashed":
+                            self._redo(event.resource.id, event.id)
                         if event.event.endswith((".Scheduled", ".AwaitingRetry", ".Late")):
                             self._unseen.setdefault(UUID(event.resource.id.rsplit(".", 1)[-1]), 0)
                         self.wake()
@@ -254,6 +262,21 @@ class Executor:
             self.wake(after=max((decided.next_due - now).total_seconds(), 0.05))
         return len(flow_runs)
 
+    def _holding(self) -> list[FlowRun]:
+        return [run for run_id, run in self._held.items() if not self._active[run_id].done()]
+
+    def _redo(self, resource_id: str, state_id: UUID) -> None:
+        """A run of ours crashed: if the platform crashed it for lost heartbeats, run it again."""
+        run_id = UUID(resource_id.rsplit(".", 1)[-1])
+        task = asyncio.create_task(repair.redo(self._client, run_id, state_id, self.name))
+        self._repairs.add(task)
+        task.add_done_callback(self._repaired)
+
+    def _repaired(self, task: asyncio.Task[bool]) -> None:
+        self._repairs.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("executor %s: redoing a crashed run failed: %s", self.name, task.exception())
+
     async def _release_if_claimed(self, run_id: UUID) -> None:
         """A claim whose answer was lost may still have been accepted: give such a run back."""
         try:
@@ -277,11 +300,13 @@ class Executor:
         flow = self._deployments[flow_run.deployment_id]
         future = self._pool.submit(self._execute, flow, flow_run)
         self._active[flow_run.id] = future
+        self._held[flow_run.id] = flow_run
         loop = asyncio.get_running_loop()
         future.add_done_callback(lambda _f: loop.call_soon_threadsafe(self._done, flow_run.id))
 
     def _done(self, run_id: UUID) -> None:
         self._active.pop(run_id, None)
+        self._held.pop(run_id, None)
         self.executed += 1
         self.wake()
 

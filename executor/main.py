@@ -101,9 +101,15 @@ def serve(
 ) -> int:
     """Run an executor for the deployments ``resolve`` finds until SIGTERM or SIGINT."""
     name = name or default_name()
+    repair = config.repair_interval()  # heartbeats at the pace the platform's automation expects
     lock = _lock(name)
     executor = Executor(
-        name, resolve, concurrency=concurrency, poll_seconds=poll_seconds, grace_seconds=grace_seconds
+        name,
+        resolve,
+        concurrency=concurrency,
+        poll_seconds=poll_seconds,
+        grace_seconds=grace_seconds,
+        heartbeat_seconds=repair.heartbeat,
     )
 
     async def main() -> None:

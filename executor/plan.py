@@ -13,6 +13,10 @@ A waiting run starts after the run in flight finished, so it sees every change t
 superseded runs were created for: nothing is lost by dropping them. A run scheduled for later
 (``expected_start_time`` in the future, e.g. the reconcile schedule) is left alone; the
 earliest such time is reported so the executor can wake for it.
+
+A run that the platform crashed because its executor's heartbeats stopped is run again by the
+surviving executors (:func:`redo_lost`), a bounded number of times: a run that kills its
+executor every time must not take every executor of the platform down in turn, forever.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-SCHEDULED, PENDING, RUNNING = "SCHEDULED", "PENDING", "RUNNING"
+SCHEDULED, PENDING, RUNNING, CRASHED = "SCHEDULED", "PENDING", "RUNNING", "CRASHED"
 UNFINISHED = (SCHEDULED, PENDING, RUNNING)
+REDO_LIMIT = 3  # times one run is run again after its executor was lost
 
 
 @dataclass(frozen=True)
@@ -78,3 +83,18 @@ def plan(runs: list[Run], now: datetime, slots: int) -> Plan:
     candidates.sort(key=lambda r: (r.created, str(r.id)))
     result.claim = candidates[: max(slots, 0)]
     return result
+
+
+@dataclass(frozen=True)
+class Redo:
+    again: bool  # schedule the run again
+    losses: int  # how often the run was crashed because its executor's heartbeats stopped
+
+
+def redo_lost(history: list[tuple[str, bool]], limit: int = REDO_LIMIT) -> Redo:
+    """Whether to run again a run whose states so far (oldest first) were ``history``, each as
+    (state type, crashed for lost heartbeats): only a run whose current state is such a crash,
+    and at most ``limit`` times; after that it stays Crashed for a person to look at."""
+    losses = sum(1 for state, lost in history if state == CRASHED and lost)
+    now_lost = bool(history) and history[-1][0] == CRASHED and history[-1][1]
+    return Redo(again=now_lost and losses <= limit, losses=losses)

@@ -83,6 +83,18 @@ async def supersede(client: PrefectClient, run: Run, by: Run) -> bool:
 async def crash_and_reschedule(client: PrefectClient, run_id: UUID, why: str) -> None:
     """Mark a run Crashed (the UI shows why), then schedule it again so that it is redone."""
     await client.set_flow_run_state(run_id, Crashed(message=why), force=True)
-    await client.set_flow_run_state(
-        run_id, Scheduled(name="AwaitingRetry", message=f"rescheduled: {why}"), force=True
-    )
+    await reschedule(client, run_id, why, force=True)
+
+
+async def reschedule(
+    client: PrefectClient, run_id: UUID, why: str, *, force: bool, transition_id: UUID | None = None
+) -> bool:
+    """Schedule a finished run again (AwaitingRetry, due now); True if the server accepted.
+
+    Unforced, the server's own rules apply; several executors proposing the same
+    ``transition_id`` one after another make one transition (PreventDuplicateTransitions).
+    """
+    state = Scheduled(name="AwaitingRetry", message=f"rescheduled: {why}")
+    state.state_details.transition_id = transition_id
+    result = await client.set_flow_run_state(run_id, state, force=force)
+    return result.status == SetStateStatus.ACCEPT

@@ -118,6 +118,46 @@ def save_setting(key: str, value: str | None, home: Path | None = None) -> Path:
     return path
 
 
+REPAIR_INTERVAL = "repairInterval"
+REPAIR_INTERVAL_ENV = "FLEETFLOW_REPAIR_INTERVAL"
+DEFAULT_REPAIR_SECONDS = 90.0
+MIN_REPAIR_SECONDS = 10.0  # Prefect refuses a proactive trigger's ``within`` below 10 s
+
+
+@dataclass(frozen=True)
+class RepairInterval:
+    """How soon a run whose executor died is marked Crashed and redone.
+
+    One setting, two uses that must agree: an executor sends a heartbeat for each run it holds
+    every ``heartbeat`` seconds, and the platform's automation crashes a run that sent none for
+    ``window`` seconds. Three heartbeats fit in a window, so one late or lost heartbeat (a busy
+    machine) crashes nothing.
+    """
+
+    window: float
+
+    @property
+    def heartbeat(self) -> float:
+        return self.window / 3
+
+
+def repair_interval() -> RepairInterval:
+    """``FLEETFLOW_REPAIR_INTERVAL``, then ``repairInterval`` in the settings file, then 90 s."""
+    raw = os.environ.get(REPAIR_INTERVAL_ENV) or setting(REPAIR_INTERVAL)
+    source = REPAIR_INTERVAL_ENV if os.environ.get(REPAIR_INTERVAL_ENV) else REPAIR_INTERVAL
+    if raw is None:
+        return RepairInterval(DEFAULT_REPAIR_SECONDS)
+    try:
+        seconds = float(raw.strip().removesuffix("s"))
+    except ValueError:
+        seconds = float("nan")
+    if not seconds >= MIN_REPAIR_SECONDS or seconds == float("inf"):
+        raise ConfigError(
+            f"{source} must be a number of seconds, at least {MIN_REPAIR_SECONDS:.0f}, not {raw!r}"
+        )
+    return RepairInterval(seconds)
+
+
 def mgmt_context(explicit: str | None = None) -> str:
     """The management cluster's kubeconfig context: flag, then env, then the settings file."""
     if explicit:

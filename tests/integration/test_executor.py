@@ -130,11 +130,11 @@ class Lab:
 
 
 @contextlib.contextmanager
-def open_lab(api: str, home: Path) -> Iterator[Lab]:
+def open_lab(api: str, home: Path, tags: list[str] | None = None) -> Iterator[Lab]:
     """A deployment of the test flow on the server at ``api``; executors started are killed after."""
     with temporary_settings(updates={PREFECT_API_URL: api}):
         name = f"test-{uuid.uuid4().hex[:8]}"
-        deployment_id = record.to_deployment(name).apply()
+        deployment_id = record.to_deployment(name, tags=tags).apply()
         lab = Lab(api, name, deployment_id, home / "record", home, {})
         try:
             yield lab

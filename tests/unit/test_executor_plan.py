@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from executor.plan import PENDING, RUNNING, SCHEDULED, Run, plan
+from executor.plan import CRASHED, PENDING, RUNNING, SCHEDULED, Redo, Run, plan, redo_lost
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 DEPLOYMENT, OTHER = uuid.uuid4(), uuid.uuid4()
@@ -67,3 +67,20 @@ def test_runs_scheduled_for_later_are_left_alone_and_their_time_reported() -> No
     assert decided.claim == []
     assert decided.supersede == []
     assert decided.next_due == soon.expected_start
+
+
+LOST = (CRASHED, True)  # crashed by the automation: its executor's heartbeats stopped
+
+
+def test_a_run_crashed_for_lost_heartbeats_is_redone_up_to_the_limit() -> None:
+    once = [(SCHEDULED, False), (PENDING, False), (RUNNING, False), LOST]
+    assert redo_lost(once) == Redo(again=True, losses=1)
+    again = [*once, (SCHEDULED, False), (PENDING, False), (RUNNING, False), LOST]
+    assert redo_lost(again, limit=2) == Redo(again=True, losses=2)
+    assert redo_lost([*again, (PENDING, False), LOST], limit=2) == Redo(again=False, losses=3)
+
+
+def test_only_a_run_whose_current_state_is_such_a_crash_is_redone() -> None:
+    assert not redo_lost([(RUNNING, False), (CRASHED, False)]).again, "crashed for another reason"
+    assert not redo_lost([(RUNNING, False), LOST, (SCHEDULED, False)]).again, "redone already"
+    assert not redo_lost([]).again
