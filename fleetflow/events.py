@@ -38,6 +38,7 @@ CLUSTER_LABELED = "fleetflow.cluster.labeled"
 CLUSTER_DEREGISTERED = "fleetflow.cluster.deregistered"
 DATABASE_READY = "fleetflow.database.ready"
 CREDENTIALS_PUBLISHED = "fleetflow.credentials.published"
+CREDENTIALS_ROTATED = "fleetflow.credentials.rotated"  # a label-path database's -app Secret changed
 DATABASE_REQUEST_CHANGED = "fleetflow.database-request.changed"  # a Database object to converge
 
 

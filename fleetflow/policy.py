@@ -28,6 +28,13 @@ Semantics, as a platform engineer reads the table:
   itself and does nothing without it; reconcile knows whether a database is placed and asks for
   deprovisioning only then (``needs_database``), and deploys the app with ``skip_unready``.
 
+- **A row may follow an event that labels do not carry.** fetch-credentials runs on
+  ``fleetflow.credentials.rotated``: the request watcher (``fleetflow/databases/watcher.py``)
+  emits it, with the cluster's labels on its resource, when the ``-app`` Secret of a label-path
+  database changes, so a rotated password is delivered within seconds. The label change that
+  makes the row apply needs no trigger of its own: provision-database delivers the credentials
+  in the same run. Reconcile runs it as a repair (it writes only what is stale).
+
 How a selector becomes triggers (Prefect matches resource labels of the event; ``!`` negates a
 glob, ``*`` matches anything, and a label absent from the event matches nothing, not even a
 negation): the watcher puts every label on the event's resource as ``fleetflow.label.<key>``
@@ -53,6 +60,7 @@ from fleetflow.events import (
     CLUSTER_LABELED,
     CLUSTER_REGISTERED,
     CREDENTIALS_PUBLISHED,
+    CREDENTIALS_ROTATED,
     DATABASE_REQUEST_CHANGED,
 )
 from fleetflow.labels import Requirement, Selector
@@ -96,6 +104,14 @@ RULES: tuple[Rule, ...] = (
         Selector.parse("postgres=required"),
         CLUSTER_EVENTS,
         "A cluster asking for postgres gets its database (one per cluster) and its credentials.",
+    ),
+    Rule(
+        "fetch-credentials",
+        Selector.parse("postgres=required"),
+        frozenset({CREDENTIALS_ROTATED}),
+        "A database whose password was rotated (its CloudNativePG -app Secret changed) has the new "
+        "credentials delivered wherever they were (the management and the workload cluster).",
+        needs_database=True,
     ),
     Rule(
         "deprovision-database",

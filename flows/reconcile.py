@@ -125,6 +125,11 @@ def _provision_database(name: str, s: Settings, deadline: Deadline) -> str | Non
     return "credentials" if delivered["changed"] else None
 
 
+def _fetch_credentials(name: str, s: Settings, deadline: Deadline) -> str | None:
+    delivered = deliver_credentials(name, None, s.mgmt_context)  # stale after a rotation: rewritten
+    return "credentials" if delivered["changed"] else None
+
+
 def _deprovision_database(name: str, s: Settings, deadline: Deadline) -> str | None:
     outcome = deprovision_database(name, s.deletion_policy, s.mgmt_context)
     return "released" if outcome.startswith(("deleted", "retained")) else None
@@ -142,6 +147,7 @@ def _withdraw_app(name: str, s: Settings, deadline: Deadline) -> str | None:
 STEPS: dict[str, Step] = {
     "install-operator": _install_operator,
     "provision-database": _provision_database,
+    "fetch-credentials": _fetch_credentials,
     "deprovision-database": _deprovision_database,
     "deploy-app": _deploy_app,
     "withdraw-app": _withdraw_app,

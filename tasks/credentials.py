@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 
 from fleetflow import events
 from fleetflow.dbaas import app, credentials, placement, provision
 from fleetflow.dbaas.names import APP_NAMESPACE, DELIVERY_ANNOTATION
-from fleetflow.errors import PermanentError
+from fleetflow.errors import FleetflowError, PermanentError
 from fleetflow.registry import connect
 from tasks.policy import SECRET, api_task_options
 
@@ -38,6 +38,15 @@ def deliver_credentials(
     else:
         target, namespace = registry.mgmt, cluster
     changed = credentials.publish(target, namespace, creds, endpoint)
+    try:
+        other = (
+            (registry.mgmt, cluster)
+            if deliver_to == "workload"
+            else (registry.client(cluster), APP_NAMESPACE)
+        )
+        changed = credentials.refresh(*other, creds, endpoint) or changed
+    except FleetflowError as exc:  # the delivery asked for is done; reconcile repairs the other copy
+        get_run_logger().warning("a stale copy of %s's credentials was not rewritten: %s", cluster, exc)
     record = registry.get(cluster)
     if record is not None and record.annotations.get(DELIVERY_ANNOTATION) != deliver_to:
         registry.annotate(cluster, {DELIVERY_ANNOTATION: deliver_to})

@@ -36,6 +36,7 @@ UPDATE_STRATEGY_ANNOTATION = "cnpg.io/updateStrategy"
 
 PHASE_HEALTHY = "Cluster in healthy state"
 PHASE_SETTING_UP = "Setting up primary"
+PHASE_WAITING = "Waiting for the instances to become active"  # an instance is down
 PHASE_UNABLE = "Unable to create required cluster objects"
 PHASE_INVALID = "Invalid cluster definition"
 

@@ -17,7 +17,11 @@ of a service cluster S it
    every ``managed.services.additional[]`` Service, all owned by X; their port is the server's
    real port and a LoadBalancer's status says 127.0.0.1;
 4. reports the Cluster's status: "Setting up primary" while working, then "Cluster in healthy
-   state" with condition Ready=True (reason ClusterIsReady).
+   state" with condition Ready=True (reason ClusterIsReady);
+5. does what the kubelet and CloudNativePG's instance manager do (``instances.py``): a server
+   that dies is reported (every Cluster of S "Waiting for the instances to become active",
+   not ready) and restarted within seconds; a password written into an ``X-app`` Secret is
+   set on X's role.
 
 Why one server per service cluster, not per Cluster: a burst of 100 Clusters used to mean 100
 ``initdb`` runs and 100 servers (seconds each, minutes on 2 cores, and 100 idle postmasters);
@@ -55,7 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devfleet.cnpg import contract
+from devfleet.cnpg import contract, instances
 from devfleet.cnpg.contract import API_VERSION, KIND
 from devfleet.cnpg.databases import Databases, legacy_servers
 from devfleet.cnpg.databases import servers as _servers
@@ -149,6 +153,15 @@ class StandInController:
             )
             for i in range(self.workers)
         ]
+        queue = self._services[service_cluster].queue
+        workers += instances.threads(
+            service_cluster,
+            self.databases[service_cluster],
+            lambda: self.clients[service_cluster],
+            lambda namespace, name: queue.add((service_cluster, namespace, name), force=True),
+            ended,
+            self.watch_timeout,
+        )
         for worker in workers:
             worker.start()
         try:

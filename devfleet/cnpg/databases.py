@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from devfleet.cnpg.contract import ClusterSpec, sql_name
-from fleetflow.errors import FleetError
+from fleetflow.errors import FleetError, TemporaryError
 from supervisor import pgroles
 from supervisor.postgres import LocalPostgres
 
@@ -51,6 +52,15 @@ class Databases:
 
     def __init__(self, root: Path, progress: Callable[[str], None] | None = None) -> None:
         self.server = LocalPostgres(root, progress=progress)
+        # Set while the server died and is held down before its restart (``instances.supervise``):
+        # nothing may start it meanwhile, as nothing starts a container in the kubelet's back-off.
+        self.held = threading.Event()
+
+    def _up(self) -> int:
+        """The running server's port, starting it if needed (unless it is held down)."""
+        if self.held.is_set():
+            raise TemporaryError("the PostgreSQL instance died and is being restarted")
+        return self.server.start().port
 
     def port(self) -> int | None:
         """The running server's port, or None when it does not run."""
@@ -61,7 +71,7 @@ class Databases:
         """Every stand-in database of the server and its Cluster (empty if the server was never made)."""
         if self.server.status().state == "Absent":
             return {}
-        self.server.start()
+        self._up()
         found = {name: parse_comment(text) for name, text in pgroles.database_comments(self.server).items()}
         return {name: owner for name, owner in found.items() if owner is not None}
 
@@ -70,7 +80,7 @@ class Databases:
 
         A database left by an earlier Cluster of the same name (another uid) is dropped first.
         """
-        port = self.server.start().port
+        port = self._up()
         name = spec.sql_name
         owner = self.owners().get(name)
         if owner is not None and (owner.namespace, owner.name) != (spec.namespace, spec.name):

@@ -84,6 +84,8 @@ class Reconciler:
                 return
             if not force and self._in_place(service_cluster, obj):
                 return
+            if self.databases[service_cluster].held.is_set():
+                return  # its server died and waits for its restart, which reconciles every Cluster
             hidden: list[str] = []
             try:
                 spec = contract.parse(obj)
@@ -147,8 +149,8 @@ class Reconciler:
         spec: ClusterSpec,
         hidden: list[str],
     ) -> int:
-        if (obj.get("status") or {}).get("phase") != contract.PHASE_HEALTHY:
-            self._write_status(client, obj, contract.PHASE_SETTING_UP)
+        if (obj.get("status") or {}).get("phase") not in (contract.PHASE_HEALTHY, contract.PHASE_WAITING):
+            self._write_status(client, obj, contract.PHASE_SETTING_UP)  # (a restart keeps saying waiting)
         wanted = self._wanted_password(client, spec)
         if wanted:
             hidden.append(wanted)

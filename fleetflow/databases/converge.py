@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fleetflow import templating
-from fleetflow.databases import crd, spec, status
+from fleetflow.databases import crd, health, spec, status
 from fleetflow.databases.spec import DatabaseSpec, RequestRef
 from fleetflow.dbaas import credentials, provision
 from fleetflow.dbaas.names import CNPG_API, MANAGED, SOURCE_ANNOTATION
@@ -84,8 +84,9 @@ def converge(registry: Registry, ref: RequestRef, timeout: float = 300.0) -> Out
         database=wanted.database,
         secret_name=wanted.secret_name,
     )
-    if not status.converged(obj) or status.ready_of(obj)[0] != "True":
-        status.write(workload, ref, obj, base)  # a re-check of a ready request does not flap
+    shown = (obj.get("status") or {}).get("phase")
+    if (not status.converged(obj) or status.ready_of(obj)[0] != "True") and shown != status.UNAVAILABLE:
+        status.write(workload, ref, obj, base)  # a re-check of a ready (or down) request does not flap
     try:
         return _provision(registry, workload, ref, obj, wanted, base, timeout)
     except TemporaryError as exc:  # the service cluster (or the workload's API) did not answer
@@ -136,6 +137,8 @@ def _provision(
         except WaitTimeoutError:
             why = f"CloudNativePG is not installed on {service_cluster}"
             return _fail(workload, ref, obj, "NoOperator", why, base)
+    if live is not None and not provision.healthy(live) and (obj.get("status") or {}).get("endpoint"):
+        _unavailable(workload, ref, obj, base, live)  # provisioned before: its instance is down
     provision.apply_cluster(service, _render(ref, name, wanted), service_cluster, ref.cluster)
     if live is not None and ORPHANED in (live["metadata"].get("annotations") or {}):
         adopt = {"metadata": {"annotations": {ORPHANED: None}}}
@@ -163,6 +166,20 @@ def _provision(
     verb = "written to" if changed else "already current in"
     where = f"{service_cluster} at {endpoint}; credentials {verb} {wanted.secret_name}"
     return Outcome(str(ref), "Ready", where)
+
+
+def _unavailable(
+    workload: KubeClient, ref: RequestRef, obj: dict[str, Any], base: status.Report, live: dict[str, Any]
+) -> None:
+    """Ready=False/Unavailable while the Cluster is not ready; endpoint and Secret stay as they are."""
+    endpoint = (obj.get("status") or {}).get("endpoint") or {}
+    message = (
+        f"CloudNativePG Cluster {base.cnpg_cluster} on {base.service_cluster} is "
+        f"{health.summary(live)}; the credentials in {base.secret_name} stay valid"
+    )
+    changes = {"phase": status.UNAVAILABLE, "reason": status.UNAVAILABLE, "message": message}
+    where = {"host": endpoint.get("host", ""), "port": int(endpoint.get("port") or 0)}
+    status.write(workload, ref, obj, status.Report(**{**base.__dict__, **changes, **where}))
 
 
 def _reread(workload: KubeClient, ref: RequestRef, obj: dict[str, Any]) -> dict[str, Any]:

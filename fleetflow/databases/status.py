@@ -19,6 +19,7 @@ PROVISIONING = "Provisioning"
 READY = "Ready"
 FAILED = "Failed"
 DELETING = "Deleting"
+UNAVAILABLE = "Unavailable"  # provisioned, but its CNPG Cluster is not ready now (an instance is down)
 REASONS = (
     "InvalidSpec",
     "NoServiceCluster",
@@ -28,6 +29,7 @@ REASONS = (
     "Unreachable",
     "Provisioning",
     "Deleting",
+    UNAVAILABLE,
 )
 
 

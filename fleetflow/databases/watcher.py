@@ -16,7 +16,16 @@ object's uid, generation and whether it is being deleted, so:
 
 A second watch per cluster follows CloudNativePG's ``-app`` secrets there (the cluster as a service
 cluster): a rotated password re-emits the event of the request its CNPG Cluster was made for, so
-the credentials next to the request follow within seconds, not at the next reconcile.
+the credentials next to the request follow within seconds, not at the next reconcile. The
+``-app`` secret of a label-path database (the CNPG Cluster ``cluster-<C>`` in namespace ``<C>``,
+placed for registered cluster ``<C>`` on this server) emits ``fleetflow.credentials.rotated``
+for ``<C>``, with its labels, which runs fetch-credentials (the policy table's row). Both ids are
+made of the secret's uid and resourceVersion: a relist or restart repeats them, never a new one.
+
+A third watch follows the CNPG Clusters there: when a request's Cluster stops being ready (its
+instance died) while the request says Ready, or is ready again while the request says it is
+unavailable, the request's event is emitted (id: the Cluster's uid and resourceVersion), and
+the flow's converge shows it: Ready=False/Unavailable, credentials untouched, then Ready.
 
 A cluster registered without the register-cluster flow (a FleetCluster applied by GitOps) gets
 the Database CRD from its watch on first sync, so its teams can apply requests. A cluster whose
@@ -31,10 +40,10 @@ from collections.abc import Callable
 from typing import Any
 
 from fleetflow import events
-from fleetflow.databases import crd, inventory, status
+from fleetflow.databases import crd, health, inventory, status
 from fleetflow.databases.converge import REQUEST
 from fleetflow.databases.spec import RequestRef
-from fleetflow.dbaas.names import CNPG_API
+from fleetflow.dbaas.names import CNPG_API, SERVICE_CLUSTER_ANNOTATION, cnpg_cluster_name
 from fleetflow.errors import APIGoneError, APINotFoundError, FleetflowError, PermanentError, TemporaryError
 from fleetflow.kube import KubeClient
 from fleetflow.registry import API_VERSION, KIND, Registry
@@ -81,6 +90,8 @@ class ClusterWatch:
         self.rotations = threading.Thread(
             target=self.watch_rotations, name=f"rotations-{cluster}", daemon=True
         )
+        self.health_synced = threading.Event()  # the CNPG Clusters are listed
+        self.health = threading.Thread(target=self.watch_health, name=f"health-{cluster}", daemon=True)
 
     def run(self) -> None:
         backoff = 0.5
@@ -99,37 +110,91 @@ class ClusterWatch:
                 backoff = min(backoff * 2, BACKOFF_MAX)
 
     def watch_rotations(self) -> None:
-        """This cluster as a service cluster: when the ``-app`` Secret of a CNPG Cluster made for
-        a request changes (a rotated password), that request is converged again at once, which
-        rewrites the credentials next to it. The label path is left to reconcile."""
+        """This cluster as a service cluster: when the ``-app`` Secret of a CNPG Cluster changes
+        (a rotated password), the request it was made for is converged again at once, which
+        rewrites the credentials next to it; a label-path database's are delivered again."""
+
+        def changed(client: KubeClient, kind: str, obj: dict[str, Any]) -> None:
+            if kind == "MODIFIED":
+                self._rotated(client, obj)
+
+        self._follow("secrets", "v1", "Secret", APP_SECRETS, self.rotations_synced, changed)
+
+    def watch_health(self) -> None:
+        """This cluster as a service cluster: a request's CNPG Cluster whose readiness and the
+        request's Ready condition disagree (its instance went down, or came back) has its
+        request converged at once, which shows it (``health.py``)."""
+
+        def changed(client: KubeClient, kind: str, obj: dict[str, Any]) -> None:
+            if kind in ("ADDED", "MODIFIED"):
+                try:
+                    self._health_changed(obj)
+                except FleetflowError as exc:  # the request's cluster: its own watch says why
+                    log.warning("%s: health of %s: %s", self.cluster, obj["metadata"]["name"], exc)
+
+        self._follow("CNPG Clusters", CNPG_API, "Cluster", None, self.health_synced, changed)
+
+    def _follow(
+        self,
+        what: str,
+        api_version: str,
+        kind: str,
+        selector: str | None,
+        synced: threading.Event,
+        handle: Callable[[KubeClient, str, dict[str, Any]], None],
+    ) -> None:
+        """List, then watch ``kind`` here until ``stop``, passing each event to ``handle``; a
+        cluster without the kind (not a service cluster) is looked at again at the longest backoff."""
         backoff = 0.5
         while not self.stop.is_set():
             try:
                 client = self._client()
-                _, version = client.list("v1", "Secret", label_selector=APP_SECRETS)
-                self.rotations_synced.set()
+                _, version = client.list(api_version, kind, label_selector=selector)
+                synced.set()
                 while not self.stop.is_set():
-                    for kind, obj in client.stream(
-                        "v1",
-                        "Secret",
+                    for event, obj in client.stream(
+                        api_version,
+                        kind,
                         resource_version=version,
                         timeout=self.watch_timeout,
-                        label_selector=APP_SECRETS,
+                        label_selector=selector,
                     ):
                         version = obj["metadata"].get("resourceVersion", version)
-                        if kind == "MODIFIED":
-                            self._rotated(client, obj)
+                        if event != "BOOKMARK":
+                            handle(client, event, obj)
                         if self.stop.is_set():
                             break
                 backoff = 0.5
             except APIGoneError:
                 continue
+            except APINotFoundError:
+                self.stop.wait(BACKOFF_MAX)  # no such kind here (no CloudNativePG): look again later
             except FleetflowError as exc:
                 log.warning(
-                    "%s: secrets: %s; relisting in %.1fs", self.cluster, " ".join(str(exc).split()), backoff
+                    "%s: %s: %s; relisting in %.1fs", self.cluster, what, " ".join(str(exc).split()), backoff
                 )
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _health_changed(self, cnpg: dict[str, Any]) -> None:
+        request = (cnpg["metadata"].get("annotations") or {}).get(REQUEST)
+        if not request:
+            return
+        ref = RequestRef.parse(request)
+        obj = self.registry.client(ref.cluster).get_or_none(
+            crd.API_VERSION, crd.KIND, ref.name, ref.namespace
+        )
+        if obj is None or not health.disagree(cnpg, obj):
+            return
+        meta = cnpg["metadata"]
+        event = events.FleetEvent(
+            events.DATABASE_REQUEST_CHANGED,
+            events.request_resource(ref.cluster, ref.namespace, ref.name),
+            events.event_id(meta["uid"], "health", meta.get("resourceVersion", "")),
+            {"request": request, "cluster": ref.cluster, "health": health.summary(cnpg)},
+        )
+        self.emit([event])
+        log.info("emitted %s for %s: its CNPG Cluster is %s", event.event, request, health.summary(cnpg))
 
     def _rotated(self, client: KubeClient, secret: dict[str, Any]) -> None:
         meta = secret["metadata"]
@@ -140,8 +205,11 @@ class ClusterWatch:
             owner = client.get_or_none(CNPG_API, "Cluster", name, meta["namespace"])
         except APINotFoundError:
             return  # no CloudNativePG here
-        request = ((owner or {}).get("metadata", {}).get("annotations") or {}).get(REQUEST)
+        if owner is None:
+            return
+        request = (owner["metadata"].get("annotations") or {}).get(REQUEST)
         if not request:
+            self._rotated_label_path(secret, name)
             return
         ref = RequestRef.parse(request)
         event = events.FleetEvent(
@@ -154,6 +222,36 @@ class ClusterWatch:
         log.info(
             "emitted %s for %s: secret %s/%s changed", event.event, request, meta["namespace"], meta["name"]
         )
+
+    def _rotated_label_path(self, secret: dict[str, Any], name: str) -> None:
+        """The secret of registered cluster C's database (``cluster-C`` in namespace C), if it
+        is placed on this server: fetch-credentials is asked for C."""
+        meta = secret["metadata"]
+        cluster = meta["namespace"]
+        record = self.registry.get(cluster)
+        placed = (record.annotations.get(SERVICE_CLUSTER_ANNOTATION) if record else None) or ""
+        if record is None or name != cnpg_cluster_name(cluster) or not self._same_server(placed):
+            return
+        event = events.FleetEvent(
+            events.CREDENTIALS_ROTATED,
+            events.database_resource(cluster, placed, record.labels),
+            events.event_id(meta["uid"], "credentials-rotated", meta.get("resourceVersion", "")),
+            {"cluster": cluster, "service_cluster": placed, "rotated": f"{cluster}/{meta['name']}"},
+        )
+        self.emit([event])
+        log.info("emitted %s for %s: secret %s/%s changed", event.event, cluster, cluster, meta["name"])
+
+    def _same_server(self, name: str) -> bool:
+        """Whether registered cluster ``name`` is this watch's API server (maybe under another name)."""
+        if name == self.cluster:
+            return True
+        try:
+            return (
+                bool(name)
+                and self.registry.kubeconfig(name).server == self.registry.kubeconfig(self.cluster).server
+            )
+        except FleetflowError:
+            return False
 
     def _client(self) -> KubeClient:
         return self.registry.client(self.cluster)
@@ -214,6 +312,7 @@ class RequestWatcher:
             self.watches[name] = watch
             watch.thread.start()
             watch.rotations.start()
+            watch.health.start()
             log.info("watching Database requests in %s", name)
 
     def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:

@@ -111,6 +111,20 @@ def publish(
     return True
 
 
+def same_secret(source: str, other: str) -> bool:
+    """Whether two sources name one Secret (service cluster, name and uid), in any version."""
+    return bool(source) and source.rpartition("/")[0] == other.rpartition("/")[0]
+
+
+def refresh(target: KubeClient, namespace: str, creds: Credentials, endpoint: Endpoint) -> bool:
+    """Rewrite a copy delivered earlier into ``namespace`` from the same Secret when it is stale
+    (a rotated password); False when there is no such copy or it is current."""
+    source = delivered_source(target, namespace)
+    if not source or not same_secret(source, creds.source):
+        return False
+    return publish(target, namespace, creds, endpoint)
+
+
 def withdraw(target: KubeClient, namespace: str) -> bool:
     gone = target.delete("v1", "Secret", CREDENTIALS_SECRET, namespace)
     return target.delete("v1", "ConfigMap", LOADBALANCER_CONFIGMAP, namespace) or gone

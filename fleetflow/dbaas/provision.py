@@ -94,7 +94,7 @@ def database_of(cluster: str, service_cluster: str) -> Database:
     return Database(cluster, service_cluster, cluster, cnpg_cluster_name(cluster))
 
 
-def _healthy(obj: dict[str, Any] | None) -> bool:
+def healthy(obj: dict[str, Any] | None) -> bool:
     status = (obj or {}).get("status") or {}
     ready = any(
         c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
@@ -133,7 +133,7 @@ def wait_ready(service: KubeClient, db: Database, timeout: float) -> Endpoint:
         return max(1.0, deadline - time.monotonic())
 
     def healthy_or_invalid(obj: dict[str, Any] | None) -> bool:
-        return _healthy(obj) or _invalid(obj) is not None
+        return healthy(obj) or _invalid(obj) is not None
 
     live = service.wait(
         CNPG_API,

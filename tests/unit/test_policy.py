@@ -27,6 +27,9 @@ from prefect.server.events.schemas.events import ReceivedEvent
 
 from deployments import automations
 from fleetflow import events, policy
+from fleetflow.databases.watcher import ClusterWatch
+from fleetflow.dbaas.names import SERVICE_CLUSTER_ANNOTATION
+from fleetflow.registry import ClusterRecord
 from fleetflow.watcher import LabelWatcher
 
 CLUSTER = "wl-1"
@@ -70,6 +73,26 @@ def credentials_event(labels: dict[str, str]) -> events.FleetEvent:
         events.event_id(CLUSTER, "mgmt", "credentials", "uid/1"),
         {"cluster": CLUSTER, "service_cluster": "service-cluster", "target": f"mgmt:{CLUSTER}"},
     )
+
+
+class _Registry:
+    """The registry as the request watcher reads it: one cluster, placed on ``service-cluster``."""
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        self.record = ClusterRecord(CLUSTER, labels, {SERVICE_CLUSTER_ANNOTATION: "service-cluster"})
+
+    def get(self, name: str) -> ClusterRecord | None:
+        return self.record if name == CLUSTER else None
+
+
+def rotation_event(labels: dict[str, str]) -> events.FleetEvent:
+    """What the request watcher emits when the ``-app`` Secret of CLUSTER's database changes."""
+    emitted: list[events.FleetEvent] = []
+    watch = ClusterWatch(_Registry(labels), "service-cluster", emitted.extend, 5)  # type: ignore[arg-type]
+    meta = {"name": f"cluster-{CLUSTER}-app", "namespace": CLUSTER, "uid": "s-1", "resourceVersion": "7"}
+    watch._rotated_label_path({"metadata": meta}, f"cluster-{CLUSTER}")
+    [event] = emitted
+    return event
 
 
 def _server_trigger(trigger: DeploymentEventTrigger) -> Any:
@@ -127,6 +150,7 @@ def test_the_table_is_exercised_by_enough_cases() -> None:
     assert {rule.action for rule in policy.RULES} == {
         "install-operator",
         "provision-database",
+        "fetch-credentials",
         "deprovision-database",
         "deploy-app",
         "withdraw-app",
@@ -141,8 +165,10 @@ def test_an_automation_fires_only_where_reconcile_wants_the_action(rule: policy.
             assert event.event in rule.on
             assert event.payload["cluster"] == CLUSTER  # the trigger's parameter template renders
     for labels in label_sets():
-        if fires(rule.action, credentials_event(labels)):
-            assert rule in policy.wanted(labels, has_database=True), (rule.action, labels)
+        for other in (credentials_event(labels), rotation_event(labels)):
+            if fires(rule.action, other):
+                assert rule in policy.wanted(labels, has_database=True), (rule.action, labels)
+                assert other.event in rule.on
 
 
 @pytest.mark.parametrize("rule", policy.RULES, ids=lambda r: r.action)
@@ -152,8 +178,12 @@ def test_every_change_that_makes_reconcile_want_an_action_fires_its_automation(r
         for has_database in (False,) if before is None else (False, True):
             now = rule in policy.wanted(after, has_database)
             was = before is not None and rule in policy.wanted(before, has_database)
-            if now and not was:
+            if now and not was and rule.on & policy.CLUSTER_EVENTS:
                 assert fires(rule.action, event), (rule.action, before, after)
+            elif now and not was:
+                # A row run on other events (a rotation): the change that makes it apply makes
+                # provision-database apply too, and that delivers the credentials in its run.
+                assert fires("provision-database", event), (rule.action, before, after)
 
 
 @pytest.mark.parametrize("rule", policy.RULES, ids=lambda r: r.action)
@@ -168,8 +198,21 @@ def test_every_event_showing_a_rule_holds_fires_it(rule: policy.Rule) -> None:
             assert fires(rule.action, event), (rule.action, before, after)
     for labels in label_sets():
         visible = all(req.key in labels for req in rule.when.requirements)
-        expected = visible and rule.when.matches(labels) and events.CREDENTIALS_PUBLISHED in rule.on
-        assert fires(rule.action, credentials_event(labels)) == expected, (rule.action, labels)
+        for other in (credentials_event(labels), rotation_event(labels)):
+            expected = visible and rule.when.matches(labels) and other.event in rule.on
+            assert fires(rule.action, other) == expected, (rule.action, labels, other.event)
+
+
+def test_a_rotated_password_on_the_label_path_runs_fetch_credentials_only() -> None:
+    """Where the cluster asks for its database, a rotation runs fetch-credentials for it (the
+    trigger's parameter renders from the payload), with a deterministic id; nothing else runs."""
+    for labels in label_sets():
+        event = rotation_event(labels)
+        assert event.id == rotation_event(labels).id
+        assert event.resource["prefect.resource.id"] == f"fleetflow.database.{CLUSTER}"
+        assert event.payload["cluster"] == CLUSTER
+        ran = [rule.action for rule in policy.RULES if fires(rule.action, event)]
+        assert ran == (["fetch-credentials"] if labels.get("postgres") == "required" else []), labels
 
 
 def test_deregistration_fires_nothing() -> None:
@@ -189,7 +232,7 @@ def test_leaving_postgres_required_deprovisions_in_both_paths(new_value: str | N
     assert not fires("provision-database", event)
     # Back to required: provisioned (the retained database handed back), never deprovisioned.
     back = watcher_event(after, before)
-    assert actions(before) == ["provision-database", "deploy-app"]
+    assert actions(before) == ["provision-database", "fetch-credentials", "deploy-app"]
     assert fires("provision-database", back)
     assert not fires("deprovision-database", back)
 
