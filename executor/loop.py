@@ -35,7 +35,10 @@ WAKE_ON = [
 ]
 UNSEEN_RETRY = 0.1  # an announced run not readable yet (the event can beat the commit): look again
 UNSEEN_TRIES = 50
-LISTEN_BACKOFF_MAX = 30.0
+# A stopped Prefect server is looked for again at least this often: the event stream is how the
+# executor hears of new runs at once (30 s here had runs start ~25 s after a restarted server
+# took the events that created them).
+LISTEN_BACKOFF_MAX = 5.0
 TICK_PAUSE_PER_RUN = 0.005
 TICK_PAUSE_MAX = 1.0
 

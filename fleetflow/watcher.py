@@ -23,6 +23,12 @@ not stop every other cluster's events.
 Changes are handled in batches: a reader thread streams the watch into a queue, and whatever
 has arrived is diffed, emitted in one request and persisted in one patch. One change costs two
 round trips as before; a burst of a hundred costs a few, instead of two hundred in a row.
+
+A Prefect server that cannot be reached (stopped, restarting) does not end the watch: the batch
+is sent again, with a backoff of at most ``EMIT_BACKOFF_MAX`` seconds, while the reader thread
+goes on queueing what changes meanwhile, and nothing is recorded as emitted before the server
+accepted it. Treated like a Kubernetes failure (relist, back off up to 30 s), an outage of a
+minute left the changes made during it waiting up to 30 s more after the server was back.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ STATE_NAMESPACE = "fleetflow-system"
 STATE_NAME = "label-watcher"
 WATCH_TIMEOUT = 30
 MAX_BATCH = 200  # changes emitted in one request at most
+EMIT_BACKOFF_MAX = 5.0  # seconds between attempts to reach a Prefect server that is down
 
 
 @dataclass(frozen=True)
@@ -166,6 +173,7 @@ class LabelWatcher:
         self.resource_version = ""
         self._outbox: list[events.FleetEvent] = []
         self._unsaved: dict[str, Emitted | None] = {}
+        self._stop: threading.Event | None = None  # set by run(): emitting is retried until then
 
     # -- persisted state -----------------------------------------------------------------
     def load_state(self) -> None:
@@ -198,7 +206,7 @@ class LabelWatcher:
         """Emit what was diffed (one request), then persist it (one patch): nothing is recorded
         as emitted before the server accepted it."""
         if self._outbox:
-            self.emit(self._outbox)
+            self._emit_outbox()
             for event in self._outbox:
                 log.info(
                     "emitted %s for %s (id %s)", event.event, event.resource["prefect.resource.id"], event.id
@@ -216,6 +224,24 @@ class LabelWatcher:
                 self._create_state()
                 self.mgmt.merge_patch("v1", "ConfigMap", STATE_NAME, STATE_NAMESPACE, patch)
             self._unsaved = {}
+
+    def _emit_outbox(self) -> None:
+        """Send the outbox; a Prefect server that cannot be reached is tried again with backoff
+        until it accepts the batch or the watcher is stopped (then the error is raised, and the
+        next start diffs again from what was persisted)."""
+        backoff = 0.5
+        while True:
+            try:
+                self.emit(self._outbox)
+                return
+            except TemporaryError as exc:
+                if self._stop is None or self._stop.is_set():
+                    raise
+                log.warning(
+                    "%s; sending again in %.1fs, nothing recorded as emitted until then", exc, backoff
+                )
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, EMIT_BACKOFF_MAX)
 
     def _create_state(self) -> None:
         managed = {"app.kubernetes.io/managed-by": "fleetflow"}
@@ -272,6 +298,7 @@ class LabelWatcher:
 
     def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
         """Watch until ``stop`` is set; transient failures back off and relist."""
+        self._stop = stop
         backoff = 0.5
         needs_resync = True
         while not stop.is_set():

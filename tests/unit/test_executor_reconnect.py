@@ -1,0 +1,77 @@
+"""The executor's event stream while the Prefect server is down: it is looked for every few seconds.
+
+Its backoff grew to 30 s, so after an outage of half a minute the executor heard of the runs a
+restarted server created up to 30 s late (the integration test saw them start ~25 s after their
+events). Now it tries again at least every ``LISTEN_BACKOFF_MAX`` seconds, and a stream that
+connects again wakes a tick at once (runs created meanwhile are looked at).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from executor import loop as loop_module
+from executor.loop import LISTEN_BACKOFF_MAX, Executor
+
+
+async def _nothing(_client: Any) -> dict[Any, Any]:
+    return {}
+
+
+class Down:
+    """get_events_subscriber for a server that refuses ``refusals`` connections, then accepts."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals, self.attempts = refusals, 0
+
+    def __call__(self, **_kwargs: Any) -> Down:
+        return self
+
+    async def __aenter__(self) -> Down:
+        self.attempts += 1
+        if self.attempts <= self.refusals:
+            raise ConnectionRefusedError(111, "Connect call failed")
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        return None
+
+    def __aiter__(self) -> Down:
+        return self
+
+    async def __anext__(self) -> Any:
+        await asyncio.Event().wait()  # connected: no events until cancelled
+
+
+def test_a_stopped_server_is_looked_for_every_few_seconds_and_a_reconnect_wakes_a_tick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = Down(refusals=8)
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float, *args: Any) -> None:
+        waits.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(loop_module, "get_events_subscriber", server)
+    monkeypatch.setattr(loop_module.asyncio, "sleep", sleep)
+
+    async def scenario() -> bool:
+        executor = Executor("t", _nothing, concurrency=1)
+        listen = asyncio.create_task(executor._listen())
+        try:
+            await asyncio.wait_for(executor._listening.wait(), timeout=5)
+            return executor._wake.is_set()
+        finally:
+            listen.cancel()
+            await asyncio.gather(listen, return_exceptions=True)
+
+    woken = asyncio.run(scenario())
+    assert server.attempts == 9
+    assert waits == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0, 5.0]
+    assert max(waits) == LISTEN_BACKOFF_MAX
+    assert woken, "a stream connected again must wake a tick for what was missed"

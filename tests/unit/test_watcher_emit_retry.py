@@ -1,0 +1,104 @@
+"""The label watcher while the Prefect server is down: the batch is sent again, soon, and kept.
+
+Emitting was treated like a Kubernetes failure: relist and back off up to 30 s, so after an
+outage of a minute the changes made during it waited up to 30 s more once the server was back.
+Now the batch is retried in place (backoff at most ``EMIT_BACKOFF_MAX``), the registry is not
+relisted, and nothing is persisted as emitted before the server accepted the batch.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from fleetflow import events
+from fleetflow.errors import PermanentError, TemporaryError
+from fleetflow.watcher import EMIT_BACKOFF_MAX, LabelWatcher
+from tests.unit.test_watcher_state import Mgmt, cluster
+
+
+class Stop(threading.Event):
+    """The watcher's stop event; its waits return at once and are recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        return self.is_set()
+
+
+class Registry(Mgmt):
+    """Counts relists; its watch ends the run (nothing changes after the first listing)."""
+
+    def __init__(self, stop: Stop, clusters: list[dict[str, Any]]) -> None:
+        super().__init__({}, clusters)
+        self.stop, self.lists = stop, 0
+
+    def list(self, api_version: str, kind: str, *args: Any, **kwargs: Any) -> tuple[list[Any], str]:
+        self.lists += 1
+        return super().list(api_version, kind)
+
+    def stream(self, *args: Any, **kwargs: Any) -> Any:
+        self.stop.set()
+        return iter(())
+
+
+class Prefect:
+    """An emit that fails ``failures`` times (the server is down), then accepts."""
+
+    def __init__(self, registry: Registry, failures: int, error: Exception | None = None) -> None:
+        self.registry, self.failures = registry, failures
+        self.error = error or TemporaryError("emit ...: Prefect API unreachable (ConnectError: refused)")
+        self.sent: list[list[str]] = []
+        self.persisted_before: list[int] = []  # ConfigMap patches made before each attempt
+
+    def __call__(self, batch: list[events.FleetEvent]) -> None:
+        self.sent.append([str(e.id) for e in batch])
+        self.persisted_before.append(len(self.registry.patches))
+        if len(self.sent) <= self.failures:
+            raise self.error
+
+
+def test_a_batch_is_sent_again_soon_and_recorded_only_once_accepted() -> None:
+    stop = Stop()
+    registry = Registry(stop, [cluster("a", "u-a", postgres="required")])
+    prefect = Prefect(registry, failures=8)
+    LabelWatcher(registry, emit=prefect).run(stop)  # type: ignore[arg-type]
+
+    assert registry.lists == 1, "a Prefect outage must not relist the registry"
+    assert stop.waits == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0, 5.0]
+    assert max(w or 0 for w in stop.waits) == EMIT_BACKOFF_MAX
+    assert len(prefect.sent) == 9
+    assert len({tuple(ids) for ids in prefect.sent}) == 1, "every attempt sends the same events"
+    assert prefect.persisted_before == [0] * 9, "nothing is recorded as emitted before it was accepted"
+    assert len(registry.patches) == 1
+    assert set(registry.patches[0]["data"]) == {"a"}
+
+
+def test_a_watcher_stopped_while_prefect_is_down_records_nothing() -> None:
+    stop = Stop()
+    registry = Registry(stop, [cluster("a", "u-a", postgres="required")])
+
+    def down(batch: list[events.FleetEvent]) -> None:
+        if len(stop.waits) == 3:
+            stop.set()  # SIGTERM while waiting for the server
+        raise TemporaryError("emit ...: Prefect API unreachable (ConnectError: refused)")
+
+    LabelWatcher(registry, emit=down).run(stop)  # type: ignore[arg-type]
+
+    assert registry.patches == [], "the next start must diff again and emit what was never accepted"
+
+
+def test_a_refused_event_is_not_sent_again() -> None:
+    stop = Stop()
+    registry = Registry(stop, [cluster("a", "u-a", postgres="required")])
+    refused = PermanentError("emit ...: Prefect API answered HTTP 422 Unprocessable Entity")
+    prefect = Prefect(registry, failures=1, error=refused)
+    with pytest.raises(PermanentError):
+        LabelWatcher(registry, emit=prefect).run(stop)  # type: ignore[arg-type]
+    assert len(prefect.sent) == 1
+    assert registry.patches == []
