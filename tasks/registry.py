@@ -12,14 +12,14 @@ from prefect import task
 from fleetflow import labels as label_syntax
 from fleetflow.config import resolve_kubeconfig
 from fleetflow.kube import Kubeconfig, probe
-from fleetflow.registry import ClusterRecord, Probe, connect
+from fleetflow.registry import ClusterRecord, Probe, connect, validate_cluster_name
 from tasks.policy import SECRET, api_task_options
 
 
 @task(name="validate-registration")
 def validate_registration(name: str, labels: dict[str, str] | None) -> dict[str, str] | None:
     """Fail at once, with no retry, on a bad name or label."""
-    label_syntax.validate_dns_label(name, "cluster name")
+    validate_cluster_name(name)
     return label_syntax.validate(labels) if labels is not None else None
 
 

@@ -7,6 +7,6 @@ team its cluster's record and credentials and nothing else, and ``kubectl get fl
 """
 
 from fleetflow.registry.crd import API_VERSION, KIND
-from fleetflow.registry.store import ClusterRecord, Probe, Registry, connect
+from fleetflow.registry.store import ClusterRecord, Probe, Registry, connect, validate_cluster_name
 
-__all__ = ["API_VERSION", "KIND", "ClusterRecord", "Probe", "Registry", "connect"]
+__all__ = ["API_VERSION", "KIND", "ClusterRecord", "Probe", "Registry", "connect", "validate_cluster_name"]

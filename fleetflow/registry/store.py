@@ -12,13 +12,28 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleetflow.errors import APINotFoundError
+from fleetflow.errors import APINotFoundError, UsageError
 from fleetflow.kube import KubeClient, Kubeconfig, client_from_config
 from fleetflow.labels import LabelEdit, Selector, validate, validate_dns_label
 from fleetflow.registry import crd
 
 MANAGED = {"app.kubernetes.io/managed-by": "fleetflow"}
 CLUSTER_LABEL = "fleetflow.io/cluster"
+# Namespaces Kubernetes, fleetflow and CloudNativePG keep for themselves. A cluster's record lives
+# in the namespace named after it, so that RBAC on that namespace grants a team its cluster and
+# nothing else; a cluster registered under one of these would share it with far more.
+RESERVED_NAMESPACES = frozenset({"default", "fleetflow-system", "cnpg-system"})
+
+
+def validate_cluster_name(name: str) -> str:
+    """A DNS-1123 label that is not a namespace Kubernetes or fleetflow keeps; else UsageError."""
+    validate_dns_label(name, "cluster name")
+    if name in RESERVED_NAMESPACES or name.startswith("kube-"):
+        raise UsageError(
+            f"invalid cluster name {name!r}: the cluster's namespace in the management cluster would be "
+            "one Kubernetes or fleetflow keeps for itself, and RBAC on it would grant more than the cluster"
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -134,6 +149,7 @@ class Registry:
     # -- writes --------------------------------------------------------------------------
     def ensure_namespace(self, name: str) -> bool:
         """Create the cluster's namespace if missing; True if this call created it."""
+        validate_cluster_name(name)
         if self.mgmt.get_or_none("v1", "Namespace", name) is not None:
             return False
         self.mgmt.apply(
@@ -179,7 +195,7 @@ class Registry:
         the create above wrote it as an Update, which a plain apply of a new context (a cluster
         re-registered under another context) would conflict with.
         """
-        validate_dns_label(name, "cluster name")
+        validate_cluster_name(name)
         body: dict[str, Any] = {
             "apiVersion": crd.API_VERSION,
             "kind": crd.KIND,
