@@ -91,7 +91,7 @@ class Executor:
             self._client = client
             self._deployments = await self._resolve(client)
             await self._recover()
-            beating = asyncio.create_task(repair.heartbeats(self._holding, self.heartbeat_seconds))
+            beating = asyncio.create_task(repair.heartbeats(client, self._holding, self.heartbeat_seconds))
             loops = [
                 asyncio.create_task(self._listen(), name="listen"),
                 asyncio.create_task(self._poll(), name="poll"),

@@ -8,6 +8,7 @@ from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterDeploymentId,
+    FlowRunFilterId,
     FlowRunFilterState,
     FlowRunFilterStateType,
 )
@@ -53,6 +54,13 @@ async def unfinished(
         if len(page) < PAGE:
             return list(found.values())
         offset += PAGE
+
+
+async def finished(client: PrefectClient, run_ids: list[UUID]) -> set[UUID]:
+    """Which of these runs are in a final state now (one request)."""
+    flt = FlowRunFilter(id=FlowRunFilterId(any_=run_ids))
+    runs = await client.read_flow_runs(flow_run_filter=flt, limit=len(run_ids))
+    return {r.id for r in runs if r.state is not None and r.state.is_final()}
 
 
 def claim_message(executor: str) -> str:

@@ -53,10 +53,23 @@ def heartbeat_parts(flow_run: FlowRun) -> tuple[dict[str, str], list[dict[str, s
     return resource, related
 
 
-async def heartbeats(held: Callable[[], list[FlowRun]], every: float) -> None:
-    """Until cancelled: one heartbeat per held run, every ``every`` seconds (a pace, not a wait)."""
+async def heartbeats(client: PrefectClient, held: Callable[[], list[FlowRun]], every: float) -> None:
+    """Until cancelled: one heartbeat per held run, every ``every`` seconds (a pace, not a wait).
+
+    A run whose final state is set already gets none: its thread can outlive that state by a
+    second (the engine's teardown), and a heartbeat after the final state would start a window
+    that nothing closes (the automation would try to crash a finished run, and be refused).
+    """
     while True:
-        for flow_run in held():
+        runs = held()
+        try:
+            ended = await prefect_api.finished(client, [r.id for r in runs]) if runs else set()
+        except Exception as exc:  # cannot tell: beat for all, the server refuses crashing a final run
+            log.warning("reading held runs' states failed: %s", exc)
+            ended = set()
+        for flow_run in runs:
+            if flow_run.id in ended:
+                continue
             resource, related = heartbeat_parts(flow_run)
             try:
                 emit_event(event=HEARTBEAT, resource=resource, related=related)  # type: ignore[arg-type]

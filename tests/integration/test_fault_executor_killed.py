@@ -63,6 +63,9 @@ def _restore(before: list[Automation]) -> None:
 
 def test_a_run_of_a_killed_executor_is_crashed_and_completed_by_another(repair_lab: Lab) -> None:
     lab = repair_lab
+    platform.apply_lost_heartbeats(RepairInterval(WINDOW))  # applied again: updated, not copied
+    [automation] = _automations()
+    assert automation.trigger.within.total_seconds() == WINDOW  # type: ignore[union-attr]
     first = lab.start("e1")
     (run,) = lab.create(1, key="held", hold=True)
     wait_for("the held run to record its start in e1", lambda: lab.starts()[str(run.id)] == 1)
@@ -73,6 +76,7 @@ def test_a_run_of_a_killed_executor_is_crashed_and_completed_by_another(repair_l
     killed = time.monotonic()
     first.wait(timeout=30)
     lab.record.with_name("release").touch()  # the work could finish now; e1 cannot see it
+    (alive,) = lab.create(1, key="alive", work_seconds=1.5 * WINDOW)  # longer than the window, on e2
 
     def crashed() -> bool:
         with get_client(sync_client=True) as client:
@@ -107,6 +111,10 @@ def test_a_run_of_a_killed_executor_is_crashed_and_completed_by_another(repair_l
     assert claims == [claim_message("e1"), claim_message("e2")], history
     assert lab.starts()[str(run.id)] == 2, "executed once in e1 (killed) and once in e2"
     assert dict(done.parameters) == {"key": "held", "hold": True}
+    lab.wait_final([alive.id], timeout=DEADLINE)
+    lived = [t for t, _ in _history(alive.id)]
+    assert lived[-1] == "COMPLETED", lived
+    assert "CRASHED" not in lived, f"a run of a live executor, longer than the window, was crashed: {lived}"
     assert "rescheduled" in _tail(lab, "e2")
 
 
