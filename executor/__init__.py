@@ -16,6 +16,11 @@ and task retries in the Prefect UI.
 - On start it marks as Crashed, then reschedules, the runs a previous life of the same name
   left Pending or Running (:mod:`.recovery`); on SIGTERM it stops claiming and finishes what it
   holds within a grace period, rescheduling anything still unfinished for another executor.
+- An executor killed outright (SIGKILL, a lost machine) and never restarted is repaired by the
+  others (:mod:`.repair`): each executor sends Prefect heartbeats for the runs it holds, the
+  platform's automation crashes a run whose heartbeats stopped for ``repairInterval`` seconds
+  (``FLEETFLOW_REPAIR_INTERVAL``, default 90), saying why, and the surviving executors run it
+  again, at most three times.
 
 It sits above ``deployments/`` in the house: it starts what the deployments describe.
 """
