@@ -7,8 +7,11 @@ No kubelet runs: Pods and Jobs are stored, never executed.
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from devfleet import kubeconfig, pki
 from devfleet.binaries import Binaries
@@ -75,6 +78,93 @@ def _choose_ports(record: ClusterRecord) -> list[str]:
     return notes
 
 
+def _start_apiserver(
+    record: ClusterRecord, paths: ClusterPaths, binaries: Binaries, keys: pki.ClusterPKI
+) -> ssl.SSLContext:
+    """Launch kube-apiserver on the record's port against its etcd; wait until it is ready.
+    Returns the admin TLS context for further probes."""
+    record.pids["kube-apiserver"] = processes.start(
+        [
+            str(binaries["kube-apiserver"]),
+            "--secure-port",
+            str(record.api_port),
+            "--bind-address",
+            "127.0.0.1",
+            "--advertise-address",
+            "127.0.0.1",
+            "--cert-dir",
+            str(paths.pki),
+            "--tls-cert-file",
+            str(keys.serving_cert),
+            "--tls-private-key-file",
+            str(keys.serving_key),
+            "--client-ca-file",
+            str(keys.client_ca),
+            "--etcd-servers",
+            f"http://127.0.0.1:{record.etcd_port}",
+            "--service-cluster-ip-range",
+            "10.0.0.0/16",  # room for thousands of Services (a /24 is full at about 120 databases)
+            "--allow-privileged=true",
+            "--authorization-mode",
+            "RBAC",
+            "--disable-admission-plugins",
+            "ServiceAccount",
+            "--service-account-issuer",
+            f"{record.server}",
+            "--service-account-key-file",
+            str(keys.sa_pub),
+            "--service-account-signing-key-file",
+            str(keys.sa_key),
+            "--endpoint-reconciler-type",
+            "none",
+        ],
+        paths.log("kube-apiserver"),
+    )
+    pid = record.pids["kube-apiserver"]
+    context = readiness.tls_context(keys.serving_ca, keys.admin_cert, keys.admin_key)
+    readiness.wait_healthy(
+        f"{record.name}: kube-apiserver",
+        f"{record.server}/readyz",
+        lambda: processes.child_running(pid),
+        paths.log("kube-apiserver"),
+        context,
+    )
+    return context
+
+
+def kill_apiserver(record: ClusterRecord, paths: ClusterPaths) -> int:
+    """SIGKILL the cluster's kube-apiserver (a crash, for fault tests) and wait until it is gone;
+    etcd, the controller manager, data and port are left as they are. Returns the killed pid.
+
+    Only the pid recorded for this cluster, and only if its command line is still this
+    cluster's: never a process the fleet did not start."""
+    pid = record.pids.get("kube-apiserver", 0)
+    if not processes.is_ours(pid, paths.marker):
+        raise FleetError(f"{record.name}: kube-apiserver is not running; nothing to kill")
+    process = psutil.Process(pid)
+    process.kill()
+    process.wait(timeout=30)  # reaps it when it is our child
+    record.pids.pop("kube-apiserver", None)
+    return pid
+
+
+def restart_apiserver(record: ClusterRecord, paths: ClusterPaths, binaries: Binaries) -> None:
+    """Start a killed kube-apiserver again on the same port, over the same etcd (same data): a
+    restart that clients, registered kubeconfigs included, see as one server coming back."""
+    if processes.is_ours(record.pids.get("kube-apiserver"), paths.marker):
+        raise FleetError(f"{record.name}: kube-apiserver is already running")
+    if not processes.is_ours(record.pids.get("etcd"), paths.marker):
+        raise FleetError(f"{record.name}: etcd is not running; use 'fleetflow fleet up' to restart it all")
+    if processes.port_in_use(record.api_port):
+        raise FleetError(f"{record.name}: port {record.api_port} is taken; cannot restart on the same port")
+    try:
+        _start_apiserver(record, paths, binaries, pki.ClusterPKI(paths.pki))
+    except FleetError:
+        if pid := record.pids.pop("kube-apiserver", None):
+            processes.stop(pid, paths.marker)
+        raise
+
+
 def start(record: ClusterRecord, paths: ClusterPaths, binaries: Binaries) -> list[str]:
     """Start etcd, kube-apiserver and kube-controller-manager; return notes for the user."""
     notes = _choose_ports(record)
@@ -116,51 +206,7 @@ def start(record: ClusterRecord, paths: ClusterPaths, binaries: Binaries) -> lis
         readiness.wait_healthy(
             f"{record.name}: etcd", f"{etcd_url}/health", lambda: alive("etcd"), paths.log("etcd")
         )
-        launch(
-            "kube-apiserver",
-            [
-                str(binaries["kube-apiserver"]),
-                "--secure-port",
-                str(record.api_port),
-                "--bind-address",
-                "127.0.0.1",
-                "--advertise-address",
-                "127.0.0.1",
-                "--cert-dir",
-                str(paths.pki),
-                "--tls-cert-file",
-                str(keys.serving_cert),
-                "--tls-private-key-file",
-                str(keys.serving_key),
-                "--client-ca-file",
-                str(keys.client_ca),
-                "--etcd-servers",
-                etcd_url,
-                "--service-cluster-ip-range",
-                "10.0.0.0/16",  # room for thousands of Services (a /24 is full at about 120 databases)
-                "--allow-privileged=true",
-                "--authorization-mode",
-                "RBAC",
-                "--disable-admission-plugins",
-                "ServiceAccount",
-                "--service-account-issuer",
-                f"{record.server}",
-                "--service-account-key-file",
-                str(keys.sa_pub),
-                "--service-account-signing-key-file",
-                str(keys.sa_key),
-                "--endpoint-reconciler-type",
-                "none",
-            ],
-        )
-        context = readiness.tls_context(keys.serving_ca, keys.admin_cert, keys.admin_key)
-        readiness.wait_healthy(
-            f"{record.name}: kube-apiserver",
-            f"{record.server}/readyz",
-            lambda: alive("kube-apiserver"),
-            paths.log("kube-apiserver"),
-            context,
-        )
+        context = _start_apiserver(record, paths, binaries, keys)
         kubeconfig.write(
             paths.kcm_kubeconfig,
             [kubeconfig.Entry(record.name, record.server, keys.serving_ca, keys.admin_cert, keys.admin_key)],

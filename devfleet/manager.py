@@ -158,6 +158,32 @@ class Fleet:
             progress(f"{record.name}: {note}; using a new port")
         progress(f"{record.name}: ready at {record.server}")
 
+    def kill_apiserver(self, name: str) -> int:
+        """SIGKILL cluster ``name``'s kube-apiserver (fault tests); returns its pid. Everything
+        else (etcd, controller manager, data, port) stays for :meth:`restart_apiserver`."""
+        state = FleetState.load(self.state_path)
+        record = self._record_of(state, name)
+        try:
+            return cluster.kill_apiserver(record, self.paths(name))
+        finally:
+            state.save(self.state_path)
+
+    def restart_apiserver(self, name: str, binaries: Binaries) -> None:
+        """Start cluster ``name``'s killed kube-apiserver again: same port, same etcd data, so
+        every kubeconfig naming it stays valid. Returns once it is ready."""
+        state = FleetState.load(self.state_path)
+        record = self._record_of(state, name)
+        try:
+            cluster.restart_apiserver(record, self.paths(name), binaries)
+        finally:
+            state.save(self.state_path)
+
+    @staticmethod
+    def _record_of(state: FleetState, name: str) -> ClusterRecord:
+        if name not in state.clusters:
+            raise UsageError(f"no cluster {name!r} in the local fleet")
+        return state.clusters[name]
+
     def status(self) -> list[ClusterStatus]:
         state = FleetState.load(self.state_path)
         result = []
