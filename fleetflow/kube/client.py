@@ -12,7 +12,8 @@ Defaults chosen to be safe on a real cluster:
 - delete propagates in the background: without a policy a Job is deleted with its Pods left
   orphaned (batch/v1's default), still running.
 - ``wait`` backs off (0.5 s doubling to 5 s, never past its deadline) between relists while the
-  watch keeps failing, instead of relisting in a hot loop.
+  watch keeps failing, instead of relisting in a hot loop; once the server has answered, its
+  restart (connections refused for a while) is waited out the same way, up to the deadline.
 - label selectors go to the API server (typed: :class:`fleetflow.labels.Selector`), so lists
   return only what matches instead of everything for the caller to filter.
 """
@@ -38,6 +39,7 @@ from fleetflow.errors import (
     ApplyConflictError,
     FleetflowError,
     PermanentError,
+    TemporaryError,
 )
 from fleetflow.kube.errors import api_errors
 from fleetflow.kube.types import FIELD_MANAGER, Body, Propagation
@@ -272,6 +274,11 @@ class KubeClient:
         relisting if the watch expires; raises WaitTimeoutError naming ``awaiting``. A watch
         that fails (an ERROR event, such as 410 Gone) or ends without delivering anything is
         followed by a pause before relisting: 0.5 s, doubling up to 5 s, never past the deadline.
+
+        Once the server has answered, a transient failure (connection refused or reset, 5xx,
+        429: the API server restarting) does not end the wait: it backs off the same way and
+        relists until the deadline, whose error then names the failure. A server that cannot
+        be reached at the first list is the caller's error at once (its retries decide).
         """
         resource = self.resource(api_version, kind)
         deadline = time.monotonic() + timeout
@@ -279,33 +286,43 @@ class KubeClient:
         selector = f"metadata.name={name}"
         last: dict[str, Any] | None = None
         backoff = 0.0
+        reached = False  # has the API server answered this wait once?
+        failure = ""  # the last transient failure, named if the deadline passes during it
         while True:
-            with api_errors(f"list {what} in {self.context}"):
-                listed = resource.get(namespace=namespace, field_selector=selector).to_dict()
-            items = listed.get("items") or []
-            last = items[0] if items else None
-            if predicate(last):
-                return last
-            version = listed["metadata"]["resourceVersion"]
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
             delivered = False
-            with api_errors(f"watch {what} in {self.context}"):
-                for event in self.dynamic.watch(
-                    resource,
-                    namespace=namespace,
-                    field_selector=selector,
-                    resource_version=version,
-                    timeout=max(1, int(remaining)),
-                ):
-                    if event["type"] == "ERROR":
-                        delivered = False
-                        break  # typically 410 Gone: relist and watch again, after a pause
-                    delivered = True
-                    last = None if event["type"] == "DELETED" else dict(event["raw_object"])
-                    if predicate(last):
-                        return last
+            try:
+                with api_errors(f"list {what} in {self.context}"):
+                    listed = resource.get(namespace=namespace, field_selector=selector).to_dict()
+                reached, failure = True, ""
+                items = listed.get("items") or []
+                last = items[0] if items else None
+                if predicate(last):
+                    return last
+                version = listed["metadata"]["resourceVersion"]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                with api_errors(f"watch {what} in {self.context}"):
+                    for event in self.dynamic.watch(
+                        resource,
+                        namespace=namespace,
+                        field_selector=selector,
+                        resource_version=version,
+                        timeout=max(1, int(remaining)),
+                    ):
+                        if event["type"] == "ERROR":
+                            delivered = False
+                            break  # typically 410 Gone: relist and watch again, after a pause
+                        delivered = True
+                        last = None if event["type"] == "DELETED" else dict(event["raw_object"])
+                        if predicate(last):
+                            return last
+            except TemporaryError as exc:
+                if not reached:
+                    raise  # unreachable from the start: the caller's retries decide
+                # The server answered before: it is restarting, or the connection broke. The
+                # object is still awaited, until the deadline: relist once it answers again.
+                failure = " ".join(str(exc).split())
             if delivered:
                 backoff = 0.0
             else:
@@ -318,6 +335,8 @@ class KubeClient:
             if last is None
             else f"last seen resourceVersion {last['metadata'].get('resourceVersion')}"
         )
+        if failure:
+            state += f"; then: {failure}"
         raise WaitTimeoutError(
             f"timed out after {timeout:.0f}s waiting for {awaiting} ({what} in {self.context}: {state})"
         )

@@ -1,8 +1,9 @@
 """Translate the kubernetes client's exceptions into fleetflow's error tree.
 
-Status codes decide the class: 409 and 429 and 5xx are temporary (retry with backoff), other
-4xx are permanent. Connection failures are temporary. Messages keep the API server's own
-reason, which is what a user needs to fix a rejected object.
+Status codes decide the class: 409 and 429 and 5xx are temporary (retry with backoff), 410 is
+"relist" (a watch's resourceVersion is gone), other 4xx are permanent. Connection failures are
+temporary. Messages keep the API server's own reason, which is what a user needs to fix a
+rejected object.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fleetflow.errors import (
     APIConflictError,
     APIError,
     APIForbiddenError,
+    APIGoneError,
     APIInvalidError,
     APINotFoundError,
     APIUnavailableError,
@@ -61,6 +63,11 @@ def translate(exc: Exception, action: str) -> APIError:
         cls = APIInvalidError
     elif code == 409:
         cls = APIConflictError
+    elif code == 410:
+        # A watch asked to resume from a resourceVersion the server no longer serves: compacted,
+        # or older than the watch cache of an API server that restarted meanwhile. The request
+        # itself gets 410 (not an ERROR event in the stream); the caller relists.
+        cls = APIGoneError
     elif code == 429 or (code is not None and code >= 500):
         cls = APIUnavailableError
     else:

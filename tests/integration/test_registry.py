@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
-import queue
 import re
-import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +23,7 @@ from fleetflow.watcher import LabelWatcher
 from flows.register_cluster import register_cluster
 from tests.integration.conftest import LocalFleet
 from tests.integration.prefect_events import read_events, wait_for_events
+from tests.integration.watch_support import WatchProcess
 
 pytestmark = pytest.mark.integration
 
@@ -221,47 +219,6 @@ def test_a_replayed_event_is_stored_once(prefect_api: str) -> None:
     events.emit(events.FleetEvent(events.CLUSTER_DEREGISTERED, event.resource, events.event_id("uid-x", "d")))
     wait_for_events(prefect_api, events.CLUSTER_DEREGISTERED, f"fleetflow.cluster.{name}")
     assert len(read_events(prefect_api, events.CLUSTER_LABELED, f"fleetflow.cluster.{name}")) == 1
-
-
-class WatchProcess:
-    """``fleetflow watch`` as a user runs it; lines of its output are read as they come."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [FLEETFLOW, "watch"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        self.pump = threading.Thread(target=self._pump, daemon=True)
-        self.pump.start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-
-    def wait_for(self, text: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            self.seen.append(line)
-            if text in line:
-                return
-        raise AssertionError(
-            f"awaited {text!r} from fleetflow watch; it printed: {''.join(self.seen)[-2000:]}"
-        )
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(30) == 0
-        self.pump.join(10)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-        while not self.lines.empty():
-            self.seen.append(self.lines.get())
 
 
 def test_changes_made_while_the_watcher_is_down_are_emitted_once(

@@ -26,6 +26,7 @@ def _api_exception(status: int, message: str = "boom") -> ApiException:
         (403, errors.APIForbiddenError, False),
         (422, errors.APIInvalidError, False),
         (409, errors.APIConflictError, True),
+        (410, errors.APIGoneError, True),  # a watch from a resourceVersion gone: relist, not give up
         (429, errors.APIUnavailableError, True),
         (503, errors.APIUnavailableError, True),
         (405, errors.PermanentError, False),

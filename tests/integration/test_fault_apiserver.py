@@ -1,0 +1,258 @@
+"""Kube-apiserver faults: an API server is SIGKILLed mid-work and started again (same port, same
+etcd data), and what fleetflow promises still holds.
+
+- provision-database, while the service cluster's API server is down for longer than the
+  tasks' retries last, completes with exactly one CNPG Cluster and working credentials: its
+  wait rides out the restart instead of failing the run.
+- ``fleetflow watch``, while the management cluster's API server restarts, emits every label
+  change exactly once: before the kill, right before it, right after the restart and after.
+
+The clusters are a fleet of this module's own (``fault_fleet_support``): the session's shared
+fleet is never killed.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from devfleet import binaries
+from fleetflow import events
+from fleetflow.dbaas.names import CNPG_API, cnpg_cluster_name
+from fleetflow.errors import APIGoneError, TemporaryError
+from fleetflow.kube import Kubeconfig
+from fleetflow.registry import API_VERSION, KIND, ClusterRecord
+from tests.integration.dbaas_support import FLEETFLOW, psql
+from tests.integration.fault_fleet_support import MGMT, SERVICE, WORKLOAD, FaultFleet, fault_fleet
+from tests.integration.prefect_events import read_events, wait_for_events
+from tests.integration.watch_support import WatchProcess, logged_at
+
+pytestmark = pytest.mark.integration
+
+# Longer than provision-database's task retries last (1, 2 and 4 s, up to 50 % jitter): only a
+# wait that rides out the restart completes the run.
+SERVICE_DOWN_FOR = 12.0
+MGMT_DOWN_FOR = 5.0
+
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory: pytest.TempPathFactory, assets: binaries.Binaries) -> Iterator[FaultFleet]:
+    with fault_fleet(tmp_path_factory, assets) as fleet:
+        yield fleet
+
+
+def retried(what: str, action: Callable[[], T], timeout: float = 60.0) -> T:
+    """The test's own writes right after a restart: retry transient failures, with a deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return action()
+        except TemporaryError as exc:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"awaited {what} within {timeout}s; last: {exc}") from None
+            time.sleep(0.2)  # between attempts at a write the restarted server refused
+
+
+def flow_run_of() -> tuple[Any, dict[str, Any]]:
+    """The (only) provision-database run for the workload cluster, and its task runs by name."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(), limit=200)
+        flows = {f.id: f.name for f in client.read_flows()}
+        mine = [
+            r
+            for r in runs
+            if flows.get(r.flow_id) == "provision-database" and r.parameters.get("cluster") == WORKLOAD
+        ]
+        assert len(mine) == 1, f"expected one provision-database run for {WORKLOAD}, found {len(mine)}"
+        run = mine[0]
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    return run, {t.name.rsplit("-", 1)[0]: t for t in tasks}
+
+
+def decoded(obj: dict[str, Any]) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+
+
+def test_provision_completes_with_one_cluster_across_a_service_api_server_restart(
+    faults: FaultFleet, prefect_api: str, tmp_path: Path
+) -> None:
+    service, mgmt = faults.client(SERVICE), faults.client(MGMT)
+    name = cnpg_cluster_name(WORKLOAD)
+    log = tmp_path / "provision.log"
+
+    def tail() -> str:
+        return (
+            log.read_text(errors="replace")[-3000:]
+            + f"\n--- {SERVICE} kube-apiserver:\n"
+            + faults.api_log(SERVICE)
+        )
+
+    started = time.monotonic()
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [FLEETFLOW, "run", "provision-database", WORKLOAD, "--timeout", "180"],
+            env=faults.env(prefect_api),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        # The moment: the stand-in has begun setting the database up, so the flow has applied
+        # the Cluster and is waiting (by watch) for it to be healthy.
+        seen = service.wait(
+            CNPG_API,
+            "Cluster",
+            name,
+            WORKLOAD,
+            lambda o: bool(((o or {}).get("status") or {}).get("phase")),
+            timeout=120,
+            awaiting=f"the stand-in to start setting up Cluster {WORKLOAD}/{name}",
+        )
+        assert seen is not None
+        phase = seen["status"]["phase"]
+        assert phase == "Setting up primary", f"too late to inject the fault: phase {phase!r}\n{tail()}"
+        assert proc.poll() is None, f"provision-database ended before the fault\n{tail()}"
+        applied = time.monotonic() - started
+        outage, restart = faults.outage(SERVICE, SERVICE_DOWN_FOR)
+        assert proc.poll() is None, f"provision-database gave up during the outage\n{tail()}"
+        try:
+            code = proc.wait(timeout=240)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"awaited provision-database to finish within 240 s\n{tail()}") from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    total = time.monotonic() - started
+    output = log.read_text(errors="replace")
+    assert code == 0, f"provision-database failed after the restart\n{tail()}"
+    assert f"ready on {SERVICE}" in output, tail()
+
+    run, tasks = flow_run_of()
+    assert run.state.is_completed(), f"flow run state {run.state.type}\n{tail()}"
+    clusters, _ = service.list(CNPG_API, "Cluster")
+    assert [(c["metadata"]["namespace"], c["metadata"]["name"]) for c in clusters] == [(WORKLOAD, name)]
+
+    creds = decoded(mgmt.get("v1", "Secret", "pg-credentials", WORKLOAD))
+    address = mgmt.get("v1", "ConfigMap", "pg-loadbalancer-data", WORKLOAD)["data"]
+    proof = psql(
+        address["external-ip"],
+        address["port"],
+        creds["user"],
+        creds["password"],
+        address["dbname"],
+        "-tAc",
+        "select 1",
+    )
+    assert proof.returncode == 0, proof.stderr
+    assert proof.stdout.strip() == "1"
+
+    attempts = tasks["apply-database"].run_count if "apply-database" in tasks else 0
+    print(f"service apiserver fault: Cluster applied and being set up {applied:.1f}s after the run started")
+    print(
+        f"service apiserver fault: outage {outage:.1f}s "
+        f"(down {SERVICE_DOWN_FOR:.0f}s, restart {restart:.1f}s)"
+    )
+    print(f"service apiserver fault: apply-database attempts {attempts}")
+    print(
+        f"service apiserver fault: provision-database total {total:.1f}s, Completed, 1 CNPG Cluster, psql ok"
+    )
+
+
+def labeled(faults: FaultFleet, cluster: str, stage: str) -> ClusterRecord:
+    """Set label ``stage`` (retrying a write the restarting server refuses); the new record."""
+    return retried(f"label stage={stage}", lambda: faults.registry.set_labels(cluster, {"stage": stage}))
+
+
+def event_id(record: ClusterRecord) -> str:
+    """The id the watcher gives the label change that produced ``record``."""
+    return str(events.event_id(record.uid, "labeled", record.resource_version))
+
+
+def test_watcher_emits_every_label_change_once_across_a_mgmt_api_server_restart(
+    faults: FaultFleet, prefect_api: str
+) -> None:
+    cluster = "f-labels"
+    # Labels no automation reacts to; the kubeconfig is the workload cluster's (never used).
+    faults.registry.ensure_namespace(cluster)
+    faults.registry.store_kubeconfig(cluster, Kubeconfig.from_file(faults.kubeconfig, WORKLOAD))
+    faults.registry.apply(cluster, WORKLOAD, {"stage": "registered"})
+    resource = f"fleetflow.cluster.{cluster}"
+    watch = WatchProcess(faults.env(prefect_api))
+    changes: dict[str, str] = {}  # stage -> event id
+    try:
+        watch.wait_for(f"emitted {events.CLUSTER_REGISTERED} for {resource}")  # logged before "synced"
+        watch.wait_for("synced")
+
+        before = labeled(faults, cluster, "before")
+        changes["before"] = event_id(before)
+        watch.wait_for(f"(id {changes['before']})")
+
+        # Right before the kill: once the watcher has emitted it (its state may be persisted or
+        # not: a re-emission has the same id, which the server drops).
+        kill = labeled(faults, cluster, "before-kill")
+        changes["before-kill"] = event_id(kill)
+        watch.wait_for(f"(id {changes['before-kill']})")
+        outage, restart = faults.outage(MGMT, MGMT_DOWN_FOR)
+
+        # Right after the restart, before the watcher has noticed that the server is back.
+        back = time.time()
+        after_restart = labeled(faults, cluster, "after-restart")
+        changes["after-restart"] = event_id(after_restart)
+        lines = watch.wait_for_all(["synced", f"(id {changes['after-restart']})"], timeout=120)
+        resynced = logged_at(lines["synced"]) - back
+        emitted_after_restart = logged_at(lines[f"(id {changes['after-restart']})"]) - back
+
+        later = time.monotonic()
+        after = labeled(faults, cluster, "after")
+        changes["after"] = event_id(after)
+        watch.wait_for(f"(id {changes['after']})", timeout=60)
+        emitted_after = time.monotonic() - later
+        assert watch.proc.poll() is None, "fleetflow watch exited"
+    finally:
+        if watch.proc.poll() is None:
+            watch.stop()
+        faults.registry.deregister(cluster)
+    log = "".join(watch.seen)
+    assert "relisting" in log, f"the watcher never saw the outage:\n{log[-3000:]}"
+
+    # The last change's event is stored only after every earlier one the watcher sent.
+    wait_for_events(
+        prefect_api, events.CLUSTER_LABELED, resource, timeout=60, where=lambda e: e["id"] == changes["after"]
+    )
+    stored = read_events(prefect_api, events.CLUSTER_LABELED, resource)
+    ids = sorted(e["id"] for e in stored)
+    assert ids == sorted(changes.values()), (
+        f"expected one event per label change {changes}, stored {[(e['id'], e['payload']) for e in stored]}"
+    )
+    by_id = {e["id"]: e for e in stored}
+    for stage, eid in changes.items():
+        assert by_id[eid]["payload"]["labels"] == {"stage": stage}
+    assert len(read_events(prefect_api, events.CLUSTER_REGISTERED, resource)) == 1
+    # A watch resumed from before the restart is told to relist (410 at the request itself:
+    # the new server's watch cache starts later), not failed for good.
+    with pytest.raises(APIGoneError):
+        list(
+            faults.client(MGMT).stream(API_VERSION, KIND, resource_version=before.resource_version, timeout=2)
+        )
+    reemitted = sum(log.count(f"(id {eid})") - 1 for eid in changes.values())
+
+    print(f"mgmt apiserver fault: outage {outage:.1f}s (down {MGMT_DOWN_FOR:.0f}s, restart {restart:.1f}s)")
+    print(f"mgmt apiserver fault: restart to watcher relisted {resynced:.1f}s")
+    print(
+        f"mgmt apiserver fault: change right after restart to its event emitted {emitted_after_restart:.1f}s"
+    )
+    print(f"mgmt apiserver fault: change after recovery to its event emitted {emitted_after:.2f}s")
+    print(
+        f"mgmt apiserver fault: {len(changes)} changes, {len(stored)} events stored, "
+        f"{reemitted} re-emitted (deduplicated by id)"
+    )
