@@ -20,7 +20,7 @@ _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-
 
 
 def validate_dns_label(name: str, what: str = "name") -> str:
-    if len(name) > 63 or not _DNS1123_LABEL.match(name):
+    if len(name) > 63 or not _DNS1123_LABEL.fullmatch(name):
         raise UsageError(
             f"invalid {what} {name!r}: must be a DNS-1123 label (lowercase letters, digits and '-', "
             "starting and ending with a letter or digit, at most 63 characters)"
@@ -30,9 +30,9 @@ def validate_dns_label(name: str, what: str = "name") -> str:
 
 def validate_key(key: str) -> str:
     prefix, _, name = key.rpartition("/")
-    if "/" in key and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+    if "/" in key and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix)):
         raise UsageError(f"invalid label key {key!r}: prefix must be a DNS-1123 subdomain")
-    if not name or len(name) > 63 or not _NAME.match(name):
+    if not name or len(name) > 63 or not _NAME.fullmatch(name):
         raise UsageError(
             f"invalid label key {key!r}: name part must be 1-63 characters, alphanumeric at both "
             "ends, with '-', '_' or '.' inside"
@@ -41,7 +41,7 @@ def validate_key(key: str) -> str:
 
 
 def validate_value(key: str, value: str) -> str:
-    if value and (len(value) > 63 or not _NAME.match(value)):
+    if value and (len(value) > 63 or not _NAME.fullmatch(value)):
         raise UsageError(
             f"invalid value {value!r} for label {key!r}: at most 63 characters, alphanumeric at "
             "both ends, with '-', '_' or '.' inside"

@@ -9,10 +9,12 @@ applies the Database object in that namespace of the cluster, exactly as ``kubec
 would, and ``GET``/``DELETE /v1/databases/CLUSTER/NAMESPACE/NAME`` read and delete it. Reads
 are the rows of ``fleetflow show databases`` (never a password).
 
-Every ``/v1`` route needs ``Authorization: Bearer <token>`` (see :mod:`webhook.auth`).
-Errors are JSON ``{"detail": "<one line>"}``: 404 for a cluster that is not registered, 422 for
-a bad body or name, 503 when the management cluster cannot be reached or configured, 502 when
-it answers with an error; never a traceback.
+Every ``/v1`` route needs ``Authorization: Bearer <token>`` (see :mod:`webhook.auth`); then a
+body must be at most 64 KiB of UTF-8 JSON nested at most 32 levels (see :mod:`webhook.limits`).
+Errors are JSON ``{"detail": "<one line>"}``: 404 for a cluster that is not registered, 413 for
+a body too large, 422 for a bad body or name (naming the field, never echoing the input), 503
+when the management cluster cannot be reached or configured, 502 when it answers with an error;
+never a traceback.
 
 Route handlers are plain functions, so the blocking Kubernetes calls run in the worker thread
 pool. ``registry_factory`` is called once per request: ``fleetflow.registry.connect`` reuses
@@ -28,7 +30,7 @@ from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request, Response, status
-from fastapi.exceptions import HTTPException
+from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRouter
 from fastapi.security import HTTPBearer
@@ -48,6 +50,7 @@ from fleetflow.errors import (
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import ClusterRecord, Registry
 from webhook.auth import BearerAuth
+from webhook.limits import BodyLimits
 from webhook.models import (
     ClusterName,
     DatabaseAccepted,
@@ -78,6 +81,17 @@ def status_for(exc: FleetflowError) -> int:
     if isinstance(exc, TemporaryError | ConfigError):
         return status.HTTP_503_SERVICE_UNAVAILABLE
     return status.HTTP_502_BAD_GATEWAY
+
+
+def invalid(exc: RequestValidationError) -> str:
+    """One line for pydantic's errors: ``where: what [type]; ...``, without the rejected input
+    (it may be 64 KiB long, or a NaN that JSON cannot even carry back)."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ())) or "request"
+        what = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where}: {what} [{error.get('type', 'invalid')}]")
+    return one_line(RuntimeError("; ".join(parts)))
 
 
 def status_url(cluster: str) -> str:
@@ -142,6 +156,9 @@ def create_app(registry_factory: Callable[[], Registry], token: str) -> FastAPI:
 
     errors: dict[int | str, dict[str, object]] = {
         401: {"model": Problem, "description": "Missing or wrong bearer token"},
+        408: {"model": Problem, "description": "The body did not arrive in time"},
+        413: {"model": Problem, "description": "The body is larger than 64 KiB"},
+        422: {"model": Problem, "description": "A bad body or name; the detail names the field"},
         502: {"model": Problem, "description": "The management cluster answered with an error"},
         503: {"model": Problem, "description": "The management cluster cannot be reached"},
     }
@@ -275,6 +292,12 @@ def create_app(registry_factory: Callable[[], Registry], token: str) -> FastAPI:
         log.warning("%s %s -> %d: %s", request.method, request.url.path, code, message)
         return JSONResponse({"detail": message}, status_code=code)
 
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message = invalid(exc)
+        log.info("%s %s -> 422: %s", request.method, request.url.path, message)
+        return JSONResponse({"detail": message}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         # Starlette logs the traceback on the server; the client gets one line.
@@ -283,6 +306,7 @@ def create_app(registry_factory: Callable[[], Registry], token: str) -> FastAPI:
         )
 
     app.include_router(v1)
+    app.add_middleware(BodyLimits)  # inside BearerAuth: no body is read before the token is checked
     app.add_middleware(BearerAuth, token=token)
     return app
 

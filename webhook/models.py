@@ -40,7 +40,8 @@ class DatabaseRequest(BaseModel):
     other fields are its spec (see the Database resource; omitted fields take its defaults).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # strict: "3" or true is not coerced into instances; a wrong type is a 422 naming the field.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
     cluster: ClusterName
     namespace: Name | None = None
@@ -105,6 +106,6 @@ class Health(BaseModel):
 
 
 class Problem(BaseModel):
-    """Every error answer other than 422: one line, never a traceback."""
+    """Every error answer: one line, never a traceback, never the rejected input."""
 
     detail: str

@@ -92,19 +92,19 @@ class DatabaseSpec:
         database = spec.get("database", "app")
         owner = spec.get("owner") or database
         for key, value in (("database", database), ("owner", owner)):
-            if not isinstance(value, str) or not re.match(crd.SQL_NAME, value):
+            if not isinstance(value, str) or not re.fullmatch(crd.SQL_NAME, value):
                 raise UsageError(f"spec.{key} {value!r} is not a lower-case SQL name ({crd.SQL_NAME})")
         instances = spec.get("instances", 1)
         if isinstance(instances, bool) or not isinstance(instances, int) or not 1 <= instances <= 9:
             raise UsageError(f"spec.instances {instances!r} must be an integer from 1 to {crd.MAX_INSTANCES}")
         storage = spec.get("storage", "1Gi")
-        if not isinstance(storage, str) or not re.match(crd.QUANTITY, storage):
+        if not isinstance(storage, str) or not re.fullmatch(crd.QUANTITY, storage):
             raise UsageError(f"spec.storage {storage!r} must be a size like 1Gi (Mi, Gi or Ti)")
         policy = spec.get("deletionPolicy", "Retain")
         if policy not in ("Retain", "Delete"):
             raise UsageError(f"spec.deletionPolicy {policy!r} must be Retain or Delete")
         secret = spec.get("secretName") or f"{name}-credentials"
-        if not isinstance(secret, str) or len(secret) > 253 or not re.match(crd.DNS_SUBDOMAIN, secret):
+        if not isinstance(secret, str) or len(secret) > 253 or not re.fullmatch(crd.DNS_SUBDOMAIN, secret):
             raise UsageError(f"spec.secretName {secret!r} is not a valid Secret name")
         selector = spec.get("serviceClusterSelector") or {}
         if not isinstance(selector, dict) or not all(
