@@ -19,8 +19,10 @@ echoes the request there, and an event's payload is not for logs.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +32,8 @@ from prefect.events import Event
 from prefect.settings import get_current_settings
 
 from fleetflow.errors import APIError, ConfigError, PermanentError, TemporaryError
+
+log = logging.getLogger("fleetflow.events")
 
 NAMESPACE = uuid.UUID("5d0f6d1e-9c57-4c35-9a53-6f1e5b0c7a10")
 
@@ -128,6 +132,33 @@ def emit_many(batch: list[FleetEvent]) -> None:
             client.request("POST", "/events", json=[_body(e) for e in batch])
     except Exception as exc:
         raise failure(exc, what) from None
+
+
+EMIT_BACKOFF_MAX = 5.0  # seconds between attempts to reach a Prefect server that is down
+
+
+def emit_until_accepted(
+    emit: Callable[[list[FleetEvent]], None], batch: list[FleetEvent], stop: threading.Event
+) -> None:
+    """Send ``batch`` with ``emit``; a Prefect server that cannot be reached (stopped, restarting:
+    a :class:`TemporaryError`) is tried again, 0.5 s doubling up to ``EMIT_BACKOFF_MAX``, until it
+    accepts the batch or ``stop`` is set (then the error is raised). A refused batch raises at once.
+
+    What the watchers use: their events describe changes already past, which a watch does not
+    show twice, so one that gives up on a stopped server loses them (a rotated password was not
+    delivered until the next reconcile) or, relisting with a 30 s backoff, delays them.
+    """
+    backoff = 0.5
+    while True:
+        try:
+            emit(batch)
+            return
+        except TemporaryError as exc:
+            if stop.is_set():
+                raise
+            log.warning("%s; sending again in %.1fs, nothing recorded as emitted until then", exc, backoff)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, EMIT_BACKOFF_MAX)
 
 
 def failure(exc: Exception, what: str) -> APIError:

@@ -25,7 +25,7 @@ has arrived is diffed, emitted in one request and persisted in one patch. One ch
 round trips as before; a burst of a hundred costs a few, instead of two hundred in a row.
 
 A Prefect server that cannot be reached (stopped, restarting) does not end the watch: the batch
-is sent again, with a backoff of at most ``EMIT_BACKOFF_MAX`` seconds, while the reader thread
+is sent again, with a backoff of at most ``events.EMIT_BACKOFF_MAX`` seconds, while the reader thread
 goes on queueing what changes meanwhile, and nothing is recorded as emitted before the server
 accepted it. Treated like a Kubernetes failure (relist, back off up to 30 s), an outage of a
 minute left the changes made during it waiting up to 30 s more after the server was back.
@@ -53,7 +53,6 @@ STATE_NAMESPACE = "fleetflow-system"
 STATE_NAME = "label-watcher"
 WATCH_TIMEOUT = 30
 MAX_BATCH = 200  # changes emitted in one request at most
-EMIT_BACKOFF_MAX = 5.0  # seconds between attempts to reach a Prefect server that is down
 
 
 @dataclass(frozen=True)
@@ -226,22 +225,12 @@ class LabelWatcher:
             self._unsaved = {}
 
     def _emit_outbox(self) -> None:
-        """Send the outbox; a Prefect server that cannot be reached is tried again with backoff
-        until it accepts the batch or the watcher is stopped (then the error is raised, and the
-        next start diffs again from what was persisted)."""
-        backoff = 0.5
-        while True:
-            try:
-                self.emit(self._outbox)
-                return
-            except TemporaryError as exc:
-                if self._stop is None or self._stop.is_set():
-                    raise
-                log.warning(
-                    "%s; sending again in %.1fs, nothing recorded as emitted until then", exc, backoff
-                )
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, EMIT_BACKOFF_MAX)
+        """Send the outbox; while the watcher runs, a Prefect server that cannot be reached is
+        tried again until it accepts (stopped meanwhile: the next start diffs again)."""
+        if self._stop is None:
+            self.emit(self._outbox)
+        else:
+            events.emit_until_accepted(self.emit, self._outbox, self._stop)
 
     def _create_state(self) -> None:
         managed = {"app.kubernetes.io/managed-by": "fleetflow"}

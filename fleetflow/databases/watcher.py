@@ -12,7 +12,9 @@ object's uid, generation and whether it is being deleted, so:
 - emitting again for the same state (a restart, a status write by the flow, a relist after a
   dropped watch) repeats the same event id, which the Prefect server deduplicates, and the
   flow it starts is idempotent: nothing duplicated;
-- no state needs persisting, unlike the label watcher's: the request's own status is the state.
+- no state needs persisting, unlike the label watcher's: the request's own status is the state;
+- a Prefect server that is down is waited for (``events.emit_until_accepted``): a rotated
+  password or a health change while it is down is sent once it is back, not dropped.
 
 A second watch per cluster follows CloudNativePG's ``-app`` secrets there (the cluster as a service
 cluster): a rotated password re-emits the event of the request its CNPG Cluster was made for, so
@@ -82,7 +84,8 @@ class ClusterWatch:
     """The Database watch of one cluster, until ``stop`` is set."""
 
     def __init__(self, registry: Registry, cluster: str, emit: Emit, watch_timeout: int) -> None:
-        self.registry, self.cluster, self.emit, self.watch_timeout = registry, cluster, emit, watch_timeout
+        self.registry, self.cluster, self.watch_timeout = registry, cluster, watch_timeout
+        self._send = emit
         self.stop = threading.Event()
         self.synced = threading.Event()
         self.rotations_synced = threading.Event()  # the secrets are listed: changes from now on are seen
@@ -252,6 +255,12 @@ class ClusterWatch:
             )
         except FleetflowError:
             return False
+
+    def emit(self, batch: list[events.FleetEvent]) -> None:
+        """Send until accepted (or stopped): a rotation or a health change is seen once by its
+        watch, so giving up on a Prefect server that is down would lose it (the relist that
+        followed does not show it again); a request's event waited up to 30 s more."""
+        events.emit_until_accepted(self._send, batch, self.stop)
 
     def _client(self) -> KubeClient:
         return self.registry.client(self.cluster)

@@ -1,9 +1,10 @@
-"""The label watcher while the Prefect server is down: the batch is sent again, soon, and kept.
+"""The watchers while the Prefect server is down: what they saw is sent again, soon, and kept.
 
 Emitting was treated like a Kubernetes failure: relist and back off up to 30 s, so after an
 outage of a minute the changes made during it waited up to 30 s more once the server was back.
 Now the batch is retried in place (backoff at most ``EMIT_BACKOFF_MAX``), the registry is not
-relisted, and nothing is persisted as emitted before the server accepted the batch.
+relisted, and nothing is persisted as emitted before the server accepted the batch. The request
+watcher's secret and health watches sent once and gave up: what they saw was lost.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from typing import Any
 import pytest
 
 from fleetflow import events
+from fleetflow.databases.converge import REQUEST
+from fleetflow.databases.watcher import ClusterWatch
 from fleetflow.errors import PermanentError, TemporaryError
-from fleetflow.watcher import EMIT_BACKOFF_MAX, LabelWatcher
+from fleetflow.events import EMIT_BACKOFF_MAX
+from fleetflow.watcher import LabelWatcher
 from tests.unit.test_watcher_state import Mgmt, cluster
 
 
@@ -102,3 +106,39 @@ def test_a_refused_event_is_not_sent_again() -> None:
         LabelWatcher(registry, emit=prefect).run(stop)  # type: ignore[arg-type]
     assert len(prefect.sent) == 1
     assert registry.patches == []
+
+
+class ServiceCluster:
+    """The service cluster's client as the secret watch uses it: the CNPG Cluster a request made."""
+
+    def get_or_none(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Any:
+        assert (kind, name, namespace) == ("Cluster", "db", "team")
+        return {"metadata": {"name": name, "annotations": {REQUEST: "apps/team/db"}}}
+
+
+def test_a_password_rotated_while_prefect_is_down_is_sent_once_it_is_back() -> None:
+    """The secret watch sees a rotation once; an emit that gave up lost it until the next
+    reconcile (the relist after the failure does not show it again)."""
+    sent: list[list[events.FleetEvent]] = []
+
+    def prefect(batch: list[events.FleetEvent]) -> None:
+        sent.append(batch)
+        if len(sent) <= 3:
+            raise TemporaryError("emit ...: Prefect API unreachable (ConnectError: refused)")
+
+    watch = ClusterWatch(None, "services", prefect, 30)  # type: ignore[arg-type]
+    watch.stop = stop = Stop()
+    secret = {
+        "metadata": {
+            "name": "db-app",
+            "namespace": "team",
+            "uid": "s-1",
+            "resourceVersion": "9",
+            "labels": {"cnpg.io/cluster": "db"},
+        }
+    }
+    watch._rotated(ServiceCluster(), secret)  # type: ignore[arg-type]
+
+    assert stop.waits == [0.5, 1.0, 2.0]
+    assert len(sent) == 4
+    assert [e.payload["request"] for e in sent[-1]] == ["apps/team/db"]
