@@ -39,8 +39,9 @@ pytestmark = pytest.mark.integration
 SERVICES, APP = "sn-services", "sn-app"
 TOKEN = "secrets-test-token-" + "y" * 20
 # Owner-only state the README names, relative to $FLEETFLOW_HOME: the fleet's kubeconfig, the
-# API token, the Prefect database's passfile, and each local cluster's keys and etcd data.
-OWNER_ONLY = ("fleet/kubeconfig", "api-token", "platform/prefect-db", "prefect/pgpass")
+# API token, fleetflow's PostgreSQL for Prefect (data, passwords) and the Prefect server's
+# passfile, URL and profile, and each local cluster's keys, etcd data and controller kubeconfig.
+OWNER_ONLY = ("fleet/kubeconfig", "api-token", "platform/prefect-db", "platform/prefect-server")
 OWNER_ONLY_IN_CLUSTER = ("pki", "etcd", "controller-manager.kubeconfig")
 
 
