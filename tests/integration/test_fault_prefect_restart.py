@@ -1,0 +1,164 @@
+"""Fault: the Prefect server is stopped and started again while the platform runs.
+
+Label changes made while it is down must still produce their runs once it is back, each exactly
+once, without anybody restarting the watcher or the executor. The server is a real
+``prefect server start`` process on its own port and SQLite database (``prefect_server_support``),
+the platform's processes run against it (``platform_support.running_platform``). While the server
+is down, one cluster asks for a database through the webhook API (which must keep answering: it
+needs no Prefect), one becomes an app cluster and one stops being one; the server then comes back
+on the same port and database.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+from prefect.client.schemas.objects import FlowRun
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from fleetflow import events
+from fleetflow.events import EMIT_BACKOFF_MAX
+from fleetflow.labels import LabelEdit
+from tests.integration.conftest import LocalFleet
+from tests.integration.platform_support import Platform, running_platform, wait
+from tests.integration.prefect_events import read_events
+from tests.integration.prefect_server_support import PrefectServer, prefect_server
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "pr-token-" + "y" * 24
+SERVICES, DB, APP, UNAPP = "pr-services", "pr-db", "pr-app", "pr-unapp"
+# Each change made while Prefect is down, and the one deployment its policy row runs.
+CHANGES = ((DB, "provision-database"), (APP, "deploy-app"), (UNAPP, "withdraw-app"))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[PrefectServer]:
+    with prefect_server(tmp_path / "prefect") as found:
+        yield found
+
+
+def runs(api: str, flow_name: str, cluster: str) -> list[FlowRun]:
+    """The platform deployment's runs of ``flow_name`` for ``cluster``."""
+    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        flow = client.read_flow_by_name(flow_name)
+        found = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["fleetflow"])), limit=200
+        )
+    return [r for r in found if r.flow_id == flow.id and r.parameters.get("cluster") == cluster]
+
+
+def cluster_events(api: str, event: str, cluster: str) -> list[dict[str, Any]]:
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        return read_events(api, event, f"fleetflow.cluster.{cluster}")
+
+
+def api_call(platform: Platform, method: str, path: str, body: dict[str, str] | None = None) -> Any:
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        platform.api_url + path,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+        return response.status, json.loads(response.read())
+
+
+def test_label_changes_while_prefect_is_down_run_once_it_is_back(
+    server: PrefectServer, local_fleet: LocalFleet, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    api = server.api_url
+    with running_platform(local_fleet, api, tmp_path_factory, TOKEN) as platform:
+        (platform.logs / "prefect-server.log").symlink_to(server.log)  # in the tails of failures
+        logs = platform.tails
+
+        def completed(flow_name: str, cluster: str) -> bool:
+            return any(r.state and r.state.is_completed() for r in runs(api, flow_name, cluster))
+
+        try:
+            platform.enroll(SERVICES, "service-cluster", {"type": "services"})
+            platform.enroll(DB, "workload-cluster", {})
+            platform.enroll(APP, "workload-cluster", {"type": "web"})
+            platform.enroll(UNAPP, "workload-cluster", {"type": "app"})
+            wait(
+                platform,
+                "install-operator for the service cluster",
+                lambda: completed("install-operator", SERVICES),
+            )
+            wait(
+                platform, "deploy-app for the registered app cluster", lambda: completed("deploy-app", UNAPP)
+            )
+            before = {cluster: {r.id for r in runs(api, flow, cluster)} for cluster, flow in CHANGES}
+            first = runs(api, "deploy-app", UNAPP)[0]
+            registered = cluster_events(api, events.CLUSTER_REGISTERED, UNAPP)
+            baseline = (first.start_time - datetime.fromisoformat(registered[0]["received"])).total_seconds()
+            print(f"before the outage: deploy-app for {UNAPP} started {baseline:.1f}s after its event")
+            watch_log = platform.logs / "watch.log"
+            workers = {part: proc.pid for part, proc in platform.procs.items()}
+
+            print(f"prefect server stop (SIGTERM to exit): {server.stop():.1f}s")
+            down_at = time.monotonic()
+            status, answer = api_call(platform, "POST", "/v1/databases", {"cluster": DB})
+            assert (status, answer["changed"]) == (202, True), answer
+            platform.registry.edit_labels(APP, LabelEdit.parse(["type=app"]))
+            platform.registry.edit_labels(UNAPP, LabelEdit.parse(["type-"]))
+            # The watcher sees the changes and cannot send them: it says so, keeps them and tries
+            # again; the outage lasts until it waits its longest between attempts.
+            wait(
+                platform,
+                f"the watcher to wait {EMIT_BACKOFF_MAX}s between attempts to send the changes",
+                lambda: f"sending again in {EMIT_BACKOFF_MAX}s" in watch_log.read_text(),
+                90,
+            )
+            assert api_call(platform, "GET", f"/v1/databases/{DB}")[0] == 200, "the API needs no Prefect"
+            print(f"prefect server down for {time.monotonic() - down_at:.1f}s")
+
+            restarted = datetime.now(UTC)
+            print(f"prefect server start on the same port and database (to /health): {server.start():.1f}s")
+            healthy = datetime.now(UTC)
+            for cluster, flow in CHANGES:
+                run = wait(
+                    platform,
+                    f"{flow} for {cluster} to complete after the restart",
+                    lambda c=cluster, f=flow: next(
+                        (r for r in runs(api, f, c) if r.id not in before[c] and r.state_name == "Completed"),
+                        None,
+                    ),
+                )
+                sent = cluster_events(api, events.CLUSTER_LABELED, cluster)
+                assert len(sent) == 1, f"one labeled event for {cluster}, not {len(sent)}\n{logs()}"
+                received = datetime.fromisoformat(sent[0]["received"])
+                print(
+                    f"{cluster}: event received {(received - healthy).total_seconds():.1f}s after the server "
+                    f"answered again; {flow} started {(run.start_time - received).total_seconds():.1f}s "
+                    f"after the event, completed {(run.end_time - restarted).total_seconds():.1f}s after "
+                    "the server was started again"
+                )
+                assert (received - healthy).total_seconds() < EMIT_BACKOFF_MAX + 10, logs()
+            for cluster, flow in CHANGES:  # once each: no second run, no second emit
+                new = [
+                    (r.name, r.state_name) for r in runs(api, flow, cluster) if r.id not in before[cluster]
+                ]
+                assert len(new) == 1, f"{flow} for {cluster}: {new} since the outage, not one\n{logs()}"
+                said = f"emitted {events.CLUSTER_LABELED} for fleetflow.cluster.{cluster} "
+                assert watch_log.read_text().count(said) == 1, f"{cluster} emitted once\n{logs()}"
+            for part, pid in workers.items():
+                proc = platform.procs[part]
+                assert proc.pid == pid, f"{part} was restarted"
+                assert proc.poll() is None, f"{part} exited\n{logs()}"
+        finally:
+            if server.proc is None:  # failed while it was down: the platform stops cleanly with it up
+                server.start()
+            service = local_fleet.client("service-cluster")
+            service.delete("postgresql.cnpg.io/v1", "Cluster", f"cluster-{DB}", DB)
+            for name in (DB, APP, UNAPP, SERVICES):
+                platform.registry.deregister(name, delete_namespace=True)
