@@ -55,6 +55,7 @@ log = logging.getLogger("fleetflow.databases.watcher")
 WATCH_TIMEOUT = 30
 APP_SECRETS = "cnpg.io/userType=app"  # CloudNativePG's application-user secrets
 BACKOFF_MAX = 30.0
+NOT_SERVED_MAX = 10.0  # how late a service cluster's new CloudNativePG is noticed, at most
 Emit = Callable[[list[events.FleetEvent]], None]
 
 
@@ -146,14 +147,18 @@ class ClusterWatch:
         synced: threading.Event,
         handle: Callable[[KubeClient, str, dict[str, Any]], None],
     ) -> None:
-        """List, then watch ``kind`` here until ``stop``, passing each event to ``handle``; a
-        cluster without the kind (not a service cluster) is looked at again at the longest backoff."""
+        """List, then watch ``kind`` here until ``stop``, passing each listed object (as ADDED)
+        and each event to ``handle``; a cluster without the kind (not, or not yet, a service
+        cluster: its operator is being installed) is looked at again with backoff."""
         backoff = 0.5
         while not self.stop.is_set():
             try:
                 client = self._client()
-                _, version = client.list(api_version, kind, label_selector=selector)
+                items, version = client.list(api_version, kind, label_selector=selector)
+                for obj in items:  # level-triggered: what changed before the watch counts too
+                    handle(client, "ADDED", obj)
                 synced.set()
+                backoff = 0.5
                 while not self.stop.is_set():
                     for event, obj in client.stream(
                         api_version,
@@ -171,7 +176,9 @@ class ClusterWatch:
             except APIGoneError:
                 continue
             except APINotFoundError:
-                self.stop.wait(BACKOFF_MAX)  # no such kind here (no CloudNativePG): look again later
+                log.debug("%s: no %s here (yet); looking again in %.1fs", self.cluster, what, backoff)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, NOT_SERVED_MAX)
             except FleetflowError as exc:
                 log.warning(
                     "%s: %s: %s; relisting in %.1fs", self.cluster, what, " ".join(str(exc).split()), backoff
