@@ -68,6 +68,8 @@ def fleetflow(platform: Platform, *args: str, check: bool = True) -> subprocess.
         [FLEETFLOW, *args], env=platform.env, capture_output=True, text=True, timeout=300, check=False
     )
     assert done.returncode == 0 or not check, f"fleetflow {' '.join(args)}: {done.stdout}{done.stderr}"
+    with (platform.logs / "cli.log").open("a") as log:  # what a user saw: searched with the logs
+        log.write(f"$ fleetflow {' '.join(args)}\n{done.stdout}{done.stderr}")
     return done
 
 
@@ -247,6 +249,8 @@ def run_the_chain(platform: Platform, mgmt: KubeClient, api: httpx.Client, tmp: 
     )
     assert failed.returncode != 0, "registering through an unreachable server must fail"
     assert "cannot be reached" in failed.stderr, failed.stderr
+    for command in (["show", "databases"], ["show", "addons"], ["cluster", "list"], ["status"]):
+        fleetflow(platform, *command)
 
 
 def test_no_secret_of_the_chain_is_anywhere(
