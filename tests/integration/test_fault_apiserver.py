@@ -178,81 +178,99 @@ def event_id(record: ClusterRecord) -> str:
     return str(events.event_id(record.uid, "labeled", record.resource_version))
 
 
-def test_watcher_emits_every_label_change_once_across_a_mgmt_api_server_restart(
-    faults: FaultFleet, prefect_api: str
-) -> None:
-    cluster = "f-labels"
-    # Labels no automation reacts to; the kubeconfig is the workload cluster's (never used).
+def enroll(faults: FaultFleet, cluster: str) -> None:
+    """Register ``cluster`` with a label no automation reacts to (the kubeconfig is the workload
+    cluster's, never used)."""
     faults.registry.ensure_namespace(cluster)
     faults.registry.store_kubeconfig(cluster, Kubeconfig.from_file(faults.kubeconfig, WORKLOAD))
     faults.registry.apply(cluster, WORKLOAD, {"stage": "registered"})
-    resource = f"fleetflow.cluster.{cluster}"
+
+
+def test_watcher_emits_every_label_change_once_across_a_mgmt_api_server_restart(
+    faults: FaultFleet, prefect_api: str
+) -> None:
+    # Two clusters: the change right before the kill (on X) may reach the watcher before the
+    # kill or only at its relist after the restart; the change right after the restart (on Y)
+    # cannot merge with it, so each change must give exactly one event whichever happened.
+    x, y = "f-labels-x", "f-labels-y"
+    for cluster in (x, y):
+        enroll(faults, cluster)
     watch = WatchProcess(faults.env(prefect_api))
-    changes: dict[str, str] = {}  # stage -> event id
+    changes: dict[str, dict[str, str]] = {x: {}, y: {}}  # cluster -> stage -> event id
+    versions: dict[str, str] = {}  # stage of x -> resourceVersion
+
+    def change(cluster: str, stage: str) -> str:
+        record = labeled(faults, cluster, stage)
+        changes[cluster][stage] = event_id(record)
+        versions.setdefault(stage, record.resource_version)
+        return f"(id {changes[cluster][stage]})"
+
     try:
-        watch.wait_for(f"emitted {events.CLUSTER_REGISTERED} for {resource}")  # logged before "synced"
+        watch.wait_for_all([f"emitted {events.CLUSTER_REGISTERED} for fleetflow.cluster.{c}" for c in (x, y)])
         watch.wait_for("synced")
+        watch.wait_for(change(x, "before"))
 
-        before = labeled(faults, cluster, "before")
-        changes["before"] = event_id(before)
-        watch.wait_for(f"(id {changes['before']})")
-
-        # Right before the kill: once the watcher has emitted it (its state may be persisted or
-        # not: a re-emission has the same id, which the server drops).
-        kill = labeled(faults, cluster, "before-kill")
-        changes["before-kill"] = event_id(kill)
-        watch.wait_for(f"(id {changes['before-kill']})")
+        killing = change(x, "before-kill")  # and the kill at once, not waiting for the watcher
         outage, restart = faults.outage(MGMT, MGMT_DOWN_FOR)
-
-        # Right after the restart, before the watcher has noticed that the server is back.
         back = time.time()
-        after_restart = labeled(faults, cluster, "after-restart")
-        changes["after-restart"] = event_id(after_restart)
-        lines = watch.wait_for_all(["synced", f"(id {changes['after-restart']})"], timeout=120)
+        after_restart = change(y, "after-restart")  # before the watcher notices the server is back
+        lines = watch.wait_for_all(["synced", killing, after_restart], timeout=120)
         resynced = logged_at(lines["synced"]) - back
-        emitted_after_restart = logged_at(lines[f"(id {changes['after-restart']})"]) - back
+        emitted_after_restart = logged_at(lines[after_restart]) - back
 
         later = time.monotonic()
-        after = labeled(faults, cluster, "after")
-        changes["after"] = event_id(after)
-        watch.wait_for(f"(id {changes['after']})", timeout=60)
+        watch.wait_for_all([change(x, "after"), change(y, "after")], timeout=60)
         emitted_after = time.monotonic() - later
         assert watch.proc.poll() is None, "fleetflow watch exited"
     finally:
         if watch.proc.poll() is None:
             watch.stop()
-        faults.registry.deregister(cluster)
+        for cluster in (x, y):
+            faults.registry.deregister(cluster)
     log = "".join(watch.seen)
     assert "relisting" in log, f"the watcher never saw the outage:\n{log[-3000:]}"
 
-    # The last change's event is stored only after every earlier one the watcher sent.
-    wait_for_events(
-        prefect_api, events.CLUSTER_LABELED, resource, timeout=60, where=lambda e: e["id"] == changes["after"]
-    )
-    stored = read_events(prefect_api, events.CLUSTER_LABELED, resource)
-    ids = sorted(e["id"] for e in stored)
-    assert ids == sorted(changes.values()), (
-        f"expected one event per label change {changes}, stored {[(e['id'], e['payload']) for e in stored]}"
-    )
-    by_id = {e["id"]: e for e in stored}
-    for stage, eid in changes.items():
-        assert by_id[eid]["payload"]["labels"] == {"stage": stage}
-    assert len(read_events(prefect_api, events.CLUSTER_REGISTERED, resource)) == 1
+    for cluster, made in changes.items():
+        resource = f"fleetflow.cluster.{cluster}"
+        # The last change's event is stored only after every earlier one the watcher sent.
+        wait_for_events(
+            prefect_api,
+            events.CLUSTER_LABELED,
+            resource,
+            timeout=60,
+            where=lambda e, last=made["after"]: e["id"] == last,
+        )
+        stored = read_events(prefect_api, events.CLUSTER_LABELED, resource)
+        assert sorted(e["id"] for e in stored) == sorted(made.values()), (
+            f"{cluster}: expected one event per label change {made}, "
+            f"stored {[(e['id'], e['payload']) for e in stored]}"
+        )
+        by_id = {e["id"]: e for e in stored}
+        for stage, eid in made.items():
+            assert by_id[eid]["payload"]["labels"] == {"stage": stage}
+        assert len(read_events(prefect_api, events.CLUSTER_REGISTERED, resource)) == 1
     # A watch resumed from before the restart is told to relist (410 at the request itself:
     # the new server's watch cache starts later), not failed for good.
     with pytest.raises(APIGoneError):
-        list(
-            faults.client(MGMT).stream(API_VERSION, KIND, resource_version=before.resource_version, timeout=2)
-        )
-    reemitted = sum(log.count(f"(id {eid})") - 1 for eid in changes.values())
+        list(faults.client(MGMT).stream(API_VERSION, KIND, resource_version=versions["before"], timeout=2))
+    ids = [eid for made in changes.values() for eid in made.values()]
+    sent = [logged_at(line) for line in watch.seen if killing in line]
+    if sent[0] >= back:
+        fate = "first seen at the relist after the restart"
+    elif len(sent) > 1:
+        fate = "sent before the server was back, sent again at the relist (its state was not saved yet)"
+    else:
+        fate = "sent and saved before the kill took effect"
+    reemitted = sum(log.count(f"(id {eid})") - 1 for eid in ids)
 
     print(f"mgmt apiserver fault: outage {outage:.1f}s (down {MGMT_DOWN_FOR:.0f}s, restart {restart:.1f}s)")
+    print(f"mgmt apiserver fault: the change made right before the kill was {fate}")
     print(f"mgmt apiserver fault: restart to watcher relisted {resynced:.1f}s")
     print(
         f"mgmt apiserver fault: change right after restart to its event emitted {emitted_after_restart:.1f}s"
     )
-    print(f"mgmt apiserver fault: change after recovery to its event emitted {emitted_after:.2f}s")
+    print(f"mgmt apiserver fault: changes after recovery to their events emitted {emitted_after:.2f}s")
     print(
-        f"mgmt apiserver fault: {len(changes)} changes, {len(stored)} events stored, "
+        f"mgmt apiserver fault: {len(ids)} changes, {len(ids)} events stored, once each; "
         f"{reemitted} re-emitted (deduplicated by id)"
     )
