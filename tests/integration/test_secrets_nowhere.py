@@ -78,19 +78,21 @@ def artifacts(api: httpx.Client, key: str) -> list[Any]:
     return found
 
 
-def completed_run(api: httpx.Client, flow: str, cluster: str) -> str | None:
-    """The id of a completed run of FLOW for CLUSTER, if any."""
+def finished_run(
+    api: httpx.Client, flow: str, parameters: dict[str, str], state: str = "COMPLETED"
+) -> str | None:
+    """The id of a run of FLOW with PARAMETERS (a subset) that ended in STATE, if any."""
     runs = call(
         api,
         "POST",
         "flow_runs/filter",
-        json={"flows": {"name": {"any_": [flow]}}, "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}},
+        json={"flows": {"name": {"any_": [flow]}}, "flow_runs": {"state": {"type": {"any_": [state]}}}},
     )
-    return next((r["id"] for r in runs if r["parameters"].get("cluster") == cluster), None)
+    return next((r["id"] for r in runs if parameters.items() <= r["parameters"].items()), None)
 
 
-def recorded(api: httpx.Client, run_id: str) -> bool:
-    """The run's final log line and its Completed event are stored (both arrive in batches)."""
+def recorded(api: httpx.Client, run_id: str, state: str = "Completed") -> bool:
+    """The run's final log line and its final event are stored (both arrive in batches)."""
     logs = call(api, "POST", "logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
     events = call(
         api,
@@ -98,12 +100,12 @@ def recorded(api: httpx.Client, run_id: str) -> bool:
         "events/filter",
         json={
             "filter": {
-                "event": {"name": ["prefect.flow-run.Completed"]},
+                "event": {"name": [f"prefect.flow-run.{state}"]},
                 "resource": {"id": [f"prefect.flow-run.{run_id}"]},
             }
         },
     )
-    return any("Completed" in line["message"] for line in logs) and bool(events["events"])
+    return any(state in line["message"] for line in logs) and bool(events["events"])
 
 
 def kubeconfig_material(name: str, secret: dict[str, Any]) -> dict[str, bytes]:
@@ -200,7 +202,7 @@ def run_the_chain(platform: Platform, mgmt: KubeClient, api: httpx.Client, tmp: 
         ["cluster", "register", SERVICES, "--context", "service-cluster", "--labels", "type=services"],
         (
             "install-operator for the service cluster",
-            lambda: completed_run(api, "install-operator", SERVICES),
+            lambda: finished_run(api, "install-operator", {"cluster": SERVICES}),
         ),
     )
     step(
@@ -218,7 +220,7 @@ def run_the_chain(platform: Platform, mgmt: KubeClient, api: httpx.Client, tmp: 
         platform,
         "label type=app -> deploy-app completed",
         ["cluster", "label", APP, "type=app"],
-        ("a completed deploy-app run", lambda: completed_run(api, "deploy-app", APP)),
+        ("a completed deploy-app run", lambda: finished_run(api, "deploy-app", {"cluster": APP})),
     )
     wait(platform, "the deploy-app run's logs and events stored", lambda: recorded(api, app_run), 120)
 
@@ -228,6 +230,8 @@ def run_the_chain(platform: Platform, mgmt: KubeClient, api: httpx.Client, tmp: 
     call(api, "POST", f"deployments/{deployment}/create_flow_run", json={})
     wait(platform, "the reconcile-outcome artifact", lambda: artifacts(api, "reconcile-outcome"))
     print(f"reconcile run -> its artifact: {time.monotonic() - started:.1f} s")
+    reconciled = wait(platform, "a completed reconcile run", lambda: finished_run(api, "reconcile", {}))
+    wait(platform, "the reconcile run's logs and events stored", lambda: recorded(api, reconciled), 120)
     unreachable = tmp / "unreachable.kubeconfig"
     config = yaml.safe_load(Path(platform.env["KUBECONFIG"]).read_text())
     for entry in config["clusters"]:
@@ -249,6 +253,11 @@ def run_the_chain(platform: Platform, mgmt: KubeClient, api: httpx.Client, tmp: 
     )
     assert failed.returncode != 0, "registering through an unreachable server must fail"
     assert "cannot be reached" in failed.stderr, failed.stderr
+    failed_run = finished_run(api, "register-cluster", {"name": "sn-unreachable"}, "FAILED")
+    assert failed_run, "the failed registration must show as a Failed run"
+    wait(
+        platform, "the failed run's logs and events stored", lambda: recorded(api, failed_run, "Failed"), 120
+    )
     for command in (["show", "databases"], ["show", "addons"], ["cluster", "list"], ["status"]):
         fleetflow(platform, *command)
 
