@@ -15,9 +15,13 @@ On a real cluster two more parts keep a Cluster's PostgreSQL in line, besides th
 - **The instance manager applies the ``-app`` Secret's password to the role.** A rotated
   password (a new value written into the Secret, by a user or a secret manager) is set on the
   application user, so the new password works and the old one stops working.
-  :func:`watch_app_secrets` watches the ``cnpg.io/userType=app`` Secrets of a service cluster
-  and has the Cluster a changed one belongs to reconciled (which pins the Secret's password on
-  the role, see ``databases.Databases.ensure``).
+  (CloudNativePG: ``refreshCredentialsFromSecret`` in the instance manager's reconcile of the
+  primary, ``internal/management/controller/instance_controller.go``.) :func:`watch_app_secrets`
+  watches the ``cnpg.io/userType=app`` Secrets of a service cluster and has the Cluster a changed
+  one belongs to reconciled (which pins the Secret's password on the role, see
+  ``databases.Databases.ensure``). Unlike CloudNativePG, that reconcile also rewrites the
+  Secret's derived keys (``uri``, ``pgpass``, ...) to the new password: one more change of the
+  Secret, which consumers see as a second rotation with the same password.
 """
 
 from __future__ import annotations
