@@ -30,6 +30,9 @@ TAG = "fleetflow"  # every platform deployment's tag, so on every one of its run
 LOST_HEARTBEATS_NAME = "fleetflow: crash runs whose executor stopped sending heartbeats"
 LOST_HEARTBEATS = "no heartbeat from the fleetflow executor holding this run"
 HEARTBEAT = "prefect.flow-run.heartbeat"
+# A run is held from its claim: a claim or start event opens the window as a heartbeat does, so an
+# executor killed before its first heartbeat reached the server leaves no run unwatched.
+ALIVE_EVENTS = [HEARTBEAT, "prefect.flow-run.Pending", "prefect.flow-run.Running"]
 FINAL_EVENTS = [f"prefect.flow-run.{name}" for name in ("Completed", "Failed", "Cancelled", "Crashed")]
 
 FROM_PAYLOAD = "{{ event.payload.cluster }}"
@@ -98,9 +101,11 @@ def lost_heartbeats(repair: RepairInterval) -> AutomationCore:
     """Crash a platform run ``repair.window`` seconds after its last heartbeat, unless it ended.
 
     As Prefect's guide to zombie flow runs: per flow run, every heartbeat expects another
-    heartbeat or a final state within the window (Proactive); limited to runs of fleetflow's
-    deployments (their tag), which fleetflow executors run and heartbeat. The state message
-    starts with :data:`LOST_HEARTBEATS`: that is how executors tell this crash from others.
+    heartbeat or a final state within the window (Proactive); so do the claim (Pending) and the
+    start (Running), so that a run whose executor died before its first heartbeat arrived is
+    caught too. Limited to runs of fleetflow's deployments (their tag), which fleetflow
+    executors run and heartbeat. The state message starts with :data:`LOST_HEARTBEATS`: that is
+    how executors tell this crash from others.
     """
     seconds = round(repair.window)
     return AutomationCore(
@@ -110,8 +115,8 @@ def lost_heartbeats(repair: RepairInterval) -> AutomationCore:
             "(the repair interval) is marked Crashed; a surviving executor runs it again."
         ),
         trigger=EventTrigger(
-            after={HEARTBEAT},
-            expect={HEARTBEAT, *FINAL_EVENTS},
+            after=set(ALIVE_EVENTS),
+            expect={*ALIVE_EVENTS, *FINAL_EVENTS},
             match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
             match_related=ResourceSpecification(
                 {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{TAG}"}

@@ -77,6 +77,7 @@ class Executor:
         self._active: dict[UUID, Future[None]] = {}
         self._held: dict[UUID, FlowRun] = {}  # the runs of ``_active``, for their heartbeats
         self._repairs: set[asyncio.Task[bool]] = set()
+        self._settled: set[UUID] = set()  # runs crashed too often to be redone (said once)
         self._unseen: dict[UUID, int] = {}  # runs announced by an event, not yet read
         self._wake = asyncio.Event()
         self._listening = asyncio.Event()
@@ -200,6 +201,7 @@ class Executor:
                     await self._client.get_scheduled_flow_runs_for_deployments(
                         self.deployment_ids, scheduled_before=datetime.now(UTC), limit=1
                     )
+                    await repair.redo_missed(self._client, self.deployment_ids, self.name, self._settled)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -271,7 +273,7 @@ class Executor:
     def _redo(self, resource_id: str, state_id: UUID) -> None:
         """A run of ours crashed: if the platform crashed it for lost heartbeats, run it again."""
         run_id = UUID(resource_id.rsplit(".", 1)[-1])
-        task = asyncio.create_task(repair.redo(self._client, run_id, state_id, self.name))
+        task = asyncio.create_task(repair.redo(self._client, run_id, state_id, self.name, self._settled))
         self._repairs.add(task)
         task.add_done_callback(self._repaired)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterDeploymentId,
+    FlowRunFilterEndTime,
     FlowRunFilterId,
     FlowRunFilterState,
     FlowRunFilterStateType,
@@ -61,6 +63,16 @@ async def finished(client: PrefectClient, run_ids: list[UUID]) -> set[UUID]:
     flt = FlowRunFilter(id=FlowRunFilterId(any_=run_ids))
     runs = await client.read_flow_runs(flow_run_filter=flt, limit=len(run_ids))
     return {r.id for r in runs if r.state is not None and r.state.is_final()}
+
+
+async def crashed_since(client: PrefectClient, deployment_ids: list[UUID], since: datetime) -> list[FlowRun]:
+    """Runs of these deployments that are Crashed and ended after ``since`` (one page, newest first)."""
+    flt = FlowRunFilter(
+        deployment_id=FlowRunFilterDeploymentId(any_=deployment_ids),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CRASHED])),
+        end_time=FlowRunFilterEndTime(after_=since),
+    )
+    return await client.read_flow_runs(flow_run_filter=flt, sort=FlowRunSort.END_TIME_DESC, limit=PAGE)
 
 
 def claim_message(executor: str) -> str:

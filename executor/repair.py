@@ -25,6 +25,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -37,6 +38,7 @@ from executor import prefect_api
 from executor.plan import CRASHED, REDO_LIMIT, redo_lost
 
 log = logging.getLogger("fleetflow.executor")
+MISSED_HORIZON = timedelta(hours=1)  # how far back the poll looks for crashes it missed
 
 
 def heartbeat_parts(flow_run: FlowRun) -> tuple[dict[str, str], list[dict[str, str]]]:
@@ -82,15 +84,19 @@ def lost(state: Any) -> bool:
     return bool(state.type.value == CRASHED and (state.message or "").startswith(LOST_HEARTBEATS))
 
 
-async def redo(client: PrefectClient, run_id: UUID, crashed_state_id: UUID, executor: str) -> bool:
+async def redo(
+    client: PrefectClient, run_id: UUID, crashed_state_id: UUID, executor: str, settled: set[UUID]
+) -> bool:
     """Schedule again a run the platform crashed for lost heartbeats (the state ``crashed_state_id``),
-    unless it moved on meanwhile or was redone :data:`REDO_LIMIT` times; True if this call did."""
+    unless it moved on meanwhile or was redone :data:`REDO_LIMIT` times (then it joins
+    ``settled``, said once); True if this call did."""
     states = sorted(await client.read_flow_run_states(run_id), key=lambda s: s.timestamp)
     if not states or states[-1].id != crashed_state_id:
         return False  # another executor redid it already, or somebody acted
     decided = redo_lost([(s.type.value, lost(s)) for s in states])
     if not decided.again:
-        if decided.losses > REDO_LIMIT:
+        if decided.losses > REDO_LIMIT and run_id not in settled:
+            settled.add(run_id)
             log.error(
                 "executor %s: run %s lost its executor %d times; left Crashed (limit %d)",
                 executor,
@@ -105,3 +111,17 @@ async def redo(client: PrefectClient, run_id: UUID, crashed_state_id: UUID, exec
     if done:
         log.warning("executor %s: run %s %s; rescheduled", executor, run_id, why)
     return done
+
+
+async def redo_missed(
+    client: PrefectClient, deployment_ids: list[UUID], executor: str, settled: set[UUID]
+) -> int:
+    """The fallback for Crashed events this executor missed (its event stream was down longer
+    than the server's replay): redo the runs crashed for lost heartbeats in the last
+    :data:`MISSED_HORIZON`; returns how many it rescheduled."""
+    since = datetime.now(UTC) - MISSED_HORIZON
+    redone = 0
+    for run in await prefect_api.crashed_since(client, deployment_ids, since):
+        if run.id not in settled and run.state is not None and lost(run.state):
+            redone += await redo(client, run.id, run.state.id, executor, settled)
+    return redone

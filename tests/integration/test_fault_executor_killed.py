@@ -13,7 +13,9 @@ tagged like the platform's deployments, since the automation covers runs of thos
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from prefect.events.schemas.automations import Automation
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments import automations, platform
+from executor import repair
 from executor.prefect_api import claim_message
 from fleetflow.config import REPAIR_INTERVAL_ENV, RepairInterval
 from tests.integration.test_executor import Lab, open_lab, wait_for
@@ -78,20 +81,13 @@ def test_a_run_of_a_killed_executor_is_crashed_and_completed_by_another(repair_l
     lab.record.with_name("release").touch()  # the work could finish now; e1 cannot see it
     (alive,) = lab.create(1, key="alive", work_seconds=1.5 * WINDOW)  # longer than the window, on e2
 
-    def crashed() -> bool:
-        with get_client(sync_client=True) as client:
-            states = client.read_flow_run_states(run.id)
-        return any(
-            s.type.value == "CRASHED" and automations.LOST_HEARTBEATS in (s.message or "") for s in states
-        )
-
     def finished_again() -> FlowRun | None:
         (now,) = lab.runs([run.id])
         redone = now.state and now.state.is_final() and now.state.type.value != "CRASHED"
         return now if redone else None
 
     try:
-        wait_for(f"run {run.id} to be Crashed by the lost-heartbeats automation", crashed, DEADLINE)
+        wait_for(f"run {run.id} to be Crashed by the automation", lambda: _crashed(run.id), DEADLINE)
         to_crashed = time.monotonic() - killed
         done = wait_for(f"run {run.id} to finish again, after the crash", finished_again, DEADLINE)
         to_completed = time.monotonic() - killed
@@ -116,6 +112,39 @@ def test_a_run_of_a_killed_executor_is_crashed_and_completed_by_another(repair_l
     assert lived[-1] == "COMPLETED", lived
     assert "CRASHED" not in lived, f"a run of a live executor, longer than the window, was crashed: {lived}"
     assert "rescheduled" in _tail(lab, "e2")
+
+
+def test_a_crash_that_no_executor_saw_is_redone_by_the_fallback_poll(repair_lab: Lab) -> None:
+    """No executor is up when the run is crashed, and the next one starts after the server's
+    one-minute event replay: the poll's look at recent crashes is what redoes it."""
+    lab = repair_lab
+    first = lab.start("e1")
+    (run,) = lab.create(1, key="unseen", hold=True)
+    wait_for("the held run to record its start in e1", lambda: lab.starts()[str(run.id)] == 1)
+    first.kill()  # typically before its first heartbeat of the run: its claim opened the window
+    killed = time.monotonic()
+    first.wait(timeout=30)
+    lab.record.with_name("release").touch()
+    wait_for(f"run {run.id} to be Crashed by the automation", lambda: _crashed(run.id), DEADLINE)
+    print(f"no executor up: executor killed -> run Crashed: {time.monotonic() - killed:.1f} s")
+    assert lab.runs([run.id])[0].state_type.value == "CRASHED", "nobody else redoes it"
+
+    async def poll_once() -> int:  # what every executor's fallback poll runs
+        async with get_client() as client:
+            return await repair.redo_missed(client, [lab.deployment_id], "poll", set())
+
+    assert asyncio.run(poll_once()) == 1
+    assert asyncio.run(poll_once()) == 0, "redone once, whoever polls next"
+    lab.start("e2")
+    (done,) = lab.wait_final([run.id], timeout=DEADLINE)
+    assert done.state is not None
+    assert done.state.name == "Completed", lab.states(run.id)
+    assert lab.starts()[str(run.id)] == 2
+
+
+def _crashed(run_id: uuid.UUID) -> bool:
+    """Whether the run was ever crashed by the lost-heartbeats automation."""
+    return any(t == "CRASHED" and m.startswith(automations.LOST_HEARTBEATS) for t, m in _history(run_id))
 
 
 def _history(run_id: object) -> list[tuple[str, str]]:

@@ -42,8 +42,9 @@ def test_the_automation_crashes_a_run_silent_for_the_window_saying_why() -> None
     trigger = automation.trigger
     assert trigger.posture == "Proactive"
     assert trigger.within == dt.timedelta(seconds=WINDOW)
-    assert trigger.after == {automations.HEARTBEAT}
-    assert trigger.expect == {automations.HEARTBEAT, *automations.FINAL_EVENTS}
+    alive = {automations.HEARTBEAT, "prefect.flow-run.Pending", "prefect.flow-run.Running"}
+    assert trigger.after == alive, "a claim or a start opens the window, as a heartbeat does"
+    assert trigger.expect == {*alive, *automations.FINAL_EVENTS}
     assert trigger.for_each == {"prefect.resource.id"}
     [action] = automation.actions
     assert action.type == "change-flow-run-state"
