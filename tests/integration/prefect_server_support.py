@@ -32,7 +32,7 @@ class PrefectServer:
         self.log = home / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.env = dict(
-            server.env(dict(os.environ), self.api_url),
+            server.env({k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}, self.api_url),
             PREFECT_HOME=str(home),
             PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{self.database}",
             PREFECT_SERVER_UI_ENABLED="false",

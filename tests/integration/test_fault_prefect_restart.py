@@ -16,7 +16,6 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +25,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from fleetflow import events
+from fleetflow.dbaas.provision import healthy
 from fleetflow.events import EMIT_BACKOFF_MAX
 from fleetflow.labels import LabelEdit
 from tests.integration.conftest import LocalFleet
@@ -36,15 +36,51 @@ from tests.integration.prefect_server_support import PrefectServer, prefect_serv
 pytestmark = pytest.mark.integration
 
 TOKEN = "pr-token-" + "y" * 24
-SERVICES, DB, APP, UNAPP = "pr-services", "pr-db", "pr-app", "pr-unapp"
+SERVICES, DB, APP, UNAPP, FLIGHT = "pr-services", "pr-db", "pr-app", "pr-unapp", "pr-flight"
+CNPG = "postgresql.cnpg.io/v1"
+ENGINE_LOST = "Unable to connect to"  # Prefect's events client in a run, when the server is gone
 # Each change made while Prefect is down, and the one deployment its policy row runs.
 CHANGES = ((DB, "provision-database"), (APP, "deploy-app"), (UNAPP, "withdraw-app"))
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[PrefectServer]:
-    with prefect_server(tmp_path / "prefect") as found:
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    with prefect_server(tmp_path_factory.mktemp("prefect")) as found:
         yield found
+
+
+@pytest.fixture(scope="module")
+def platform(
+    server: PrefectServer, local_fleet: LocalFleet, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
+    """The platform against ``server``, with a service cluster that has its operator."""
+    with running_platform(local_fleet, server.api_url, tmp_path_factory, TOKEN) as found:
+        (found.logs / "prefect-server.log").symlink_to(server.log)  # in the tails of failures
+        try:
+            found.enroll(SERVICES, "service-cluster", {"type": "services"})
+            wait(
+                found,
+                "install-operator for the service cluster",
+                lambda: completed(server.api_url, "install-operator", SERVICES),
+            )
+            yield found
+        finally:
+            if server.proc is None:  # failed while it was down: the platform stops cleanly with it up
+                server.start()
+            found.registry.deregister(SERVICES, delete_namespace=True)
+
+
+@pytest.fixture
+def clusters(server: PrefectServer, platform: Platform, local_fleet: LocalFleet) -> Iterator[list[str]]:
+    """Clusters a test enrols: their databases and registrations are removed afterwards."""
+    names: list[str] = []
+    yield names
+    if server.proc is None:
+        server.start()
+    service = local_fleet.client("service-cluster")
+    for name in names:
+        service.delete(CNPG, "Cluster", f"cluster-{name}", name)
+        platform.registry.deregister(name, delete_namespace=True)
 
 
 def runs(api: str, flow_name: str, cluster: str) -> list[FlowRun]:
@@ -55,6 +91,10 @@ def runs(api: str, flow_name: str, cluster: str) -> list[FlowRun]:
             deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["fleetflow"])), limit=200
         )
     return [r for r in found if r.flow_id == flow.id and r.parameters.get("cluster") == cluster]
+
+
+def completed(api: str, flow_name: str, cluster: str) -> bool:
+    return any(r.state_name == "Completed" for r in runs(api, flow_name, cluster))
 
 
 def cluster_events(api: str, event: str, cluster: str) -> list[dict[str, Any]]:
@@ -74,91 +114,123 @@ def api_call(platform: Platform, method: str, path: str, body: dict[str, str] | 
 
 
 def test_label_changes_while_prefect_is_down_run_once_it_is_back(
-    server: PrefectServer, local_fleet: LocalFleet, tmp_path_factory: pytest.TempPathFactory
+    server: PrefectServer, platform: Platform, clusters: list[str]
 ) -> None:
-    api = server.api_url
-    with running_platform(local_fleet, api, tmp_path_factory, TOKEN) as platform:
-        (platform.logs / "prefect-server.log").symlink_to(server.log)  # in the tails of failures
-        logs = platform.tails
+    api, logs = server.api_url, platform.tails
+    clusters += [DB, APP, UNAPP]
+    platform.enroll(DB, "workload-cluster", {})
+    platform.enroll(APP, "workload-cluster", {"type": "web"})
+    platform.enroll(UNAPP, "workload-cluster", {"type": "app"})
+    wait(
+        platform,
+        "deploy-app for the registered app cluster",
+        lambda: completed(api, "deploy-app", UNAPP),
+    )
+    before = {cluster: {r.id for r in runs(api, flow, cluster)} for cluster, flow in CHANGES}
+    first = runs(api, "deploy-app", UNAPP)[0]
+    registered = cluster_events(api, events.CLUSTER_REGISTERED, UNAPP)
+    baseline = (first.start_time - datetime.fromisoformat(registered[0]["received"])).total_seconds()
+    print(f"before the outage: deploy-app for {UNAPP} started {baseline:.1f}s after its event")
+    watch_log = platform.logs / "watch.log"
+    workers = {part: proc.pid for part, proc in platform.procs.items()}
 
-        def completed(flow_name: str, cluster: str) -> bool:
-            return any(r.state and r.state.is_completed() for r in runs(api, flow_name, cluster))
+    print(f"prefect server stop (SIGTERM to exit): {server.stop():.1f}s")
+    down_at = time.monotonic()
+    status, answer = api_call(platform, "POST", "/v1/databases", {"cluster": DB})
+    assert (status, answer["changed"]) == (202, True), answer
+    platform.registry.edit_labels(APP, LabelEdit.parse(["type=app"]))
+    platform.registry.edit_labels(UNAPP, LabelEdit.parse(["type-"]))
+    # The watcher sees the changes and cannot send them: it says so, keeps them and tries
+    # again; the outage lasts until it waits its longest between attempts.
+    wait(
+        platform,
+        f"the watcher to wait {EMIT_BACKOFF_MAX}s between attempts to send the changes",
+        lambda: f"sending again in {EMIT_BACKOFF_MAX}s" in watch_log.read_text(),
+        90,
+    )
+    assert api_call(platform, "GET", f"/v1/databases/{DB}")[0] == 200, "the API needs no Prefect"
+    print(f"prefect server down for {time.monotonic() - down_at:.1f}s")
 
-        try:
-            platform.enroll(SERVICES, "service-cluster", {"type": "services"})
-            platform.enroll(DB, "workload-cluster", {})
-            platform.enroll(APP, "workload-cluster", {"type": "web"})
-            platform.enroll(UNAPP, "workload-cluster", {"type": "app"})
-            wait(
-                platform,
-                "install-operator for the service cluster",
-                lambda: completed("install-operator", SERVICES),
-            )
-            wait(
-                platform, "deploy-app for the registered app cluster", lambda: completed("deploy-app", UNAPP)
-            )
-            before = {cluster: {r.id for r in runs(api, flow, cluster)} for cluster, flow in CHANGES}
-            first = runs(api, "deploy-app", UNAPP)[0]
-            registered = cluster_events(api, events.CLUSTER_REGISTERED, UNAPP)
-            baseline = (first.start_time - datetime.fromisoformat(registered[0]["received"])).total_seconds()
-            print(f"before the outage: deploy-app for {UNAPP} started {baseline:.1f}s after its event")
-            watch_log = platform.logs / "watch.log"
-            workers = {part: proc.pid for part, proc in platform.procs.items()}
+    restarted = datetime.now(UTC)
+    print(f"prefect server start on the same port and database (to /health): {server.start():.1f}s")
+    answered = datetime.now(UTC)
+    for cluster, flow in CHANGES:
+        run = wait(
+            platform,
+            f"{flow} for {cluster} to complete after the restart",
+            lambda c=cluster, f=flow: next(
+                (r for r in runs(api, f, c) if r.id not in before[c] and r.state_name == "Completed"),
+                None,
+            ),
+        )
+        sent = cluster_events(api, events.CLUSTER_LABELED, cluster)
+        assert len(sent) == 1, f"one labeled event for {cluster}, not {len(sent)}\n{logs()}"
+        received = datetime.fromisoformat(sent[0]["received"])
+        print(
+            f"{cluster}: event received {(received - answered).total_seconds():.1f}s after the server "
+            f"answered again; {flow} started {(run.start_time - received).total_seconds():.1f}s "
+            f"after the event, completed {(run.end_time - restarted).total_seconds():.1f}s after "
+            "the server was started again"
+        )
+        assert (received - answered).total_seconds() < EMIT_BACKOFF_MAX + 10, logs()
+    for cluster, flow in CHANGES:  # once each: no second run, no second emit
+        new = [(r.name, r.state_name) for r in runs(api, flow, cluster) if r.id not in before[cluster]]
+        assert len(new) == 1, f"{flow} for {cluster}: {new} since the outage, not one\n{logs()}"
+        said = f"emitted {events.CLUSTER_LABELED} for fleetflow.cluster.{cluster} "
+        assert watch_log.read_text().count(said) == 1, f"{cluster} emitted once\n{logs()}"
+    for part, pid in workers.items():
+        proc = platform.procs[part]
+        assert proc.pid == pid, f"{part} was restarted"
+        assert proc.poll() is None, f"{part} exited\n{logs()}"
 
-            print(f"prefect server stop (SIGTERM to exit): {server.stop():.1f}s")
-            down_at = time.monotonic()
-            status, answer = api_call(platform, "POST", "/v1/databases", {"cluster": DB})
-            assert (status, answer["changed"]) == (202, True), answer
-            platform.registry.edit_labels(APP, LabelEdit.parse(["type=app"]))
-            platform.registry.edit_labels(UNAPP, LabelEdit.parse(["type-"]))
-            # The watcher sees the changes and cannot send them: it says so, keeps them and tries
-            # again; the outage lasts until it waits its longest between attempts.
-            wait(
-                platform,
-                f"the watcher to wait {EMIT_BACKOFF_MAX}s between attempts to send the changes",
-                lambda: f"sending again in {EMIT_BACKOFF_MAX}s" in watch_log.read_text(),
-                90,
-            )
-            assert api_call(platform, "GET", f"/v1/databases/{DB}")[0] == 200, "the API needs no Prefect"
-            print(f"prefect server down for {time.monotonic() - down_at:.1f}s")
 
-            restarted = datetime.now(UTC)
-            print(f"prefect server start on the same port and database (to /health): {server.start():.1f}s")
-            healthy = datetime.now(UTC)
-            for cluster, flow in CHANGES:
-                run = wait(
-                    platform,
-                    f"{flow} for {cluster} to complete after the restart",
-                    lambda c=cluster, f=flow: next(
-                        (r for r in runs(api, f, c) if r.id not in before[c] and r.state_name == "Completed"),
-                        None,
-                    ),
-                )
-                sent = cluster_events(api, events.CLUSTER_LABELED, cluster)
-                assert len(sent) == 1, f"one labeled event for {cluster}, not {len(sent)}\n{logs()}"
-                received = datetime.fromisoformat(sent[0]["received"])
-                print(
-                    f"{cluster}: event received {(received - healthy).total_seconds():.1f}s after the server "
-                    f"answered again; {flow} started {(run.start_time - received).total_seconds():.1f}s "
-                    f"after the event, completed {(run.end_time - restarted).total_seconds():.1f}s after "
-                    "the server was started again"
-                )
-                assert (received - healthy).total_seconds() < EMIT_BACKOFF_MAX + 10, logs()
-            for cluster, flow in CHANGES:  # once each: no second run, no second emit
-                new = [
-                    (r.name, r.state_name) for r in runs(api, flow, cluster) if r.id not in before[cluster]
-                ]
-                assert len(new) == 1, f"{flow} for {cluster}: {new} since the outage, not one\n{logs()}"
-                said = f"emitted {events.CLUSTER_LABELED} for fleetflow.cluster.{cluster} "
-                assert watch_log.read_text().count(said) == 1, f"{cluster} emitted once\n{logs()}"
-            for part, pid in workers.items():
-                proc = platform.procs[part]
-                assert proc.pid == pid, f"{part} was restarted"
-                assert proc.poll() is None, f"{part} exited\n{logs()}"
-        finally:
-            if server.proc is None:  # failed while it was down: the platform stops cleanly with it up
-                server.start()
-            service = local_fleet.client("service-cluster")
-            service.delete("postgresql.cnpg.io/v1", "Cluster", f"cluster-{DB}", DB)
-            for name in (DB, APP, UNAPP, SERVICES):
-                platform.registry.deregister(name, delete_namespace=True)
+def test_a_provision_in_flight_when_prefect_stops_completes_once(
+    server: PrefectServer, platform: Platform, local_fleet: LocalFleet, clusters: list[str]
+) -> None:
+    """The server stops while provision-database runs: the database is made once, its credentials
+    arrive, and a provision-database run for it ends Completed, with nobody acting."""
+    api, logs = server.api_url, platform.tails
+    clusters.append(FLIGHT)
+    platform.enroll(FLIGHT, "workload-cluster", {})
+    platform.registry.edit_labels(FLIGHT, LabelEdit.parse(["postgres=required"]))
+    wait(
+        platform,
+        f"provision-database for {FLIGHT} to be running",
+        lambda: any(r.state_name == "Running" for r in runs(api, "provision-database", FLIGHT)),
+    )
+    engine_log = platform.logs / "executor.log"
+    lost_before = engine_log.read_text().count(ENGINE_LOST)
+    print(f"in flight: prefect server stop (SIGTERM to exit): {server.stop():.1f}s")
+    down_at = time.monotonic()
+    service, mgmt = local_fleet.client("service-cluster"), local_fleet.client("mgmt")
+    # The outage lasts until the run's engine said it cannot reach the server, with the database
+    # ready (the run has its work done up to what needs Prefect).
+    wait(
+        platform,
+        f"the run's engine to lose the server, and the database of {FLIGHT} to be ready",
+        lambda: (
+            engine_log.read_text().count(ENGINE_LOST) > lost_before
+            and healthy(service.get_or_none(CNPG, "Cluster", f"cluster-{FLIGHT}", FLIGHT))
+        ),
+        120,
+    )
+    print(f"in flight: prefect server down for {time.monotonic() - down_at:.1f}s")
+    restarted = datetime.now(UTC)
+    print(f"in flight: prefect server start (to /health): {server.start():.1f}s")
+    run = wait(
+        platform,
+        f"a completed provision-database run for {FLIGHT}",
+        lambda: next(
+            (r for r in runs(api, "provision-database", FLIGHT) if r.state_name == "Completed"), None
+        ),
+        300,
+    )
+    states = [r.state_name for r in runs(api, "provision-database", FLIGHT)]
+    print(
+        f"in flight: provision-database completed {(run.end_time - restarted).total_seconds():.1f}s after "
+        f"the server was started again; its runs ended {states}"
+    )
+    assert states == ["Completed"], f"one run, completed, not {states}\n{logs()}"
+    items, _ = service.list(CNPG, "Cluster", label_selector=f"cluster={FLIGHT}-{FLIGHT}")
+    assert [i["metadata"]["name"] for i in items] == [f"cluster-{FLIGHT}"], logs()
+    assert mgmt.get_or_none("v1", "Secret", "pg-credentials", FLIGHT) is not None, logs()
