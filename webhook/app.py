@@ -50,7 +50,7 @@ from fleetflow.errors import (
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import ClusterRecord, Registry
 from webhook.auth import BearerAuth
-from webhook.limits import BodyLimits
+from webhook.limits import BodyLimits, header_timeout_protocol
 from webhook.models import (
     ClusterName,
     DatabaseAccepted,
@@ -325,5 +325,6 @@ def serve(host: str, port: int, registry_factory: Callable[[], Registry], token:
         proxy_headers=False,
         server_header=False,
         log_level="info",
+        http=header_timeout_protocol(),
     )
     uvicorn.Server(config).run()

@@ -14,21 +14,30 @@ parsing the body", and lets ``NaN`` through to a validation error that cannot be
   values only (no ``NaN``/``Infinity``, no repeated keys), naming the problem on one line.
 
 Every answer is ``{"detail": "<one line>"}``. The body then goes to the application unchanged.
+
+uvicorn also waits for ever for the headers of a request that never completes them (a
+"slowloris" client holds a connection and its descriptor for as long as it likes):
+:func:`header_timeout_protocol` closes a connection with no request in progress after
+:data:`HEADER_SECONDS`, counted from when it was opened or its last answer was sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+if TYPE_CHECKING:
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
 MAX_BODY = 64 * 1024  # bytes; the largest valid request is well under 1 KiB
 MAX_DEPTH = 32  # nesting levels of arrays and objects; a valid request has 1
 BODY_SECONDS = 10.0  # the whole body must arrive within this time
+HEADER_SECONDS = 10.0  # a request's headers must arrive within this time
 
 
 class BodyProblem(Exception):
@@ -153,3 +162,40 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replayed
+
+
+def header_timeout_protocol(seconds: float = HEADER_SECONDS) -> type[H11Protocol]:
+    """uvicorn's h11 protocol, closing a connection whose next request's headers are ``seconds`` late.
+
+    A request being answered is not cut (its body has :class:`BodyLimits`' own deadline); an idle
+    keep-alive connection is closed earlier by uvicorn's keep-alive timeout.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        _headers_due: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._headers_due is not None:
+                self._headers_due.cancel()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._headers_due is not None:
+                self._headers_due.cancel()
+            self._headers_due = self.loop.call_later(seconds, self._headers_late)
+
+        def _headers_late(self) -> None:
+            idle = self.cycle is None or self.cycle.response_complete
+            if idle and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderTimeoutProtocol

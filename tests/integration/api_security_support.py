@@ -43,6 +43,13 @@ from tests.integration.conftest import LocalFleet
 FLEETFLOW = str(Path(sys.executable).parent / "fleetflow")
 
 
+@dataclass(frozen=True)
+class Targets:
+    on: str  # labelled postgres=required: a DELETE that got through would unlabel it
+    off: str  # unlabelled: a POST that got through would label it
+    namespace: str  # in the workload cluster, holding the Database request "victim" of `on`
+
+
 @dataclass
 class ApiProcess:
     url: str
@@ -246,3 +253,17 @@ def settled(process: psutil.Process, port: int, at_most: int) -> tuple[int, int]
         if (inbound == 0 and fds <= at_most) or time.monotonic() > deadline:
             return fds, inbound
         time.sleep(0.2)  # the server closes its side as it notices each client's close: poll
+
+
+def chunked(body: bytes, size: int = 16 * 1024) -> bytes:
+    pieces = [body[i : i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+def fill(template: bytes, t: Targets) -> bytes:
+    """The request with this module's target names in place of @on, @off, @ns (@ON... upper case)."""
+    for token, value in ((b"@OFF", t.off), (b"@ON", t.on), (b"@NS", t.namespace)):
+        template = template.replace(token, value.upper().encode())
+    for token, value in ((b"@off", t.off), (b"@on", t.on), (b"@ns", t.namespace)):
+        template = template.replace(token, value.encode())
+    return template

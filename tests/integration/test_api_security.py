@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import socket
 import statistics
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 import psutil
@@ -29,9 +29,12 @@ from fleetflow.registry import Registry
 from tests.integration.api_security_support import (
     ApiProcess,
     Kind,
+    Targets,
     api_process,
     burst,
     changes,
+    chunked,
+    fill,
     raw,
     request_bytes,
     settled,
@@ -45,14 +48,8 @@ pytestmark = pytest.mark.integration
 TOKEN = secrets.token_urlsafe(32)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JSON = {**AUTH, "Content-Type": "application/json"}
+AUTH_LINE = f"Authorization: Bearer {TOKEN}\r\n"
 FD_MARGIN = 3  # open descriptors the API may hold beyond its count before a burst
-
-
-@dataclass(frozen=True)
-class Targets:
-    on: str  # labelled postgres=required: a DELETE that got through would unlabel it
-    off: str  # unlabelled: a POST that got through would label it
-    namespace: str  # in the workload cluster, holding the Database request "victim" of `on`
 
 
 @pytest.fixture(scope="module")
@@ -179,20 +176,6 @@ def test_a_request_that_is_let_through_changes_the_snapshot(
             assert (
                 client.delete(f"/v1/databases/{targets.off}/{targets.namespace}/control").status_code == 202
             )
-
-
-def chunked(body: bytes, size: int = 16 * 1024) -> bytes:
-    pieces = [body[i : i + size] for i in range(0, len(body), size)]
-    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
-
-
-def fill(template: bytes, t: Targets) -> bytes:
-    """The request with this module's target names in place of @on, @off, @ns (@ON... upper case)."""
-    for token, value in ((b"@OFF", t.off), (b"@ON", t.on), (b"@NS", t.namespace)):
-        template = template.replace(token, value.upper().encode())
-    for token, value in ((b"@off", t.off), (b"@on", t.on), (b"@ns", t.namespace)):
-        template = template.replace(token, value.encode())
-    return template
 
 
 def post(case: str, body: object, status: int, says: str, h: dict[str, str | None] | None = None) -> object:
@@ -380,3 +363,33 @@ def test_a_burst_is_answered_without_errors_or_leaked_descriptors(
         f"{process.net_connections('tcp')}"
     )
     unchanged(local_fleet, prefect_api, before, "the burst")
+
+
+def test_clients_that_never_finish_their_headers_are_let_go(api: ApiProcess) -> None:
+    """Slowloris: 20 connections that send half a request each and wait are closed by the API."""
+    process, port = psutil.Process(api.proc.pid), int(api.url.rsplit(":", 1)[1])
+    fds_before = process.num_fds()
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(20)]
+    started = time.monotonic()
+    try:
+        for client in clients:
+            client.sendall(f"GET /v1/databases HTTP/1.1\r\nHost: api.test\r\n{AUTH_LINE}".encode())
+        fds_held = process.num_fds()
+        for client in clients:
+            assert client.recv(1024) == b"", "the API answered half a request"  # b"": it closed
+    except TimeoutError:
+        raise AssertionError(
+            "awaited the API to close connections with unfinished headers within 30 s"
+        ) from None
+    finally:
+        for client in clients:
+            client.close()
+    seconds = time.monotonic() - started
+    fds_after, inbound = settled(process, port, fds_before + FD_MARGIN)
+    print(
+        f"20 unfinished requests closed after {seconds:.1f} s; "
+        f"API fds {fds_before} before, {fds_held} holding them, {fds_after} after"
+    )
+    assert 8 < seconds < 20, f"closed after {seconds:.1f} s, expected the 10 s header deadline"
+    assert inbound == 0
+    assert fds_after <= fds_before + FD_MARGIN

@@ -6,9 +6,15 @@ real ``fleetflow api`` process; these pin the rules themselves.
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import uvicorn
 from fastapi import FastAPI
 
 from fleetflow.databases.spec import DatabaseSpec
@@ -17,7 +23,7 @@ from fleetflow.labels import validate_dns_label, validate_key, validate_value
 from fleetflow.registry import Registry
 from tests.unit.test_api_auth import call
 from webhook import create_app
-from webhook.limits import MAX_BODY, BodyProblem, check_json
+from webhook.limits import MAX_BODY, BodyProblem, check_json, header_timeout_protocol
 
 TOKEN = "limits-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
@@ -114,3 +120,48 @@ def test_a_name_with_a_trailing_newline_is_invalid(check: Any) -> None:
 def test_a_spec_field_with_a_trailing_newline_is_invalid(field: str, value: str) -> None:
     with pytest.raises(UsageError, match=f"spec.{field}"):
         DatabaseSpec.from_spec("orders", {field: value})
+
+
+@contextmanager
+def serving(app: FastAPI, header_seconds: float) -> Iterator[int]:
+    """``app`` under uvicorn with the header deadline, on a free loopback port, in a thread."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        app, log_config=None, lifespan="off", http=header_timeout_protocol(header_seconds)
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive(), "uvicorn died while starting"
+            assert time.monotonic() < deadline, "uvicorn did not start within 30 s"
+            time.sleep(0.02)
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def closed_after(port: int, data: bytes) -> tuple[bytes, float]:
+    """Send ``data``, read until the server closes: (what it answered, seconds until it closed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as client:
+        client.sendall(data)
+        started, received = time.monotonic(), b""
+        while chunk := client.recv(4096):
+            received += chunk
+        return received, time.monotonic() - started
+
+
+def test_a_request_whose_headers_never_end_is_cut_off(app: FastAPI) -> None:
+    with serving(app, header_seconds=0.5) as port:
+        answer, seconds = closed_after(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        assert answer == b""
+        assert 0.4 < seconds < 5, seconds
+        # A request that completes its headers is answered, then its idle connection let go too.
+        answer, seconds = closed_after(port, b"GET /v1/databases HTTP/1.1\r\nHost: x\r\n\r\nGET /v1")
+        assert answer.startswith(b"HTTP/1.1 401 ")
+        assert seconds < 5, seconds
