@@ -14,7 +14,7 @@ from prefect import task
 from fleetflow import events
 from fleetflow.dbaas import deprovision, placement, provision
 from fleetflow.registry import connect
-from tasks.policy import api_task_options
+from tasks.policy import OUTAGE_RETRIES, api_task_options
 
 
 @task(name="place-database", **api_task_options())
@@ -26,7 +26,7 @@ def place_database(cluster: str, mgmt_context: str | None) -> str:
     return service_cluster
 
 
-@task(name="apply-database", **api_task_options())
+@task(name="apply-database", **api_task_options(retries=OUTAGE_RETRIES))
 def apply_database(
     service_cluster: str,
     cluster: str,
@@ -36,7 +36,8 @@ def apply_database(
     mgmt_context: str | None,
 ) -> tuple[provision.Database, str]:
     """Render and server-side apply the CNPG Cluster, then watch until it is usable; returns it
-    and its endpoint. A template error fails at once (only a TemporaryError is retried)."""
+    and its endpoint. A template error fails at once (only a TemporaryError is retried); the
+    service cluster's API server restarting is ridden out (by the wait, else by the retries)."""
     body = provision.render_cluster(cluster, instances, Path(template_dir) if template_dir else None)
     service = connect(mgmt_context).client(service_cluster)
     db = provision.apply_cluster(service, body, service_cluster, cluster)

@@ -1,9 +1,10 @@
 """Kube-apiserver faults: an API server is SIGKILLed mid-work and started again (same port, same
 etcd data), and what fleetflow promises still holds.
 
-- provision-database, while the service cluster's API server is down for longer than the
-  tasks' retries last, completes with exactly one CNPG Cluster and working credentials: its
-  wait rides out the restart instead of failing the run.
+- provision-database, while the service cluster's API server is down for longer than ordinary
+  task retries last, completes with exactly one CNPG Cluster and working credentials, whether
+  the server dies while the run waits for the database (the wait rides out the restart) or
+  just before it applies the Cluster (apply-database retries for about 30 s).
 - ``fleetflow watch``, while the management cluster's API server restarts, emits every label
   change exactly once: before the kill, right before it, right after the restart and after.
 
@@ -14,6 +15,7 @@ fleet is never killed.
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -37,8 +39,8 @@ from tests.integration.watch_support import WatchProcess, logged_at
 
 pytestmark = pytest.mark.integration
 
-# Longer than provision-database's task retries last (1, 2 and 4 s, up to 50 % jitter): only a
-# wait that rides out the restart completes the run.
+# Longer than ordinary task retries last (1, 2 and 4 s, up to 50 % jitter): the run completes
+# only if its wait rides out the restart, and apply-database retries for longer.
 SERVICE_DOWN_FOR = 12.0
 MGMT_DOWN_FOR = 5.0
 
@@ -63,17 +65,17 @@ def retried(what: str, action: Callable[[], T], timeout: float = 60.0) -> T:
             time.sleep(0.2)  # between attempts at a write the restarted server refused
 
 
-def flow_run_of() -> tuple[Any, dict[str, Any]]:
-    """The (only) provision-database run for the workload cluster, and its task runs by name."""
+def flow_run_of(workload: str) -> tuple[Any, dict[str, Any]]:
+    """The (only) provision-database run for ``workload``, and its task runs by name."""
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(), limit=200)
         flows = {f.id: f.name for f in client.read_flows()}
         mine = [
             r
             for r in runs
-            if flows.get(r.flow_id) == "provision-database" and r.parameters.get("cluster") == WORKLOAD
+            if flows.get(r.flow_id) == "provision-database" and r.parameters.get("cluster") == workload
         ]
-        assert len(mine) == 1, f"expected one provision-database run for {WORKLOAD}, found {len(mine)}"
+        assert len(mine) == 1, f"expected one provision-database run for {workload}, found {len(mine)}"
         run = mine[0]
         tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
     return run, {t.name.rsplit("-", 1)[0]: t for t in tasks}
@@ -83,47 +85,35 @@ def decoded(obj: dict[str, Any]) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
 
 
-def test_provision_completes_with_one_cluster_across_a_service_api_server_restart(
-    faults: FaultFleet, prefect_api: str, tmp_path: Path
+Moment = Callable[[subprocess.Popen[bytes], Callable[[], str]], None]
+
+
+def provision_across_outage(
+    faults: FaultFleet, prefect_api: str, log: Path, workload: str, moment: Moment, label: str
 ) -> None:
+    """Run provision-database for ``workload``; once ``moment`` returns, kill the service
+    cluster's API server for SERVICE_DOWN_FOR seconds. The run must complete with exactly one
+    CNPG Cluster for ``workload`` and credentials that work."""
     service, mgmt = faults.client(SERVICE), faults.client(MGMT)
-    name = cnpg_cluster_name(WORKLOAD)
-    log = tmp_path / "provision.log"
+    name = cnpg_cluster_name(workload)
 
     def tail() -> str:
-        return (
-            log.read_text(errors="replace")[-3000:]
-            + f"\n--- {SERVICE} kube-apiserver:\n"
-            + faults.api_log(SERVICE)
-        )
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return text[-3000:] + f"\n--- {SERVICE} kube-apiserver:\n" + faults.api_log(SERVICE)
 
     started = time.monotonic()
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [FLEETFLOW, "run", "provision-database", WORKLOAD, "--timeout", "180"],
+            [FLEETFLOW, "run", "provision-database", workload, "--timeout", "180"],
             env=faults.env(prefect_api),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     try:
-        # The moment: the stand-in has begun setting the database up, so the flow has applied
-        # the Cluster and is waiting (by watch) for it to be healthy.
-        seen = service.wait(
-            CNPG_API,
-            "Cluster",
-            name,
-            WORKLOAD,
-            lambda o: bool(((o or {}).get("status") or {}).get("phase")),
-            timeout=120,
-            awaiting=f"the stand-in to start setting up Cluster {WORKLOAD}/{name}",
-        )
-        assert seen is not None
-        phase = seen["status"]["phase"]
-        assert phase == "Setting up primary", f"too late to inject the fault: phase {phase!r}\n{tail()}"
+        moment(proc, tail)
         assert proc.poll() is None, f"provision-database ended before the fault\n{tail()}"
-        applied = time.monotonic() - started
+        at = time.monotonic() - started
         outage, restart = faults.outage(SERVICE, SERVICE_DOWN_FOR)
-        assert proc.poll() is None, f"provision-database gave up during the outage\n{tail()}"
         try:
             code = proc.wait(timeout=240)
         except subprocess.TimeoutExpired:
@@ -133,17 +123,16 @@ def test_provision_completes_with_one_cluster_across_a_service_api_server_restar
             proc.kill()
             proc.wait(30)
     total = time.monotonic() - started
-    output = log.read_text(errors="replace")
     assert code == 0, f"provision-database failed after the restart\n{tail()}"
-    assert f"ready on {SERVICE}" in output, tail()
+    assert f"ready on {SERVICE}" in log.read_text(errors="replace"), tail()
 
-    run, tasks = flow_run_of()
+    run, tasks = flow_run_of(workload)
     assert run.state.is_completed(), f"flow run state {run.state.type}\n{tail()}"
-    clusters, _ = service.list(CNPG_API, "Cluster")
-    assert [(c["metadata"]["namespace"], c["metadata"]["name"]) for c in clusters] == [(WORKLOAD, name)]
+    clusters, _ = service.list(CNPG_API, "Cluster", workload)
+    assert [(c["metadata"]["namespace"], c["metadata"]["name"]) for c in clusters] == [(workload, name)]
 
-    creds = decoded(mgmt.get("v1", "Secret", "pg-credentials", WORKLOAD))
-    address = mgmt.get("v1", "ConfigMap", "pg-loadbalancer-data", WORKLOAD)["data"]
+    creds = decoded(mgmt.get("v1", "Secret", "pg-credentials", workload))
+    address = mgmt.get("v1", "ConfigMap", "pg-loadbalancer-data", workload)["data"]
     proof = psql(
         address["external-ip"],
         address["port"],
@@ -157,15 +146,60 @@ def test_provision_completes_with_one_cluster_across_a_service_api_server_restar
     assert proof.stdout.strip() == "1"
 
     attempts = tasks["apply-database"].run_count if "apply-database" in tasks else 0
-    print(f"service apiserver fault: Cluster applied and being set up {applied:.1f}s after the run started")
+    print(f"service apiserver fault {label}: killed {at:.1f}s after the run started")
     print(
-        f"service apiserver fault: outage {outage:.1f}s "
-        f"(down {SERVICE_DOWN_FOR:.0f}s, restart {restart:.1f}s)"
+        f"service apiserver fault {label}: outage {outage:.1f}s "
+        f"(down {SERVICE_DOWN_FOR:.0f}s, restart {restart:.1f}s); apply-database attempts {attempts}"
     )
-    print(f"service apiserver fault: apply-database attempts {attempts}")
     print(
-        f"service apiserver fault: provision-database total {total:.1f}s, Completed, 1 CNPG Cluster, psql ok"
+        f"service apiserver fault {label}: provision-database total {total:.1f}s, "
+        "Completed, 1 CNPG Cluster, psql ok"
     )
+
+
+def test_provision_completes_with_one_cluster_when_the_service_api_server_dies_during_its_wait(
+    faults: FaultFleet, prefect_api: str, tmp_path: Path
+) -> None:
+    name = cnpg_cluster_name(WORKLOAD)
+
+    def setting_up(proc: subprocess.Popen[bytes], tail: Callable[[], str]) -> None:
+        """The stand-in has begun setting the database up: the run has applied the Cluster and
+        is waiting (by watch) for it to be healthy."""
+        seen = faults.client(SERVICE).wait(
+            CNPG_API,
+            "Cluster",
+            name,
+            WORKLOAD,
+            lambda o: bool(((o or {}).get("status") or {}).get("phase")),
+            timeout=120,
+            awaiting=f"the stand-in to start setting up Cluster {WORKLOAD}/{name}",
+        )
+        phase = (seen or {})["status"]["phase"]
+        assert phase == "Setting up primary", f"too late to inject the fault: phase {phase!r}\n{tail()}"
+
+    provision_across_outage(faults, prefect_api, tmp_path / "p.log", WORKLOAD, setting_up, "in the wait")
+
+
+def test_provision_completes_with_one_cluster_when_the_service_api_server_dies_before_the_apply(
+    faults: FaultFleet, prefect_api: str, tmp_path: Path
+) -> None:
+    workload = "f-workload-2"
+    enroll(faults, workload, {"postgres": "required"})
+    log = tmp_path / "p.log"
+
+    def placed(proc: subprocess.Popen[bytes], tail: Callable[[], str]) -> None:
+        """place-database has finished (it reads the management cluster only): apply-database,
+        the first task to call the service cluster, starts now."""
+        deadline = time.monotonic() + 120
+        while not re.search(r"Task run 'place-database-\w+' - Finished in state Completed", log.read_text()):
+            assert proc.poll() is None, f"provision-database ended before placing\n{tail()}"
+            assert time.monotonic() < deadline, f"awaited place-database to complete within 120 s\n{tail()}"
+            time.sleep(0.05)  # polling the run's output with a deadline
+
+    try:
+        provision_across_outage(faults, prefect_api, log, workload, placed, "before the apply")
+    finally:
+        faults.registry.deregister(workload)
 
 
 def labeled(faults: FaultFleet, cluster: str, stage: str) -> ClusterRecord:
@@ -178,12 +212,12 @@ def event_id(record: ClusterRecord) -> str:
     return str(events.event_id(record.uid, "labeled", record.resource_version))
 
 
-def enroll(faults: FaultFleet, cluster: str) -> None:
-    """Register ``cluster`` with a label no automation reacts to (the kubeconfig is the workload
-    cluster's, never used)."""
+def enroll(faults: FaultFleet, cluster: str, labels: dict[str, str] | None = None) -> None:
+    """Register ``cluster`` as another name of the workload cluster's API server; by default
+    with a label no automation reacts to."""
     faults.registry.ensure_namespace(cluster)
     faults.registry.store_kubeconfig(cluster, Kubeconfig.from_file(faults.kubeconfig, WORKLOAD))
-    faults.registry.apply(cluster, WORKLOAD, {"stage": "registered"})
+    faults.registry.apply(cluster, WORKLOAD, labels or {"stage": "registered"})
 
 
 def test_watcher_emits_every_label_change_once_across_a_mgmt_api_server_restart(
