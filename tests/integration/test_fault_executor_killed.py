@@ -118,8 +118,9 @@ def test_a_run_of_a_killed_executor_is_crashed_and_completed_by_another(repair_l
 
 
 def test_a_crash_that_no_executor_saw_is_redone_by_the_fallback_poll(repair_lab: Lab) -> None:
-    """No executor is up when the run is crashed, and the next one starts after the server's
-    one-minute event replay: the poll's look at recent crashes is what redoes it."""
+    """No executor is up when the run is crashed. An executor starting more than a minute later
+    gets no replay of the Crashed event; its fallback poll's look at recent crashes redoes the
+    run. The test runs that look itself (rather than wait out the replay), then starts e2."""
     lab = repair_lab
     first = lab.start("e1")
     (run,) = lab.create(1, key="unseen", hold=True)
