@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -214,6 +215,31 @@ def changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return out
 
 
+class Watched:
+    """What every request here must leave as it found it: the last snapshot, retaken after each
+    check, so that each test costs one snapshot and a failing one is not blamed on the next."""
+
+    def __init__(self, local_fleet: LocalFleet, prefect_api: str) -> None:
+        self.local_fleet, self.prefect_api = local_fleet, prefect_api
+        self.state = snapshot(local_fleet, prefect_api)
+
+    def take(self) -> dict[str, Any]:
+        self.state = snapshot(self.local_fleet, self.prefect_api)
+        return self.state
+
+    @contextmanager
+    def unchanged(self, what: str) -> Iterator[None]:
+        """Fail if anything changed between the last snapshot and the end of the block."""
+        before = self.state
+        try:
+            yield
+        finally:
+            diff = changes(before, self.take())
+            if diff:
+                print(f"{what} changed something: {diff}")
+        assert not diff, f"{what} changed something: {diff}"
+
+
 Kind = tuple[str, str, str, dict[str, str], bytes | None]
 """One kind of request in a burst: (name, method, path, headers, body)."""
 
@@ -241,17 +267,38 @@ async def burst(
         return await asyncio.gather(*(one(client, i) for i in range(count)))
 
 
-def settled(process: psutil.Process, port: int, at_most: int) -> tuple[int, int]:
-    """(open fds, client connections still open) once the API has closed every client connection
-    and holds at most ``at_most`` fds, or after 30 s."""
+@dataclass(frozen=True)
+class Descriptors:
+    """The API process's open descriptors: all of them, and its TCP connections among them."""
+
+    fds: int
+    inbound: int  # connections from clients, still open
+    outbound: dict[str, int]  # pooled connections to each Kubernetes API server ("host:port")
+
+    @property
+    def others(self) -> int:
+        """Descriptors that are not pooled connections: what a leak would add to."""
+        return self.fds - sum(self.outbound.values())
+
+
+def descriptors(process: psutil.Process, port: int) -> Descriptors:
+    inbound, outbound = 0, Counter[str]()
+    for conn in process.net_connections("tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.raddr:
+            inbound += 1
+        elif conn.raddr:
+            outbound[f"{conn.raddr.ip}:{conn.raddr.port}"] += 1
+    return Descriptors(process.num_fds(), inbound, dict(outbound))
+
+
+def settled(process: psutil.Process, port: int, at_most: int) -> Descriptors:
+    """The API's descriptors once it has closed every client connection and holds at most
+    ``at_most`` others, or after 30 s."""
     deadline = time.monotonic() + 30
     while True:
-        inbound = sum(
-            1 for c in process.net_connections("tcp") if c.laddr and c.laddr.port == port and c.raddr
-        )
-        fds = process.num_fds()
-        if (inbound == 0 and fds <= at_most) or time.monotonic() > deadline:
-            return fds, inbound
+        now = descriptors(process, port)
+        if (now.inbound == 0 and now.others <= at_most) or time.monotonic() > deadline:
+            return now
         time.sleep(0.2)  # the server closes its side as it notices each client's close: poll
 
 

@@ -4,15 +4,16 @@ Two registered clusters of this module's own are the targets: ``on`` (labelled
 ``postgres=required``, with a Database request ``victim`` in a namespace of the workload cluster)
 and ``off`` (no label). Every request below would change one of them if it got through: a POST
 would label ``off`` or create a Database, a DELETE would unlabel ``on`` or delete ``victim``.
-Each test compares a snapshot of the management cluster, the Databases and Prefect's flow runs
-before and after (:func:`api_security_support.snapshot`); a control test shows that a request
-that is let through does change the snapshot.
+Each check compares a snapshot of the management cluster, the Databases and Prefect's flow runs
+taken after it with the one before it (:class:`api_security_support.Watched`); a control test
+shows that a request that is let through does change the snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import socket
 import statistics
@@ -30,15 +31,16 @@ from tests.integration.api_security_support import (
     ApiProcess,
     Kind,
     Targets,
+    Watched,
     api_process,
     burst,
     changes,
     chunked,
+    descriptors,
     fill,
     raw,
     request_bytes,
     settled,
-    snapshot,
 )
 from tests.integration.conftest import LocalFleet
 from webhook import create_app
@@ -79,9 +81,9 @@ def targets(local_fleet: LocalFleet, api: ApiProcess) -> Iterator[Targets]:
         local_fleet.client("workload-cluster").delete("v1", "Namespace", found.namespace)
 
 
-def unchanged(local_fleet: LocalFleet, prefect_api: str, before: dict[str, object], what: str) -> None:
-    after = snapshot(local_fleet, prefect_api)
-    assert not changes(before, after), f"{what} changed something: {changes(before, after)}"
+@pytest.fixture(scope="module")
+def state(targets: Targets, local_fleet: LocalFleet, prefect_api: str) -> Watched:
+    return Watched(local_fleet, prefect_api)
 
 
 def v1_routes(t: Targets) -> list[tuple[str, str, bytes | None]]:
@@ -116,7 +118,7 @@ AUTHORIZATIONS = {  # test id: the Authorization header sent (None: no header at
 
 @pytest.mark.parametrize("authorization", AUTHORIZATIONS.values(), ids=AUTHORIZATIONS.keys())
 def test_every_v1_route_is_401_without_the_token_and_changes_nothing(
-    api: ApiProcess, targets: Targets, local_fleet: LocalFleet, prefect_api: str, authorization: str | None
+    api: ApiProcess, targets: Targets, state: Watched, authorization: str | None
 ) -> None:
     routes = v1_routes(targets)
     assert {(m, p.count("/")) for m, p, _ in routes} == {
@@ -126,47 +128,43 @@ def test_every_v1_route_is_401_without_the_token_and_changes_nothing(
     headers = {"Content-Type": "application/json"}
     if authorization is not None:
         headers["Authorization"] = authorization
-    before = snapshot(local_fleet, prefect_api)
-    for method, path, body in routes:
-        answer = raw(api.url, request_bytes(method, path, body, headers))
-        assert answer.status == 401, (method, path, answer)
-        assert answer.headers["www-authenticate"] == "Bearer"
-        assert answer.detail in (
-            "missing bearer token: send 'Authorization: Bearer <token>'",
-            "malformed Authorization header: expected 'Bearer <token>'",
-            "invalid bearer token",
-        )
-        assert TOKEN.encode() not in answer.body
-    unchanged(
-        local_fleet, prefect_api, before, f"{len(routes)} requests with Authorization {authorization!r}"
-    )
+    with state.unchanged(f"{len(routes)} requests with Authorization {authorization!r}"):
+        for method, path, body in routes:
+            answer = raw(api.url, request_bytes(method, path, body, headers))
+            assert answer.status == 401, (method, path, answer)
+            assert answer.headers["www-authenticate"] == "Bearer"
+            assert answer.detail in (
+                "missing bearer token: send 'Authorization: Bearer <token>'",
+                "malformed Authorization header: expected 'Bearer <token>'",
+                "invalid bearer token",
+            )
+            assert TOKEN.encode() not in answer.body
 
 
 @pytest.mark.parametrize(
     "path", ["//v1/databases", "/V1/databases", "/v1/databases/", "/v1/../v1/databases", "/%76%31/databases"]
 )
 def test_a_route_spelled_differently_is_not_served_without_the_token(
-    api: ApiProcess, targets: Targets, local_fleet: LocalFleet, prefect_api: str, path: str
+    api: ApiProcess, targets: Targets, state: Watched, path: str
 ) -> None:
-    before = snapshot(local_fleet, prefect_api)
-    for method in ("GET", "POST"):
-        body = json.dumps({"cluster": targets.off}).encode() if method == "POST" else None
-        answer = raw(api.url, request_bytes(method, path, body, {"Content-Type": "application/json"}))
-        assert answer.status in (401, 404, 405), (method, path, answer)
-    unchanged(local_fleet, prefect_api, before, f"unauthenticated requests to {path}")
+    with state.unchanged(f"unauthenticated requests to {path}"):
+        for method in ("GET", "POST"):
+            body = json.dumps({"cluster": targets.off}).encode() if method == "POST" else None
+            answer = raw(api.url, request_bytes(method, path, body, {"Content-Type": "application/json"}))
+            assert answer.status in (401, 404, 405), (method, path, answer)
 
 
 def test_a_request_that_is_let_through_changes_the_snapshot(
-    api: ApiProcess, targets: Targets, local_fleet: LocalFleet, prefect_api: str
+    api: ApiProcess, targets: Targets, state: Watched
 ) -> None:
     """The control: the snapshot does see what an accepted label request and Database request do."""
-    before = snapshot(local_fleet, prefect_api)
+    before = state.state
     with httpx.Client(base_url=api.url, headers=AUTH, timeout=60) as client:
         assert client.post("/v1/databases", json={"cluster": targets.off}).status_code == 202
         body = {"cluster": targets.off, "namespace": targets.namespace, "name": "control"}
         assert client.post("/v1/databases", json=body).status_code == 202
         try:
-            seen = changes(before, snapshot(local_fleet, prefect_api))
+            seen = changes(before, state.take())
             assert any(line.startswith("fleetclusters:") and targets.off in line for line in seen), seen
             assert any(
                 line.startswith("databases in workload-cluster:") and "control" in line for line in seen
@@ -176,6 +174,7 @@ def test_a_request_that_is_let_through_changes_the_snapshot(
             assert (
                 client.delete(f"/v1/databases/{targets.off}/{targets.namespace}/control").status_code == 202
             )
+            state.take()  # what the next tests must leave as it is
 
 
 def post(case: str, body: object, status: int, says: str, h: dict[str, str | None] | None = None) -> object:
@@ -276,8 +275,7 @@ BAD_INPUT = [
 def test_bad_input_is_a_4xx_naming_the_problem_and_changes_nothing(
     api: ApiProcess,
     targets: Targets,
-    local_fleet: LocalFleet,
-    prefect_api: str,
+    state: Watched,
     method: str,
     path: str,
     body: bytes | None,
@@ -291,17 +289,16 @@ def test_bad_input_is_a_4xx_naming_the_problem_and_changes_nothing(
     if (declared := headers.get("Content-Length")) and declared.startswith("+"):
         headers = {**headers, "Content-Length": str(len(content or b"") + int(declared))}
     target = fill(path.encode("latin-1"), targets).decode("latin-1")
-    before = snapshot(local_fleet, prefect_api)
-    answer = raw(api.url, request_bytes(method, target, content, headers))
-    line = answer.line
-    print(f"{method} {path[:40]!r}: {answer.status} in {answer.seconds:.3f} s: {line[:160]}")
-    assert answer.status == status, f"expected {status} with {says!r}, got {answer}\n{api.tail()}"
-    assert fill(says.encode(), targets).decode() in line, line
-    assert "\n" not in line, line
-    assert len(line) <= 600, line
-    assert b"hunter2" not in answer.body
-    assert answer.seconds < (15 if status == 408 else 5), f"answered after {answer.seconds:.1f} s"
-    unchanged(local_fleet, prefect_api, before, f"{method} {path[:40]!r}")
+    with state.unchanged(f"{method} {path[:40]!r}"):
+        answer = raw(api.url, request_bytes(method, target, content, headers))
+        line = answer.line
+        print(f"{method} {path[:40]!r}: {answer.status} in {answer.seconds:.3f} s: {line[:160]}")
+        assert answer.status == status, f"expected {status} with {says!r}, got {answer}\n{api.tail()}"
+        assert fill(says.encode(), targets).decode() in line, line
+        assert "\n" not in line, line
+        assert len(line) <= 600, line
+        assert b"hunter2" not in answer.body
+        assert answer.seconds < (15 if status == 408 else 5), f"answered after {answer.seconds:.1f} s"
     assert api.proc.poll() is None, f"fleetflow api exited:\n{api.tail()}"
 
 
@@ -329,52 +326,62 @@ EXPECTED = {
 
 
 def test_a_burst_is_answered_without_errors_or_leaked_descriptors(
-    api: ApiProcess, targets: Targets, local_fleet: LocalFleet, prefect_api: str
+    api: ApiProcess, targets: Targets, state: Watched
 ) -> None:
     process, port = psutil.Process(api.proc.pid), int(api.url.rsplit(":", 1)[1])
-    fds_start = process.num_fds()
-    # A first burst fills the API's pools of Kubernetes connections (at most 10 per API server);
-    # a leak is what the second one adds on top.
+    start = descriptors(process, port)
+    # A first burst fills the API's pools of Kubernetes connections (at most cpu_count * 5 per API
+    # server); a leak is what the second one adds to the other descriptors.
     asyncio.run(burst(api.url, burst_kinds(targets), 300, 20))
-    fds_before, _ = settled(process, port, 10_000)
-    before = snapshot(local_fleet, prefect_api)
+    before = settled(process, port, 10_000)
     started = time.monotonic()
-    results = asyncio.run(burst(api.url, burst_kinds(targets), 300, 20))
-    seconds = time.monotonic() - started
-    fds_right_after = process.num_fds()
-    wrong = [(kind, outcome) for kind, outcome, _ in results if outcome != EXPECTED[kind]]
-    assert not wrong, (
-        f"{len(wrong)} of {len(results)} answers were not as expected: {wrong[:20]}\n{api.tail()}"
-    )
+    with state.unchanged("the burst"):
+        results = asyncio.run(burst(api.url, burst_kinds(targets), 300, 20))
+        seconds = time.monotonic() - started
+        right_after = descriptors(process, port)
+        wrong = [(kind, outcome) for kind, outcome, _ in results if outcome != EXPECTED[kind]]
+        assert not wrong, (
+            f"{len(wrong)} of {len(results)} answers were not as expected: {wrong[:20]}\n{api.tail()}"
+        )
     latencies = sorted(s for _, _, s in results)
     median, p95 = statistics.median(latencies), latencies[int(len(latencies) * 0.95) - 1]
     print(
         f"burst: {len(results)} requests, 20 at a time, in {seconds:.2f} s ({len(results) / seconds:.0f}/s); "
         f"latency median {median * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms"
     )
-    fds_after, inbound = settled(process, port, fds_before + FD_MARGIN)
+    after = settled(process, port, before.others + FD_MARGIN)
     print(
-        f"API process open fds: {fds_start} at start, {fds_before} after a first burst, "
-        f"{fds_right_after} right after the measured one, {fds_after} settled"
+        "API process open fds (others + pooled Kubernetes connections): "
+        + ", ".join(
+            f"{d.others} + {sum(d.outbound.values())} {when}"
+            for when, d in (
+                ("at start", start),
+                ("after a first burst", before),
+                ("right after the measured one", right_after),
+                ("settled", after),
+            )
+        )
     )
-    assert inbound == 0, f"awaited the API to close every client connection within 30 s; {inbound} open"
-    assert fds_after <= fds_before + FD_MARGIN, (
-        f"awaited the API's open fds back to {fds_before} (+{FD_MARGIN}) within 30 s; still {fds_after}: "
-        f"{process.net_connections('tcp')}"
+    assert after.inbound == 0, f"awaited the API to close every client connection within 30 s; {after}"
+    assert after.others <= before.others + FD_MARGIN, (
+        f"awaited the API's other open fds back to {before.others} (+{FD_MARGIN}) within 30 s: {after}"
     )
-    unchanged(local_fleet, prefect_api, before, "the burst")
+    pool = (os.cpu_count() or 1) * 5  # the Kubernetes client's default connection_pool_maxsize
+    assert max(after.outbound.values(), default=0) <= pool, (
+        f"more than {pool} connections to a server: {after}"
+    )
 
 
 def test_clients_that_never_finish_their_headers_are_let_go(api: ApiProcess) -> None:
     """Slowloris: 20 connections that send half a request each and wait are closed by the API."""
     process, port = psutil.Process(api.proc.pid), int(api.url.rsplit(":", 1)[1])
-    fds_before = process.num_fds()
+    before = descriptors(process, port)
     clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(20)]
     started = time.monotonic()
     try:
         for client in clients:
             client.sendall(f"GET /v1/databases HTTP/1.1\r\nHost: api.test\r\n{AUTH_LINE}".encode())
-        fds_held = process.num_fds()
+        held = descriptors(process, port)
         for client in clients:
             assert client.recv(1024) == b"", "the API answered half a request"  # b"": it closed
     except TimeoutError:
@@ -385,11 +392,11 @@ def test_clients_that_never_finish_their_headers_are_let_go(api: ApiProcess) -> 
         for client in clients:
             client.close()
     seconds = time.monotonic() - started
-    fds_after, inbound = settled(process, port, fds_before + FD_MARGIN)
+    after = settled(process, port, before.others + FD_MARGIN)
     print(
         f"20 unfinished requests closed after {seconds:.1f} s; "
-        f"API fds {fds_before} before, {fds_held} holding them, {fds_after} after"
+        f"API fds {before.fds} before, {held.fds} holding them ({held.inbound} open), {after.fds} after"
     )
     assert 8 < seconds < 20, f"closed after {seconds:.1f} s, expected the 10 s header deadline"
-    assert inbound == 0
-    assert fds_after <= fds_before + FD_MARGIN
+    assert after.inbound == 0, after
+    assert after.others <= before.others + FD_MARGIN, after
