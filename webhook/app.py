@@ -12,7 +12,7 @@ are the rows of ``fleetflow show databases`` (never a password).
 Every ``/v1`` route needs ``Authorization: Bearer <token>`` (see :mod:`webhook.auth`); then a
 body must be at most 64 KiB of UTF-8 JSON nested at most 32 levels (see :mod:`webhook.limits`).
 Errors are JSON ``{"detail": "<one line>"}``: 404 for a cluster that is not registered, 413 for
-a body too large, 422 for a bad body or name (naming the field, never echoing the input), 503
+a body too large, 422 for a bad body or name (naming the field; at most 500 characters), 503
 when the management cluster cannot be reached or configured, 502 when it answers with an error;
 never a traceback.
 
@@ -84,8 +84,9 @@ def status_for(exc: FleetflowError) -> int:
 
 
 def invalid(exc: RequestValidationError) -> str:
-    """One line for pydantic's errors: ``where: what [type]; ...``, without the rejected input
-    (it may be 64 KiB long, or a NaN that JSON cannot even carry back)."""
+    """One line for pydantic's errors: ``where: what [type]; ...``, without pydantic's copy of
+    the rejected input (it may be 64 KiB long, or a NaN that JSON cannot even carry back); a bad
+    name is quoted by its validator's message, cut with the rest at 500 characters."""
     parts = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error.get("loc", ())) or "request"

@@ -106,6 +106,6 @@ class Health(BaseModel):
 
 
 class Problem(BaseModel):
-    """Every error answer: one line, never a traceback, never the rejected input."""
+    """Every error answer: one line of at most 500 characters, never a traceback."""
 
     detail: str
