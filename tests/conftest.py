@@ -34,3 +34,19 @@ def session_env() -> Iterator[pytest.MonkeyPatch]:
     patch = pytest.MonkeyPatch()
     yield patch
     patch.undo()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Show what passing tests printed (their timing figures) at the end of every run, so a CI log
+    carries the measurements without ``-s`` (which would also interleave them with progress)."""
+    printed = [
+        (report.nodeid, report.capstdout.strip())
+        for report in terminalreporter.stats.get("passed", [])
+        if report.when == "call" and report.capstdout.strip()
+    ]
+    if printed:
+        terminalreporter.section("figures printed by passing tests")
+        for nodeid, text in printed:
+            terminalreporter.write_line(nodeid)
+            for line in text.splitlines():
+                terminalreporter.write_line(f"    {line}")
