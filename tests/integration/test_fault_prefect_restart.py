@@ -30,7 +30,7 @@ from fleetflow.events import EMIT_BACKOFF_MAX
 from fleetflow.labels import LabelEdit
 from tests.integration.conftest import LocalFleet
 from tests.integration.platform_support import Platform, running_platform, wait
-from tests.integration.prefect_events import read_events
+from tests.integration.prefect_events import read_events, wait_for_events
 from tests.integration.prefect_server_support import PrefectServer, prefect_server
 
 pytestmark = pytest.mark.integration
@@ -98,7 +98,9 @@ def completed(api: str, flow_name: str, cluster: str) -> bool:
 
 
 def cluster_events(api: str, event: str, cluster: str) -> list[dict[str, Any]]:
+    """The stored ``event``s of ``cluster``, once there is one (the server stores them in batches)."""
     with temporary_settings(updates={PREFECT_API_URL: api}):
+        wait_for_events(api, event, f"fleetflow.cluster.{cluster}", timeout=60)
         return read_events(api, event, f"fleetflow.cluster.{cluster}")
 
 
