@@ -20,6 +20,7 @@ from prefect.settings import (
 )
 
 from deployments import automations
+from deployments.retrying import retrying
 from fleetflow import config
 from flows.database_request import database_request
 from flows.deploy_app import deploy_app
@@ -110,8 +111,11 @@ def build(
 
 def apply_all(operator_chart: dict[str, Any] | None = None, deletion_policy: str = "Retain") -> list[str]:
     """Create or update every deployment and its automations; returns the deployments' ids."""
-    ids = [str(d.apply()) for d in build(operator_chart, deletion_policy)]
-    apply_lost_heartbeats(config.repair_interval())
+    ids = [
+        str(retrying(f"apply deployment {d.name}", d.apply)) for d in build(operator_chart, deletion_policy)
+    ]
+    repair = config.repair_interval()
+    retrying("apply the lost-heartbeats automation", lambda: apply_lost_heartbeats(repair))
     return ids
 
 
