@@ -30,6 +30,7 @@ from supervisor.processes import free_port
 from tests.integration.conftest import LocalFleet
 
 FLEETFLOW = str(Path(sys.executable).parent / "fleetflow")
+GRACE = 20  # the executor's --grace: seconds to finish its runs when stopped
 
 
 class Platform:
@@ -50,9 +51,27 @@ class Platform:
             )
 
     def stop(self, part: str) -> None:
+        """SIGTERM, then SIGKILL once the part had its grace (the executor's is ``GRACE`` seconds
+        to finish what it holds): a part left running would act on every later test module."""
         proc = self.procs.pop(part)
         proc.terminate()
-        proc.wait(30)
+        try:
+            proc.wait(GRACE + 30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
+            raise AssertionError(f"{part} did not stop within {GRACE + 30}s of SIGTERM; killed") from None
+
+    def stop_all(self) -> None:
+        """Stop every part, even when one of them fails to stop; then say which failed."""
+        failed: list[AssertionError] = []
+        for part in list(self.procs):
+            try:
+                self.stop(part)
+            except AssertionError as exc:
+                failed.append(exc)
+        if failed:
+            raise failed[0]
 
     def tails(self) -> str:
         return "\n".join(
@@ -100,7 +119,7 @@ def running_platform(
     registry = Registry(local_fleet.client("mgmt"))
     registry.install()
     argv = {
-        "executor": ["executor", "--name", "e2e", "--deploy", "--local-chart"],
+        "executor": ["executor", "--name", "e2e", "--deploy", "--local-chart", "--grace", str(GRACE)],
         "watch": ["watch"],
         "api": ["api", "--port", str(api_port)],
     }
@@ -124,9 +143,10 @@ def running_platform(
         wait(platform, "the watcher's first sync", lambda: "synced" in (logs / "watch.log").read_text(), 60)
         yield platform
     finally:
-        for part in list(platform.procs):
-            platform.stop(part)
-        stop.set()
-        if standin.is_alive():
-            standin.join(60)
-        controller.destroy_servers(standin_root)
+        try:
+            platform.stop_all()
+        finally:
+            stop.set()
+            if standin.is_alive():
+                standin.join(60)
+            controller.destroy_servers(standin_root)
