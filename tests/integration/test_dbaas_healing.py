@@ -143,15 +143,15 @@ def test_reconcile_heals_deletions_and_rotations_and_otherwise_writes_nothing(
     assert workload.get_or_none("batch/v1", "Job", "todo-table", APP_NAMESPACE) is not None
 
     # A rotated source secret makes the delivered copy stale; reconcile rewrites it.
-    rotated = base64.b64encode(b"rotated-password").decode()
+    # A random password, as a real one: a guessable one ("rotated-password") was later "found" by
+    # the secrets search in an error message that named a request "...-rotated-passw-...".
+    password = "rotated-" + uuid.uuid4().hex
+    rotated = base64.b64encode(password.encode()).decode()
     service.merge_patch(
         "v1", "Secret", "cluster-workload-cluster-app", "workload-cluster", {"data": {"password": rotated}}
     )
     assert reconcile(**chart, timeout_seconds=120)["credentials"] == ["workload-cluster"]
-    assert (
-        decoded(mgmt.get("v1", "Secret", "pg-credentials", "workload-cluster"))["password"]
-        == "rotated-password"
-    )
+    assert decoded(mgmt.get("v1", "Secret", "pg-credentials", "workload-cluster"))["password"] == password
 
     before = versions(local_fleet)
     assert not any(reconcile(**chart, timeout_seconds=120).values()), "a healthy fleet needs no repair"
