@@ -17,9 +17,10 @@ from typing import TypeVar
 import httpx
 from prefect.exceptions import PrefectHTTPStatusError
 
+from fleetflow import events
+
 log = logging.getLogger("fleetflow.deploy")
 T = TypeVar("T")
-TRANSIENT_STATUS = frozenset({408, 429})
 
 
 def transient(exc: BaseException) -> bool:
@@ -29,8 +30,7 @@ def transient(exc: BaseException) -> bool:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, PrefectHTTPStatusError | httpx.HTTPStatusError):
-            code = current.response.status_code
-            return code >= 500 or code in TRANSIENT_STATUS
+            return events.transient_status(current.response.status_code)
         if isinstance(current, httpx.TransportError | ConnectionError):
             return True
         current = current.__cause__ or current.__context__

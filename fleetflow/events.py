@@ -161,12 +161,17 @@ def emit_until_accepted(
             backoff = min(backoff * 2, EMIT_BACKOFF_MAX)
 
 
+def transient_status(code: int) -> bool:
+    """Whether a Prefect API answer with HTTP ``code`` is worth retrying: 408, 429 or 5xx."""
+    return code in (408, 429) or code >= 500
+
+
 def failure(exc: Exception, what: str) -> APIError:
     """The fleetflow error for a failed Prefect API request doing ``what`` (see the module doc)."""
     if isinstance(exc, httpx.HTTPStatusError):
         code, phrase = exc.response.status_code, exc.response.reason_phrase
         text = f"{what}: Prefect API answered HTTP {code} {phrase}".rstrip() + _where(exc.response)
-        if code in (408, 429) or code >= 500:
+        if transient_status(code):
             return TemporaryError(text, status=code, reason=phrase)
         return PermanentError(text, status=code, reason=phrase)
     if isinstance(exc, httpx.TransportError | OSError):  # refused, reset, timed out, DNS
