@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fleetflow import templating
-from fleetflow.databases import crd, health, spec, status
+from fleetflow.databases import crd, health, inventory, spec, status
 from fleetflow.databases.spec import DatabaseSpec, RequestRef
 from fleetflow.dbaas import credentials, provision
 from fleetflow.dbaas.names import CNPG_API, MANAGED, SOURCE_ANNOTATION
@@ -45,11 +45,14 @@ OPERATOR_WAIT = 120.0  # seconds a request waits for its service cluster's opera
 @dataclass(frozen=True)
 class Outcome:
     request: str
-    phase: str  # Ready, Failed, Deleted, Absent
+    phase: str  # Ready, Failed, Deleted, Absent, Alias (served under another name)
     detail: str
 
 
 def converge(registry: Registry, ref: RequestRef, timeout: float = 300.0) -> Outcome:
+    serving = inventory.serving_name(registry, ref.cluster)
+    if serving != ref.cluster:  # a stale event, or a run asked for by hand, under a second name
+        return Outcome(str(ref), "Alias", _alias(ref, serving))
     workload = registry.client(ref.cluster)
     obj = workload.get_or_none(crd.API_VERSION, crd.KIND, ref.name, ref.namespace)
     if obj is None:
@@ -94,6 +97,13 @@ def converge(registry: Registry, ref: RequestRef, timeout: float = 300.0) -> Out
             why = f"service cluster {service_cluster} cannot be reached: {' '.join(str(exc).split())}"
             _fail(workload, ref, obj, "Unreachable", why, base)
         raise  # the task retries a transient failure; reconcile tries again later
+
+
+def _alias(ref: RequestRef, serving: str) -> str:
+    return (
+        f"{ref.cluster} is an API server registered first as {serving}: "
+        f"this request is served as {serving}/{ref.namespace}/{ref.name}, once"
+    )
 
 
 def _provision(
@@ -342,7 +352,11 @@ def release_cluster(registry: Registry, cluster: str) -> list[Outcome]:
     """A cluster leaving fleetflow (deregistration): every Database request in it gets its
     deletionPolicy applied now, while fleetflow can still reach it, and loses fleetflow's
     finalizer, so the objects can be deleted later without fleetflow. Retain keeps the data and
-    the credentials Secret (the app may go on using the database); Delete removes both."""
+    the credentials Secret (the app may go on using the database); Delete removes both.
+    A second name of an API server releases nothing: the requests stay served by the first."""
+    serving = inventory.serving_name(registry, cluster)
+    if serving != cluster:  # its requests are served, and stay served, under the other name
+        return []
     workload = registry.client(cluster)
     try:
         items, _ = workload.list(crd.API_VERSION, crd.KIND)

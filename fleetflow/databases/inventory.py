@@ -69,17 +69,42 @@ FINAL_REASONS = frozenset({"InvalidSpec", "ImmutableField"})  # retrying cannot 
 
 def unaliased(registry: Registry, names: list[str] | set[str]) -> list[str]:
     """One name per API server: a cluster registered under two names would otherwise have each of
-    its Database requests served twice, under two names. A registration whose last probe failed
-    gives way to one that works (its credentials may be the broken part); then the first name."""
-    failed = {r.name for r in registry.list() if r.ready is False}
+    its Database requests served twice, under two names (two CNPG Clusters, in two namespaces).
+    The serving name is stable: a registration whose last probe failed gives way to one that
+    works (its credentials may be the broken part); then the one registered first, so that a
+    later alias never takes a served request over; then the first name."""
+    return sorted(_by_server(registry, names).values())
+
+
+def serving_name(registry: Registry, name: str) -> str:
+    """The registered name that serves the requests of ``name``'s API server: ``name`` itself
+    unless that server is registered under another name that :func:`unaliased` keeps."""
+    records = registry.list()
+    server = _server(registry, name)
+    for other in _ordered(records, [r.name for r in records]):
+        if other == name or _server(registry, other) == server:
+            return other
+    return name  # not registered (any more): its own reads fail with their reason
+
+
+def _ordered(records: list[Any], names: list[str] | set[str]) -> list[str]:
+    failed = {r.name for r in records if r.ready is False}
+    created = {r.name: r.created for r in records}
+    return sorted(names, key=lambda n: (n in failed, created.get(n, ""), n))
+
+
+def _server(registry: Registry, name: str) -> str:
+    try:
+        return registry.kubeconfig(name).server
+    except FleetflowError:
+        return f"unknown:{name}"  # reading it fails on its own, with its reason
+
+
+def _by_server(registry: Registry, names: list[str] | set[str]) -> dict[str, str]:
     by_server: dict[str, str] = {}
-    for name in sorted(names, key=lambda n: (n in failed, n)):
-        try:
-            server = registry.kubeconfig(name).server
-        except FleetflowError:
-            server = f"unknown:{name}"  # reading it fails on its own, with its reason
-        by_server.setdefault(server, name)
-    return sorted(by_server.values())
+    for name in _ordered(registry.list(), names):
+        by_server.setdefault(_server(registry, name), name)
+    return by_server
 
 
 def to_reconcile(registry: Registry) -> list[str]:

@@ -290,6 +290,8 @@ class ClusterWatch:
         for kind, obj in self._client().stream(
             crd.API_VERSION, crd.KIND, resource_version=version, timeout=self.watch_timeout
         ):
+            if self.stop.is_set():
+                break  # stopped (e.g. the name is now an alias): nothing more is sent under it
             version = obj["metadata"].get("resourceVersion", version)
             if kind == "BOOKMARK":
                 continue  # carries only a newer resourceVersion
@@ -297,8 +299,6 @@ class ClusterWatch:
                 event = event_for(self.cluster, obj)
                 self.emit([event])
                 log.info("emitted %s for %s (id %s)", event.event, event.payload["request"], event.id)
-            if self.stop.is_set():
-                break
         return version
 
 
@@ -308,14 +308,18 @@ class RequestWatcher:
     def __init__(self, registry: Registry, emit: Emit = events.emit_many, watch_timeout: int = WATCH_TIMEOUT):
         self.registry, self.emit, self.watch_timeout = registry, emit, watch_timeout
         self.watches: dict[str, ClusterWatch] = {}
+        self.aliases: set[str] = set()  # names left out, said once each (not at every relist)
 
     def _unaliased(self, names: set[str]) -> set[str]:
         """One name per API server (:func:`inventory.unaliased`), saying which it left out."""
         kept = set(inventory.unaliased(self.registry, names))
-        for name in sorted(names - kept):
+        for name in sorted(names - kept - self.aliases):
             log.warning(
-                "%s is an API server registered under another name: its requests are served once", name
+                "%s is an API server registered first under another name: its requests are served "
+                "under that name, once",
+                name,
             )
+        self.aliases = names - kept
         return kept
 
     def _follow(self, names: set[str]) -> None:

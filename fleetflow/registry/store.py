@@ -50,6 +50,7 @@ class ClusterRecord:
     message: str = ""
     uid: str = ""
     resource_version: str = ""
+    created: str = ""  # metadata.creationTimestamp (RFC 3339, UTC: sorts as time)
 
     @property
     def namespace(self) -> str:
@@ -69,6 +70,7 @@ class ClusterRecord:
             message=status.get("message", ""),
             uid=meta.get("uid", ""),
             resource_version=meta.get("resourceVersion", ""),
+            created=meta.get("creationTimestamp", ""),
         )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from fleetflow.databases import crd
+from fleetflow.databases.inventory import serving_name
 from fleetflow.databases.spec import RequestRef, cnpg_name
 from fleetflow.errors import FleetflowError
 from fleetflow.kube import Kubeconfig
@@ -42,40 +43,43 @@ def _env(monkeypatch: pytest.MonkeyPatch, local_fleet: LocalFleet) -> None:
     monkeypatch.setenv("FLEETFLOW_MGMT_CONTEXT", "mgmt")
 
 
+def fleetflow(local_fleet: LocalFleet, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The fleetflow CLI on the session's fleet, as a user runs it."""
+    env = dict(os.environ, KUBECONFIG=str(local_fleet.kubeconfig), FLEETFLOW_MGMT_CONTEXT="mgmt")
+    command = os.path.join(os.path.dirname(sys.executable), "fleetflow")
+    return subprocess.run([command, *argv], env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
 def test_deregistering_a_cluster_applies_each_requests_policy_and_says_so(
     fleet: Registry, local_fleet: LocalFleet, request: pytest.FixtureRequest
 ) -> None:
     name = f"dereg-{os.getpid()}"
-    register_cluster(name=name, context="workload-cluster", mgmt_context="mgmt")
+    # Registered through "localhost" (its certificate names it), so that fleetflow sees a cluster
+    # of its own: through 127.0.0.1 it is the module's workload-cluster, registered first, which
+    # would serve these requests (README, "One API server, two names").
+    kubeconfig = Kubeconfig.from_file(local_fleet.kubeconfig, "workload-cluster")
+    data = copy.deepcopy(kubeconfig.data)
+    server = data["clusters"][0]["cluster"]["server"]
+    data["clusters"][0]["cluster"]["server"] = server.replace("127.0.0.1", "localhost")
+    fleet.ensure_namespace(name)
+    fleet.store_kubeconfig(name, Kubeconfig(data, kubeconfig.context))
+    fleet.apply(name, kubeconfig.context, {})
     namespace = ns(request, "d")
     gone, kept = RequestRef(name, namespace, "gone"), RequestRef(name, namespace, "kept")
     ask(local_fleet, namespace, gone, "workload-cluster", deletionPolicy="Delete")
     ask(local_fleet, namespace, kept, "workload-cluster")
     for ref in (gone, kept):
         database_request(request=str(ref), timeout_seconds=120)
-    env = dict(os.environ, KUBECONFIG=str(local_fleet.kubeconfig), FLEETFLOW_MGMT_CONTEXT="mgmt")
-    fleetflow = os.path.join(os.path.dirname(sys.executable), "fleetflow")
     for argv in (["show", "databases"], ["db", "list"]):
-        shown = subprocess.run(
-            [fleetflow, *argv], env=env, capture_output=True, text=True, timeout=120, check=False
-        )
+        shown = fleetflow(local_fleet, *argv)
         rows = [line.split() for line in shown.stdout.splitlines()]
         for ref in (gone, kept):
             row = next((r for r in rows if r and r[0] == str(ref)), None)
             assert row is not None, f"{argv}: {ref} not listed:\n{shown.stdout}{shown.stderr}"
             assert row[1:3] == ["True", "Ready"], row
-    got = subprocess.run(
-        [fleetflow, "db", "get", str(kept)], env=env, capture_output=True, text=True, check=False
-    )
+    got = fleetflow(local_fleet, "db", "get", str(kept))
     assert f"Secret:          {namespace}/kept-credentials" in got.stdout, got.stdout + got.stderr
-    done = subprocess.run(
-        [fleetflow, "cluster", "deregister", name],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = fleetflow(local_fleet, "cluster", "deregister", name)
     assert done.returncode == 0, done.stderr
     assert f"{gone}: Delete: deleted CloudNativePG Cluster" in done.stdout
     assert f"{kept}: Retain: retained CloudNativePG Cluster" in done.stdout
@@ -100,6 +104,37 @@ def test_deregistering_a_cluster_applies_each_requests_policy_and_says_so(
     assert crd.FINALIZER not in (left["metadata"].get("finalizers") or []), (
         "fleetflow's finalizer stays behind"
     )
+
+
+def test_a_second_name_of_a_served_cluster_serves_nothing_and_releases_nothing(
+    fleet: Registry, local_fleet: LocalFleet, request: pytest.FixtureRequest
+) -> None:
+    """The workload cluster registered again under another name: a run under that name changes
+    nothing (a second CNPG Cluster would be made in its namespace), and deregistering it leaves
+    the request served, with fleetflow's finalizer, under the first name."""
+    first = serving_name(fleet, "workload-cluster")
+    alias = f"alias-{os.getpid()}"
+    namespace = ns(request, "alias")
+    served, aliased = RequestRef(first, namespace, "orders"), RequestRef(alias, namespace, "orders")
+    register_cluster(name=alias, context="workload-cluster", mgmt_context="mgmt")
+    try:
+        assert serving_name(fleet, alias) == first, "a later name took the served cluster over"
+        ask(local_fleet, namespace, served, "workload-cluster")
+        done = database_request(request=str(aliased), timeout_seconds=60)
+        assert done["phase"] == "Alias", done
+        assert f"served as {served}" in done["detail"], done
+        service = local_fleet.client("service-cluster")
+        assert service.get_or_none(CNPG, "Cluster", cnpg_name(aliased), alias) is None
+        assert database_request(request=str(served), timeout_seconds=120)["phase"] == "Ready"
+        gone = fleetflow(local_fleet, "cluster", "deregister", alias)
+        assert gone.returncode == 0, gone.stderr
+        assert gone.stdout.strip() == f"cluster/{alias} deregistered", gone.stdout
+        left = local_fleet.client("workload-cluster").get(crd.API_VERSION, crd.KIND, "orders", namespace)
+        assert crd.FINALIZER in left["metadata"]["finalizers"], "the served request was released"
+        assert service.get_or_none(CNPG, "Cluster", cnpg_name(served), first) is not None
+    finally:
+        fleet.deregister(alias, delete_namespace=True)
+        local_fleet.client("service-cluster").delete(CNPG, "Cluster", cnpg_name(served), first)
 
 
 def test_an_unreachable_service_cluster_shows_as_unreachable_and_no_selector_match_says_so(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
 from fleetflow.databases import crd, status
 from fleetflow.databases.spec import DatabaseSpec, RequestRef, cnpg_name, manifest
-from fleetflow.errors import UsageError
+from fleetflow.errors import APINotFoundError, UsageError
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -115,15 +116,41 @@ def test_a_live_object_with_defaults_contains_what_was_rendered() -> None:
     )
 
 
-def test_a_cluster_registered_twice_is_served_once_preferring_a_working_registration() -> None:
+def _registry(servers: dict[str, str], ready: dict[str, bool | None], created: dict[str, str]) -> Any:
     from types import SimpleNamespace
 
-    from fleetflow.databases.inventory import unaliased
+    return SimpleNamespace(
+        list=lambda: [SimpleNamespace(name=n, ready=r, created=created[n]) for n, r in ready.items()],
+        kubeconfig=lambda name: SimpleNamespace(server=_known(servers, name)),
+    )
+
+
+def _known(servers: dict[str, str], name: str) -> str:
+    if name not in servers:
+        raise APINotFoundError(f"Secret {name}/{name}-kubeconfig not found", status=404)
+    return servers[name]
+
+
+def test_a_cluster_registered_twice_is_served_once_preferring_a_working_registration() -> None:
+    from fleetflow.databases.inventory import serving_name, unaliased
 
     servers = {"alpha": "https://a", "broken": "https://a", "zeta": "https://a", "other": "https://b"}
     ready = {"alpha": False, "broken": False, "zeta": True, "other": None}
-    registry = SimpleNamespace(
-        list=lambda: [SimpleNamespace(name=n, ready=r) for n, r in ready.items()],
-        kubeconfig=lambda name: SimpleNamespace(server=servers[name]),
-    )
-    assert unaliased(registry, list(servers)) == ["other", "zeta"]  # type: ignore[arg-type]
+    created = dict.fromkeys(servers, "2026-12-01T10:00:00Z")
+    registry = _registry(servers, ready, created)
+    assert unaliased(registry, list(servers)) == ["other", "zeta"]
+    assert [serving_name(registry, n) for n in servers] == ["zeta", "zeta", "zeta", "other"]
+
+
+def test_an_alias_registered_later_never_takes_a_served_cluster_over() -> None:
+    """The first registration keeps serving, whatever the alias is called: were the serving name
+    to move, the request would get a second CNPG Cluster in the new name's namespace."""
+    from fleetflow.databases.inventory import serving_name, unaliased
+
+    servers = {"workload": "https://w", "app": "https://w"}
+    created = {"workload": "2026-12-01T10:00:00Z", "app": "2026-12-01T10:05:00Z"}
+    registry = _registry(servers, dict.fromkeys(servers, True), created)
+    assert unaliased(registry, list(servers)) == ["workload"]
+    assert serving_name(registry, "app") == "workload"
+    assert serving_name(registry, "workload") == "workload"
+    assert serving_name(registry, "gone") == "gone"
