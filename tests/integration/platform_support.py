@@ -118,6 +118,11 @@ def running_platform(
     )
     registry = Registry(local_fleet.client("mgmt"))
     registry.install()
+    # A platform starts from an empty registry, as on a fresh management cluster: what earlier
+    # modules left registered would be watched and served too, and a cluster this module
+    # registers again under a name of its own would be an alias of theirs (served as theirs).
+    for record in registry.list():
+        registry.deregister(record.name)
     argv = {
         "executor": ["executor", "--name", "e2e", "--deploy", "--local-chart", "--grace", str(GRACE)],
         "watch": ["watch"],

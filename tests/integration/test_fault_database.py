@@ -33,6 +33,7 @@ import pytest
 
 from devfleet.cnpg import contract, instances
 from fleetflow.databases import crd
+from fleetflow.databases.inventory import serving_name
 from fleetflow.databases.spec import RequestRef, cnpg_name
 from fleetflow.dbaas.names import APP_NAMESPACE
 from fleetflow.errors import FleetflowError
@@ -63,17 +64,36 @@ def decoded(obj: dict[str, Any] | None) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in ((obj or {}).get("data") or {}).items()}
 
 
-def label_path_login(fleet: Fleet, password: str | None = None) -> dict[str, str]:
+def label_path_login(fleet: Fleet) -> dict[str, str]:
     """The workload cluster's delivered credentials and address, as psql arguments."""
-    creds = decoded(fleet.workload.get("v1", "Secret", "pg-credentials", APP_NAMESPACE))
-    address = fleet.workload.get("v1", "ConfigMap", "pg-loadbalancer-data", APP_NAMESPACE)["data"]
+    return workload_login(fleet.workload)
+
+
+def workload_login(workload: KubeClient) -> dict[str, str]:
+    creds = decoded(workload.get("v1", "Secret", "pg-credentials", APP_NAMESPACE))
+    address = workload.get("v1", "ConfigMap", "pg-loadbalancer-data", APP_NAMESPACE)["data"]
     return {
         "host": address["external-ip"],
         "port": address["port"],
         "username": creds["user"],
         "dbname": address["dbname"],
-        "password": password or creds["password"],
+        "password": creds["password"],
     }
+
+
+def delivered(service: KubeClient, workload: KubeClient) -> bool:
+    """Whether the workload cluster holds the password of the label path's database, and its
+    address opens it (an earlier module's pg-credentials may still be there)."""
+    source = service.get_or_none("v1", "Secret", f"{CLUSTER}-app", APP)
+    try:
+        login = workload_login(workload)
+    except (FleetflowError, KeyError):
+        return False  # not (all) delivered yet
+    return (
+        bool(source)
+        and login["password"] == decoded(source).get("password")
+        and not psql(login, "select 1").returncode
+    )
 
 
 def ready_request(obj: dict[str, Any] | None) -> bool:
@@ -107,10 +127,14 @@ def fleet(
     with running_platform(local_fleet, prefect_api, tmp_path_factory, TOKEN) as platform:
         mgmt, service = local_fleet.client("mgmt"), local_fleet.client("service-cluster")
         workload = local_fleet.client("workload-cluster")
-        ref = RequestRef(APP, f"t-fault-db-{uuid.uuid4().hex[:6]}", "orders")
+        namespace = f"t-fault-db-{uuid.uuid4().hex[:6]}"
+        ref = RequestRef(APP, namespace, "orders")
         try:
             platform.enroll(SERVICES, "service-cluster", {"type": "services"})
             platform.enroll(APP, "workload-cluster", {"type": "app"})
+            # The workload cluster may be registered already under another name (the session's
+            # fleet is shared): its requests are then served under that first name, once.
+            ref = RequestRef(serving_name(platform.registry, APP), namespace, "orders")
             # The service cluster's operator (install-operator's automation) and the Database
             # CRD (the request watcher installs it) come first; then both paths ask.
             service.wait(
@@ -134,10 +158,11 @@ def fleet(
             started = time.monotonic()
             platform.registry.edit_labels(APP, LabelEdit.parse(["postgres=required"]))
             ask(local_fleet, ref.namespace, ref, "workload-cluster")
+            # pg-credentials of this module's database: an earlier module's may still be there.
             wait(
                 platform,
-                "pg-credentials in the workload cluster (provision-database, then deploy-app)",
-                lambda: workload.get_or_none("v1", "Secret", "pg-credentials", APP_NAMESPACE),
+                f"pg-credentials of {CLUSTER} in the workload cluster (provision-database, then deploy-app)",
+                lambda: delivered(service, workload),
             )
             workload.wait(
                 crd.API_VERSION,
@@ -156,7 +181,7 @@ def fleet(
                 workload.merge_patch(crd.API_VERSION, crd.KIND, ref.name, ref.namespace, patch)
             workload.delete("v1", "Namespace", ref.namespace)
             service.delete(CNPG, "Cluster", CLUSTER, APP)
-            service.delete(CNPG, "Cluster", cnpg_name(ref), APP)
+            service.delete(CNPG, "Cluster", cnpg_name(ref), ref.cluster)
             for name in (APP, SERVICES):
                 platform.registry.deregister(name, delete_namespace=True)
             workload.delete("v1", "Namespace", APP_NAMESPACE)
