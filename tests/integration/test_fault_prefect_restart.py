@@ -12,6 +12,7 @@ on the same port and database.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterNam
 from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from devfleet.cnpg.controller import StandInController
 from fleetflow import events
 from fleetflow.dbaas.provision import healthy
 from fleetflow.events import EMIT_BACKOFF_MAX
@@ -40,6 +42,7 @@ SERVICES, DB, APP, UNAPP, FLIGHT = "pr-services", "pr-db", "pr-app", "pr-unapp",
 CNPG = "postgresql.cnpg.io/v1"
 ENGINE_LOST = "Unable to connect to"  # Prefect's events client in a run, when the server is gone
 # Each change made while Prefect is down, and the one deployment its policy row runs.
+HOLD_MAX = 300.0  # seconds the stand-in holds FLIGHT's Cluster back at most (a failed test releases it)
 CHANGES = ((DB, "provision-database"), (APP, "deploy-app"), (UNAPP, "withdraw-app"))
 
 
@@ -186,8 +189,35 @@ def test_label_changes_while_prefect_is_down_run_once_it_is_back(
         assert proc.poll() is None, f"{part} exited\n{logs()}"
 
 
+@pytest.fixture
+def held() -> Iterator[threading.Event]:
+    """The stand-in leaves FLIGHT's CNPG Cluster alone (no status: not ready) until set, so that
+    its provision-database run is surely in flight when the server stops: on a warm stand-in the
+    run otherwise finished within a second, before the server had stopped."""
+    release = threading.Event()
+    reconcile = StandInController.reconcile
+
+    def held_back(
+        self: StandInController, service_cluster: str, namespace: str, name: str, **kw: Any
+    ) -> None:
+        if namespace == FLIGHT:
+            release.wait(HOLD_MAX)
+        reconcile(self, service_cluster, namespace, name, **kw)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(StandInController, "reconcile", held_back)
+        try:
+            yield release
+        finally:
+            release.set()
+
+
 def test_a_provision_in_flight_when_prefect_stops_completes_once(
-    server: PrefectServer, platform: Platform, local_fleet: LocalFleet, clusters: list[str]
+    server: PrefectServer,
+    platform: Platform,
+    local_fleet: LocalFleet,
+    clusters: list[str],
+    held: threading.Event,
 ) -> None:
     """The server stops while provision-database runs: the database is made once, its credentials
     arrive, and a provision-database run for it ends Completed, with nobody acting."""
@@ -204,6 +234,7 @@ def test_a_provision_in_flight_when_prefect_stops_completes_once(
     lost_before = engine_log.read_text().count(ENGINE_LOST)
     print(f"in flight: prefect server stop (SIGTERM to exit): {server.stop():.1f}s")
     down_at = time.monotonic()
+    held.set()  # the database may come up now, while the server is down
     service, mgmt = local_fleet.client("service-cluster"), local_fleet.client("mgmt")
     # The outage lasts until the run's engine said it cannot reach the server, with the database
     # ready (the run has its work done up to what needs Prefect).
