@@ -31,10 +31,11 @@ from pathlib import Path
 import psutil
 
 from devfleet.manager import Fleet
-from fleetflow import config, platform
+from fleetflow import config
 from fleetflow.kube import KubeClient, Kubeconfig, client_for
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
+from supervisor import state as platform_state
 
 CNPG = "postgresql.cnpg.io/v1"
 HEALTHY = "Cluster in healthy state"
@@ -110,7 +111,7 @@ def enroll(registry: Registry, kubeconfig: Path, names: list[str]) -> None:
 def platform_processes() -> dict[str, psutil.Process]:
     """The platform's parts by name; a PostgreSQL fleetflow runs for Prefect counts as prefect-db."""
     found = {}
-    for part, pid in platform.load().pids.items():
+    for part, pid in platform_state.load().pids.items():
         try:
             found[part] = psutil.Process(pid)
         except psutil.NoSuchProcess:
