@@ -1,25 +1,28 @@
 """One deployment per flow, with typed parameters (a form in the Prefect UI) and its automations.
 
 ``apply_all`` registers deployments and automations with the Prefect API (re-running updates
-them, never duplicates); ``serve_all`` additionally runs them in this process, polling for new
-runs every ``poll_seconds`` so a label change reaches a running flow within about two seconds.
+them in place: never a duplicate, never a moment without them); ``serve_all`` additionally runs
+them in this process, polling for new runs every ``poll_seconds`` so a label change reaches a
+running flow within about two seconds.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from uuid import UUID
 
 from prefect import Flow, serve
 from prefect.client.orchestration import get_client
 from prefect.deployments.runner import RunnerDeployment
+from prefect.events.schemas.automations import AutomationCore
 from prefect.settings import (
     PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
     PREFECT_RUNNER_POLL_FREQUENCY,
     temporary_settings,
 )
 
-from deployments import automations
+from deployments import automations, sync_automations
 from deployments.retrying import retrying
 from fleetflow import config
 from flows.database_request import database_request
@@ -33,6 +36,7 @@ from flows.register_cluster import register_cluster
 from flows.withdraw_app import withdraw_app
 
 NAME = "fleetflow"
+log = logging.getLogger("fleetflow.deploy")
 RECONCILE_INTERVAL = 300  # seconds
 FLOWS: list[Flow[..., Any]] = [
     register_cluster,
@@ -110,12 +114,29 @@ def build(
 
 
 def apply_all(operator_chart: dict[str, Any] | None = None, deletion_policy: str = "Retain") -> list[str]:
-    """Create or update every deployment and its automations; returns the deployments' ids."""
-    ids = [
-        str(retrying(f"apply deployment {d.name}", d.apply)) for d in build(operator_chart, deletion_policy)
-    ]
-    repair = config.repair_interval()
-    retrying("apply the lost-heartbeats automation", lambda: apply_lost_heartbeats(repair))
+    """Create or update every deployment and its automations; returns the deployments' ids.
+
+    The deployments are applied without their triggers (Prefect would delete and re-create
+    their automations, a window in which events trigger nothing), and the automations are then
+    kept in place by :mod:`deployments.sync_automations`: unchanged ones are not touched."""
+    ids: list[str] = []
+    wanted: list[AutomationCore] = []
+    for deployment in build(operator_chart, deletion_policy):
+        triggers, deployment.triggers = list(deployment.triggers), []
+        deployment_id = retrying(f"apply deployment {deployment.name}", deployment.apply)
+        ids.append(str(deployment_id))
+        for trigger in triggers:
+            trigger.set_deployment_id(deployment_id)
+            wanted.append(trigger.as_automation().model_copy(update={"owner_resource": None}))
+    wanted.append(automations.lost_heartbeats(config.repair_interval()))
+    created, updated, deleted = retrying("apply the automations", lambda: sync_automations.apply(wanted))
+    log.info(
+        "automations: %d created, %d updated, %d deleted, %d unchanged",
+        created,
+        updated,
+        deleted,
+        len(wanted) - created - updated,
+    )
     return ids
 
 
@@ -149,4 +170,8 @@ def serve_all(
             PREFECT_FLOWS_HEARTBEAT_FREQUENCY: heartbeat,
         }
     ):
-        serve(*build(operator_chart, deletion_policy), limit=8)
+        apply_all(operator_chart, deletion_policy)  # automations kept in place, as for executors
+        deployments = build(operator_chart, deletion_policy)
+        for deployment in deployments:
+            deployment.triggers = []  # serve applies them again: without triggers, it leaves ours alone
+        serve(*deployments, limit=8)

@@ -144,6 +144,10 @@ def running_platform(
             "the platform's deployments and automations",
             lambda: deployed(prefect_api) >= DEPLOYMENTS,
         )
+        # On a server that earlier modules used, the deployments exist before this executor has
+        # applied anything: its own word says when its deployments and automations are in place.
+        executor_log = logs / "executor.log"
+        wait(platform, "the executor to be ready", lambda: "executor ready" in executor_log.read_text())
         wait(platform, "the webhook API", lambda: readiness.probe(platform.api_url + "/healthz")[0], 60)
         wait(platform, "the watcher's first sync", lambda: "synced" in (logs / "watch.log").read_text(), 60)
         yield platform

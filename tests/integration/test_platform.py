@@ -239,3 +239,31 @@ def test_fifty_requests_in_a_second_make_one_database(
     service = local_fleet.client("service-cluster")
     items, _ = service.list("postgresql.cnpg.io/v1", "Cluster", label_selector=f"cluster={name}-{name}")
     assert [i["metadata"]["name"] for i in items] == [f"cluster-{name}"]
+
+
+def _automations() -> dict[str, str]:
+    """fleetflow's automations on the server, name -> id (a second copy would show as a count)."""
+    with get_client(sync_client=True) as client:
+        found = [a for a in client.read_automations() if a.name.startswith("fleetflow: ")]
+    names = [a.name for a in found]
+    assert len(names) == len(set(names)), f"an automation twice: {sorted(names)}"
+    return {a.name: str(a.id) for a in found}
+
+
+def test_applying_the_platform_again_keeps_its_automations_in_place(platform: Platform) -> None:
+    """A second ``fleetflow deploy`` (as another executor's ``--deploy``, or a restart) leaves
+    every automation as it is: Prefect's own apply deleted and re-created them, a window in
+    which an event (a label change, a Database request) triggered nothing."""
+    before = _automations()
+    assert len(before) >= 9, before
+    done = subprocess.run(
+        [FLEETFLOW, "deploy", "--local-chart"],
+        env=platform.env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "deployments and their automations applied" in done.stdout, done.stdout
+    assert _automations() == before, "automations were deleted and created again (new ids)"
