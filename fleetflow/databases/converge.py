@@ -131,22 +131,18 @@ def _provision(
             "(CloudNativePG creates the database once); delete and re-create the request",
             base,
         )
-    if service.get_or_none("apiextensions.k8s.io/v1", "CustomResourceDefinition", CNPG_CRD) is None:
-        # A service cluster registered a moment ago is still getting its operator (its own
-        # automation): wait for the CRD by a watch, as for readiness, before giving up.
-        try:
-            service.wait(
-                "apiextensions.k8s.io/v1",
-                "CustomResourceDefinition",
-                CNPG_CRD,
-                None,
-                lambda o: o is not None,
-                timeout=min(timeout, OPERATOR_WAIT),
-                awaiting=f"CloudNativePG's CRD on {service_cluster}",
-            )
-        except WaitTimeoutError:
-            why = f"CloudNativePG is not installed on {service_cluster}"
-            return _fail(workload, ref, obj, "NoOperator", why, base)
+    # A service cluster registered a moment ago may still be getting its operator (its own
+    # automation): watch until its CRD is served (it exists a moment before that), as for
+    # readiness, before giving up. An established CRD answers at once.
+    try:
+        service.wait_established(
+            CNPG_CRD,
+            timeout=min(timeout, OPERATOR_WAIT),
+            awaiting=f"CloudNativePG's CRD on {service_cluster} to be Established",
+        )
+    except WaitTimeoutError:
+        why = f"CloudNativePG is not installed on {service_cluster}"
+        return _fail(workload, ref, obj, "NoOperator", why, base)
     if live is not None and not provision.healthy(live) and (obj.get("status") or {}).get("endpoint"):
         _unavailable(workload, ref, obj, base, live)  # provisioned before: its instance is down
     provision.apply_cluster(service, _render(ref, name, wanted), service_cluster, ref.cluster)

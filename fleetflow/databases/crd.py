@@ -170,18 +170,5 @@ def definition() -> dict[str, Any]:
 
 def install(client: KubeClient, timeout: float = 30.0) -> None:
     """Server-side apply the CRD into one cluster and wait until it is Established (idempotent)."""
-
-    def established(obj: dict[str, Any] | None) -> bool:
-        conditions = ((obj or {}).get("status") or {}).get("conditions") or []
-        return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
-
     client.apply(definition(), force=True)
-    client.wait(
-        "apiextensions.k8s.io/v1",
-        "CustomResourceDefinition",
-        CRD_NAME,
-        None,
-        established,
-        timeout=timeout,
-        awaiting=f"CRD {CRD_NAME} to be Established in {client.context}",
-    )
+    client.wait_established(CRD_NAME, timeout=timeout)

@@ -257,6 +257,19 @@ class KubeClient:
             return False
         return True
 
+    def wait_established(self, crd_name: str, *, timeout: float, awaiting: str = "") -> None:
+        """Watch the CustomResourceDefinition ``crd_name`` until it is Established: served, so
+        that objects of its kind can be applied (it exists a moment before that)."""
+        self.wait(
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            crd_name,
+            None,
+            established,
+            timeout=timeout,
+            awaiting=awaiting or f"CRD {crd_name} to be Established in {self.context}",
+        )
+
     def wait(
         self,
         api_version: str,
@@ -365,3 +378,9 @@ def _apply_conflicts() -> Iterator[None]:
             raise  # an ordinary 409 (optimistic concurrency): temporary
         message = " ".join(str(exc).split())
         raise ApplyConflictError(message, status=exc.status, reason=exc.reason) from None
+
+
+def established(crd: dict[str, Any] | None) -> bool:
+    """Whether a CustomResourceDefinition is Established (its kind is served)."""
+    conditions = ((crd or {}).get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)

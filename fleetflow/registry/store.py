@@ -98,20 +98,7 @@ class Registry:
     def install(self, timeout: float = 30.0) -> None:
         """Install or update the FleetCluster CRD and wait until it is served."""
         self.mgmt.apply(crd.definition())
-
-        def established(obj: dict[str, Any] | None) -> bool:
-            conditions = (obj or {}).get("status", {}).get("conditions") or []
-            return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
-
-        self.mgmt.wait(
-            "apiextensions.k8s.io/v1",
-            "CustomResourceDefinition",
-            crd.CRD_NAME,
-            None,
-            established,
-            timeout=timeout,
-            awaiting=f"CRD {crd.CRD_NAME} to be Established",
-        )
+        self.mgmt.wait_established(crd.CRD_NAME, timeout=timeout)
 
     # -- reads ---------------------------------------------------------------------------
     def get(self, name: str) -> ClusterRecord | None:

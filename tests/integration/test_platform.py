@@ -22,6 +22,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
 
+from deployments.automations import LOST_HEARTBEATS_NAME
 from fleetflow.dbaas import operator
 from fleetflow.dbaas.names import APP_NAMESPACE
 from fleetflow.kube import KubeClient
@@ -256,9 +257,22 @@ def test_applying_the_platform_again_keeps_its_automations_in_place(platform: Pl
     which an event (a label change, a Database request) triggered nothing."""
     before = _automations()
     assert len(before) >= 9, before
+    _deploy(platform.env)
+    assert _automations() == before, "automations were deleted and created again (new ids)"
+    # A changed automation (another repair interval) is updated in place, then changed back.
+    _deploy({**platform.env, "FLEETFLOW_REPAIR_INTERVAL": "60"})
+    assert _automations() == before, "a changed automation was not updated in place"
+    with get_client(sync_client=True) as client:
+        [crash] = client.read_automations_by_name(LOST_HEARTBEATS_NAME)
+    assert crash.trigger.within.total_seconds() == 60, crash.trigger
+    _deploy(platform.env)
+    assert _automations() == before
+
+
+def _deploy(env: dict[str, str]) -> None:
     done = subprocess.run(
         [FLEETFLOW, "deploy", "--local-chart"],
-        env=platform.env,
+        env=env,
         capture_output=True,
         text=True,
         timeout=180,
@@ -266,4 +280,3 @@ def test_applying_the_platform_again_keeps_its_automations_in_place(platform: Pl
     )
     assert done.returncode == 0, done.stderr
     assert "deployments and their automations applied" in done.stdout, done.stdout
-    assert _automations() == before, "automations were deleted and created again (new ids)"
