@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from uuid import UUID
 
 from prefect import Flow, serve
-from prefect.client.orchestration import get_client
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events.schemas.automations import AutomationCore
 from prefect.settings import (
@@ -140,17 +138,9 @@ def apply_all(operator_chart: dict[str, Any] | None = None, deletion_policy: str
     return ids
 
 
-def apply_lost_heartbeats(repair: config.RepairInterval) -> UUID:
-    """Create or update (by name, never a second copy) the automation crashing silent runs."""
-    wanted = automations.lost_heartbeats(repair)
-    with get_client(sync_client=True) as client:
-        found = client.read_automations_by_name(wanted.name)
-        for extra in found[1:]:
-            client.delete_automation(extra.id)
-        if found:
-            client.update_automation(found[0].id, wanted)
-            return found[0].id
-        return client.create_automation(wanted)
+def apply_lost_heartbeats(repair: config.RepairInterval) -> None:
+    """Create or update (by name, never a second copy) the automation crashing silent runs alone."""
+    sync_automations.apply([automations.lost_heartbeats(repair)], prune=False)
 
 
 def serve_all(

@@ -36,10 +36,11 @@ def _without_ids(value: Any) -> Any:
 
 
 def plan(
-    wanted: list[AutomationCore], existing: list[Any]
+    wanted: list[AutomationCore], existing: list[Any], *, prune: bool = True
 ) -> tuple[list[AutomationCore], list[tuple[Any, AutomationCore]], list[Any]]:
     """(to create, (existing id, wanted) to update, existing ids to delete): nothing for an
-    automation that is already as wanted."""
+    automation that is already as wanted. ``prune``: ``wanted`` is all of fleetflow's, so
+    any other ``fleetflow: ...`` automation is a dropped row, deleted."""
     by_name: dict[str, list[Any]] = {}
     for automation in existing:
         if automation.name.startswith(PREFIX):
@@ -54,14 +55,16 @@ def plan(
             create.append(automation)
         elif comparable(found[0]) != comparable(automation):
             update.append((found[0].id, automation))
-    delete.extend(a.id for copies in by_name.values() for a in copies)  # dropped from the policy
+    if prune:
+        delete.extend(a.id for copies in by_name.values() for a in copies)  # dropped from the policy
     return create, update, delete
 
 
-def apply(wanted: list[AutomationCore]) -> tuple[int, int, int]:
-    """Make the server's fleetflow automations ``wanted``; returns (created, updated, deleted)."""
+def apply(wanted: list[AutomationCore], *, prune: bool = True) -> tuple[int, int, int]:
+    """Make the server's fleetflow automations ``wanted`` (see :func:`plan` for ``prune``);
+    returns (created, updated, deleted)."""
     with get_client(sync_client=True) as client:
-        create, update, delete = plan(wanted, client.read_automations())
+        create, update, delete = plan(wanted, client.read_automations(), prune=prune)
         for automation in create:
             client.create_automation(automation)
         for automation_id, automation in update:

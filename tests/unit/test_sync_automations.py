@@ -56,3 +56,12 @@ def test_only_what_changed_is_touched_and_nothing_but_fleetflows_is_deleted() ->
     assert [a.name for a in create] == [automations_now[0].name]
     assert [(i, a.description) for i, a in update] == [(existing[1].id, "new words")]
     assert sorted(map(str, delete)) == sorted([str(existing[-3].id), str(old_row.id)])
+
+
+def test_applying_one_automation_alone_leaves_the_others() -> None:
+    automations_now = wanted()
+    existing = [stored(a) for a in automations_now]
+    changed = automations_now[0].model_copy(update={"description": "another window"})
+    create, update, delete = sync_automations.plan([changed], existing, prune=False)
+    assert (create, delete) == ([], [])
+    assert [i for i, _ in update] == [existing[0].id]
