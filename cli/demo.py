@@ -2,8 +2,11 @@
 
 Every stage is a user action (a label, a webhook request) followed by a wait for its
 consequence, measured. Nothing calls a flow directly: the platform's automations do the work.
-The last stage proves the delivered credentials by running the Job's own SQL against the real
-database, inside a transaction that is rolled back (so the demo can be run again).
+With the real CloudNativePG on real nodes (the default), the demo waits for the Cluster's three
+instances (a primary and two streaming replicas) and for the todo-table Job to succeed in its
+pod, then proves the delivered credentials by finding the table the Job created. With the
+stand-in (``--cnpg standin``: nodeless clusters, where no Job runs) the last stage runs the
+Job's own SQL against the database instead, in a transaction that is rolled back.
 """
 
 from __future__ import annotations
@@ -68,8 +71,29 @@ def _webhook(state: PlatformState, cluster: str) -> dict[str, Any]:
         return dict(json.loads(response.read()))
 
 
+def _instances_ready(cluster: dict[str, Any] | None) -> str | None:
+    status = (cluster or {}).get("status") or {}
+    wanted = ((cluster or {}).get("spec") or {}).get("instances", 0)
+    ready = status.get("readyInstances", 0)
+    if wanted and ready == wanted and status.get("phase") == "Cluster in healthy state":
+        return f"{ready}/{wanted} instances ready, primary {status.get('currentPrimary')}"
+    return None
+
+
+def _job_succeeded(job: dict[str, Any] | None) -> str | None:
+    status = (job or {}).get("status") or {}
+    if status.get("failed"):
+        raise DemoError(f"the todo-table Job failed ({status.get('failed')} pod(s)); see its pods' logs")
+    return "Succeeded" if status.get("succeeded") else None
+
+
 def run(
-    registry: Registry, state: PlatformState, progress: Callable[[str], None], timeout: float = 300.0
+    registry: Registry,
+    state: PlatformState,
+    progress: Callable[[str], None],
+    timeout: float = 300.0,
+    *,
+    real: bool = False,
 ) -> list[Stage]:
     stages: list[Stage] = []
     mgmt = registry.mgmt
@@ -114,6 +138,17 @@ def run(
             timeout,
         ),
     )
+    if real:
+        stage(
+            "CNPG replicas ready on service-cluster",
+            lambda: _until(
+                f"3/3 instances of cluster-{WORKLOAD}",
+                lambda: _instances_ready(
+                    service.get_or_none("postgresql.cnpg.io/v1", "Cluster", f"cluster-{WORKLOAD}", WORKLOAD)
+                ),
+                timeout,
+            ),
+        )
     stage(
         "database ready and credentials in mgmt",
         lambda: _until(
@@ -145,11 +180,24 @@ def run(
         "todo-table Job applied on workload-cluster",
         lambda: "todo/todo-table" if _until("the todo-table Job", job_args, timeout) else "",
     )
+    if real:
+        stage(
+            "todo-table Job Succeeded on workload-cluster",
+            lambda: _until(
+                "the todo-table Job to succeed",
+                lambda: _job_succeeded(workload.get_or_none("batch/v1", "Job", "todo-table", APP_NAMESPACE)),
+                timeout,
+            ),
+        )
     creds = _secret(workload, "pg-credentials", APP_NAMESPACE) or {}
     options = dict(a.split("=", 1) for a in job_args() or [] if a.startswith("--") and "=" in a)
 
     def verify() -> str:
-        sql = f"BEGIN; {options['--command']} ROLLBACK;"
+        sql = (
+            "SELECT 'todo' || count(*) FROM pg_tables WHERE tablename = 'todo'"
+            if real
+            else f"BEGIN; {options['--command']} ROLLBACK;"
+        )
         proc = subprocess.run(
             [
                 "psql",
@@ -160,8 +208,10 @@ def run(
                 "--no-password",
                 "--set=ON_ERROR_STOP=1",
                 f"--command={sql}",
+                *(["-tA"] if real else []),
             ],
             env={"PATH": os.environ.get("PATH", ""), "PGPASSWORD": creds.get("password", "")},
+            # -tA: the bare value, to check the table the Job created
             capture_output=True,
             text=True,
             timeout=60,
@@ -171,7 +221,12 @@ def run(
             raise DemoError(
                 f"the delivered credentials did not run the Job's SQL: {proc.stderr.strip()[:200]}"
             )
-        return f"connected as {options['--username']} to {options['--host']}:{options['--port']}, Job SQL ran"
+        where = f"connected as {options['--username']} to {options['--host']}:{options['--port']}"
+        if real:
+            if proc.stdout.strip() != "todo1":
+                raise DemoError(f"table todo is missing from {options['--dbname']} after the Job succeeded")
+            return f"{where}, table todo present"
+        return f"{where}, Job SQL ran"
 
     stage("delivered credentials verified against PostgreSQL", verify)
     return stages

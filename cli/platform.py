@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "can come from ~/.pgpass instead of the URL); remembered for the next up",
     )
     up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops the platform")
+    _cnpg_choice(up, default="standin")
     up.set_defaults(func=_up)
     down = sub.add_parser(
         "down",
@@ -45,15 +46,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     down.set_defaults(func=_down)
     demo = sub.add_parser("demo", help="the seed's Path B end to end on the local fleet, timed and verified")
     demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for each stage")
+    _cnpg_choice(demo, default="real")
     demo.set_defaults(func=_demo)
     status = sub.add_parser("status", help="each part of the platform, the Prefect UI and the webhook URL")
     status.set_defaults(func=_status)
 
 
+def _cnpg_choice(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--cnpg",
+        choices=("real", "standin"),
+        default=default,
+        help="with --local: the real CloudNativePG operator on real nodes (needs root; minutes to "
+        "provision), or the fast stand-in on nodeless clusters (default: %(default)s)",
+    )
+
+
 def _up(args: argparse.Namespace) -> int:
     env: dict[str, str] = {}
     if args.local:
-        if plugins.run("fleet", ["up", "--clusters", ",".join(SEED_LABELS)]) != 0:
+        fleet = ["up", "--clusters", ",".join(SEED_LABELS)]
+        fleet += ["--nodes", "--cnpg", "real"] if args.cnpg == "real" else ["--cnpg", "standin"]
+        if plugins.run("fleet", fleet) != 0:
             raise FleetflowError("the local fleet did not come up (see above)")
         env = {"KUBECONFIG": str(config.fleet_kubeconfig()), "FLEETFLOW_MGMT_CONTEXT": "mgmt"}
         os.environ.update(env)
@@ -141,7 +155,7 @@ def _demo(args: argparse.Namespace) -> int:
     stages = [
         demo.Stage("platform up (fleet, Prefect, executor, watch, api)", time.monotonic() - started, "ready")
     ]
-    stages += demo.run(connect("mgmt"), parts.load(), progress, args.timeout)
+    stages += demo.run(connect("mgmt"), parts.load(), progress, args.timeout, real=args.cnpg == "real")
     print()
     print(table(["STAGE", "SECONDS", "RESULT"], [[s.name, f"{s.seconds:.1f}", s.result] for s in stages]))
     print(f"\nAll {len(stages)} stages verified. Prefect UI: {parts.load().api_url.removesuffix('/api')}")

@@ -31,6 +31,8 @@ from fleetflow import config
 from fleetflow.errors import BootstrapError
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "helm")
+# What a real node runs besides the runtime from Debian's packages (``fleetflow fleet up --nodes``).
+NODE_BINARIES = ("kubelet", "kube-proxy", "kube-scheduler", "coredns", "cnpg-manager")
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,17 @@ class Component:
 
 
 KUBERNETES = Component("kubernetes", versions.KUBERNETES, ("kube-apiserver", "kube-controller-manager"))
+KUBERNETES_NODE = Component(
+    "kubernetes-node", versions.KUBERNETES, ("kubelet", "kube-proxy", "kube-scheduler")
+)
 ETCD = Component("etcd", versions.ETCD, ("etcd",))
 HELM = Component("helm", versions.HELM, ("helm",))
+COREDNS = Component("coredns", versions.COREDNS, ("coredns",))
+# The operator binary, which is also the instance manager CloudNativePG copies into every
+# PostgreSQL pod; its release manifest (CRDs, RBAC, Deployment, webhooks) is kept beside it.
+CLOUDNATIVE_PG = Component("cloudnative-pg", versions.CLOUDNATIVE_PG, ("cnpg-manager", "cnpg-release.yaml"))
 COMPONENTS = (ETCD, KUBERNETES, HELM)
+NODE_COMPONENTS = (KUBERNETES_NODE, COREDNS, CLOUDNATIVE_PG)
 
 
 @dataclass(frozen=True)
@@ -90,16 +100,20 @@ def _override_dir(explicit: str | os.PathLike[str] | None) -> tuple[Path, str] |
 
 
 def _executable(path: Path) -> bool:
+    if path.suffix == ".yaml":  # a build's data file, kept beside its binary
+        return path.is_file()
     return path.is_file() and os.access(path, os.X_OK)
 
 
-def locate(assets: str | os.PathLike[str] | None = None) -> tuple[Binaries, list[Component]]:
+def locate(
+    assets: str | os.PathLike[str] | None = None, nodes: bool = False
+) -> tuple[Binaries, list[Component]]:
     """Paths found without building, and the components that still have to be built."""
     override = _override_dir(assets)
     paths: dict[str, Path] = {}
     sources: dict[str, str] = {}
     missing: list[Component] = []
-    for component in COMPONENTS:
+    for component in COMPONENTS + (NODE_COMPONENTS if nodes else ()):
         for binary in component.binaries:
             if override and _executable(override[0] / binary):
                 paths[binary], sources[binary] = override[0] / binary, override[1]
@@ -112,9 +126,11 @@ def locate(assets: str | os.PathLike[str] | None = None) -> tuple[Binaries, list
     return Binaries(paths, sources), missing
 
 
-def ensure(assets: str | os.PathLike[str] | None = None, progress: Progress = _silent) -> Binaries:
-    """Return every binary, building those that are neither supplied nor cached."""
-    found, missing = locate(assets)
+def ensure(
+    assets: str | os.PathLike[str] | None = None, progress: Progress = _silent, nodes: bool = False
+) -> Binaries:
+    """Return every binary (with ``nodes``, a node's too), building those neither supplied nor cached."""
+    found, missing = locate(assets, nodes)
     if not missing:
         return found
     go = shutil.which("go")
@@ -127,7 +143,7 @@ def ensure(assets: str | os.PathLike[str] | None = None, progress: Progress = _s
         )
     for component in missing:
         _build_locked(component, go, progress)
-    found, missing = locate(assets)
+    found, missing = locate(assets, nodes)
     if missing:  # pragma: no cover - a build that succeeds always installs its binaries
         raise BootstrapError(f"build of {missing[0].name} finished without its binaries")
     return found
@@ -242,8 +258,31 @@ def _build_helm(component: Component, go: str, scratch: Path, out: Path) -> None
     _go(go, ["build", *_build_flags(ldflags), "-o", str(out / "helm"), package], scratch)
 
 
+def _build_coredns(component: Component, go: str, scratch: Path, out: Path) -> None:
+    module = "github.com/coredns/coredns"
+    _wrapper_module(scratch, {module: component.version}, {}, [module])
+    _go(go, ["mod", "tidy"], scratch)
+    _go(go, ["build", *_build_flags(), "-o", str(out / "coredns"), module], scratch)
+
+
+def _build_cloudnative_pg(component: Component, go: str, scratch: Path, out: Path) -> None:
+    module = "github.com/cloudnative-pg/cloudnative-pg"
+    package = f"{module}/cmd/manager"
+    _wrapper_module(scratch, {module: component.version}, {}, [package])
+    _go(go, ["mod", "tidy"], scratch)
+    _go(go, ["build", *_build_flags(), "-o", str(out / "cnpg-manager"), package], scratch)
+    info = json.loads(_go(go, ["mod", "download", "-json", f"{module}@{component.version}"], scratch))
+    release = Path(info["Dir"]) / "releases" / f"cnpg-{component.version.lstrip('v')}.yaml"
+    if not release.is_file():
+        raise BootstrapError(f"CloudNativePG {component.version}'s module holds no {release.name}")
+    shutil.copyfile(release, out / "cnpg-release.yaml")
+
+
 _BUILDERS: dict[str, Callable[[Component, str, Path, Path], None]] = {
     "kubernetes": _build_kubernetes,
+    "kubernetes-node": _build_kubernetes,
+    "coredns": _build_coredns,
+    "cloudnative-pg": _build_cloudnative_pg,
     "etcd": _build_etcd,
     "helm": _build_helm,
 }

@@ -17,6 +17,7 @@ from cli.output import progress, table
 from devfleet import binaries
 from devfleet.manager import DEFAULT_CLUSTERS, Fleet, validate_names
 from fleetflow import config
+from fleetflow.errors import UsageError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,6 +35,11 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="use prebuilt binaries from DIR (default: $KUBEBUILDER_ASSETS, then the cache)",
     )
+    boot.add_argument(
+        "--nodes",
+        action="store_true",
+        help="also build what nodes run: kubelet, kube-proxy, kube-scheduler, CoreDNS, CloudNativePG, images",
+    )
     boot.set_defaults(func=_bootstrap)
 
     up = verbs.add_parser("up", help="start the local clusters (idempotent)")
@@ -43,7 +49,22 @@ def parser() -> argparse.ArgumentParser:
         help="comma-separated cluster names (default: %(default)s)",
     )
     up.add_argument("--assets", metavar="DIR", help="as for bootstrap")
+    up.add_argument(
+        "--nodes",
+        action="store_true",
+        help="give each new cluster a real node (containerd, kubelet, kube-proxy, CoreDNS); needs root",
+    )
+    up.add_argument(
+        "--cnpg",
+        choices=("real", "standin"),
+        help="CloudNativePG for install-operator: the real operator (default with --nodes) or the "
+        "fast stand-in (default without)",
+    )
     up.set_defaults(func=_up)
+
+    load = verbs.add_parser("load-image", help="import an OCI image archive into every node")
+    load.add_argument("tarball", help="an OCI image archive (e.g. from 'skopeo copy ... oci-archive:FILE')")
+    load.set_defaults(func=_load_image)
 
     status = verbs.add_parser("status", help="show each local cluster's state and endpoint")
     status.set_defaults(func=_status)
@@ -72,13 +93,25 @@ def _record(found: binaries.Binaries) -> None:
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
-    found = binaries.ensure(args.assets, progress)
+    found = binaries.ensure(args.assets, progress, nodes=args.nodes)
     _record(found)
     from devfleet.cnpg.chart_build import chart_dir
 
     chart = chart_dir(progress)
-    rows = [[name, found.sources[name], str(found[name])] for name in binaries.BINARIES]
+    names = binaries.BINARIES + (binaries.NODE_BINARIES if args.nodes else ())
+    rows = [[name, found.sources[name], str(found[name])] for name in names]
     rows.append(["cnpg-standin-chart", "CloudNativePG v1.24.1 CRD", str(chart)])
+    if args.nodes:
+        from devfleet.cnpg import operator_chart
+        from devfleet.images import ensure_images
+
+        rows.append(
+            ["cnpg-operator-chart", "CloudNativePG v1.24.1 release", str(operator_chart.chart_dir(progress))]
+        )
+        rows += [
+            [ref, "built from Debian and Go modules", str(path)]
+            for ref, path in ensure_images(progress).items()
+        ]
     print(table(["BINARY", "SOURCE", "PATH"], rows))
     return 0
 
@@ -87,9 +120,12 @@ def _up(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.clusters.split(",") if n.strip()]
     fleet = Fleet()
     validate_names(names)  # fail on a bad name before minutes of building
-    found = binaries.ensure(args.assets, progress)
+    found = binaries.ensure(args.assets, progress, nodes=args.nodes)
     started = time.monotonic()
-    fleet.up(names, found, progress)
+    standin = (args.cnpg or ("real" if args.nodes else "standin")) == "standin"
+    if not args.nodes and not standin:
+        raise UsageError("--cnpg real needs --nodes: the real operator runs in pods")
+    fleet.up(names, found, progress, standin=standin, nodes=args.nodes)
     progress(f"fleet ready in {time.monotonic() - started:.1f}s")
     print(fleet.kubeconfig_path)
     return 0
@@ -106,6 +142,16 @@ def _status(args: argparse.Namespace) -> int:
             [[s.name, s.state, s.endpoint, s.detail] for s in statuses],
         )
     )
+    return 0
+
+
+def _load_image(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    tarball = Path(args.tarball)
+    if not tarball.is_file():
+        raise UsageError(f"{tarball}: no such file")
+    Fleet().load_image(tarball, progress)
     return 0
 
 

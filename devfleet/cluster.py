@@ -2,7 +2,9 @@
 
 The flags follow controller-runtime's envtest (TLS, client-certificate auth, RBAC), plus a
 kube-controller-manager so that namespaces really finish deleting and garbage collection runs.
-No kubelet runs: Pods and Jobs are stored, never executed.
+Without a node (``devfleet.nodes``) nothing runs Pods: they and Jobs are stored, never executed.
+With one, the API server listens on the host side of the node's veth and serves in-cluster
+clients (ServiceAccount admission, the ``kubernetes`` Service's endpoints, the kubelet's API).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import psutil
 
 from devfleet import kubeconfig, pki
 from devfleet.binaries import Binaries
+from devfleet.nodes.addresses import NodeAddresses
 from devfleet.state import PROCESSES, ClusterRecord
 from fleetflow.errors import FleetError
 from supervisor import processes, readiness
@@ -89,9 +92,9 @@ def _start_apiserver(
             "--secure-port",
             str(record.api_port),
             "--bind-address",
-            "127.0.0.1",
+            record.address,
             "--advertise-address",
-            "127.0.0.1",
+            record.address,
             "--cert-dir",
             str(paths.pki),
             "--tls-cert-file",
@@ -102,21 +105,16 @@ def _start_apiserver(
             str(keys.client_ca),
             "--etcd-servers",
             f"http://127.0.0.1:{record.etcd_port}",
-            "--service-cluster-ip-range",
-            "10.0.0.0/16",  # room for thousands of Services (a /24 is full at about 120 databases)
             "--allow-privileged=true",
             "--authorization-mode",
             "RBAC",
-            "--disable-admission-plugins",
-            "ServiceAccount",
             "--service-account-issuer",
             f"{record.server}",
             "--service-account-key-file",
             str(keys.sa_pub),
             "--service-account-signing-key-file",
             str(keys.sa_key),
-            "--endpoint-reconciler-type",
-            "none",
+            *_apiserver_mode_flags(record, keys),
         ],
         paths.log("kube-apiserver"),
     )
@@ -130,6 +128,40 @@ def _start_apiserver(
         context,
     )
     return context
+
+
+def _apiserver_mode_flags(record: ClusterRecord, keys: pki.ClusterPKI) -> list[str]:
+    """Without a node: nothing runs Pods, so no ServiceAccount admission and no endpoints for the
+    ``kubernetes`` Service. With a node: what in-cluster clients and ``kubectl logs`` need, and
+    the API server reaches webhooks at their pods' addresses (it is outside every pod network)."""
+    if not record.node_index:
+        return [
+            "--service-cluster-ip-range",
+            "10.0.0.0/16",  # room for thousands of Services (a /24 is full at about 120 databases)
+            "--disable-admission-plugins",
+            "ServiceAccount",
+            "--endpoint-reconciler-type",
+            "none",
+        ]
+    addresses = NodeAddresses(record.node_index)
+    return [
+        "--service-cluster-ip-range",
+        addresses.service_cidr,
+        "--enable-aggregator-routing=true",
+        "--kubelet-client-certificate",
+        str(keys.admin_cert),
+        "--kubelet-client-key",
+        str(keys.admin_key),
+        "--kubelet-preferred-address-types",
+        "InternalIP",
+    ]
+
+
+def node_sans(record: ClusterRecord) -> tuple[str, ...]:
+    if not record.node_index:
+        return ()
+    addresses = NodeAddresses(record.node_index)
+    return (addresses.host_ip, addresses.kubernetes_service_ip)
 
 
 def kill_apiserver(record: ClusterRecord, paths: ClusterPaths) -> int:
@@ -168,7 +200,7 @@ def restart_apiserver(record: ClusterRecord, paths: ClusterPaths, binaries: Bina
 def start(record: ClusterRecord, paths: ClusterPaths, binaries: Binaries) -> list[str]:
     """Start etcd, kube-apiserver and kube-controller-manager; return notes for the user."""
     notes = _choose_ports(record)
-    keys = pki.ensure(paths.pki, record.name)
+    keys = pki.ensure(paths.pki, record.name, node_sans(record))
     paths.etcd_data.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def launch(process: str, argv: list[str]) -> None:
@@ -230,7 +262,7 @@ def start(record: ClusterRecord, paths: ClusterPaths, binaries: Binaries) -> lis
                 str(keys.client_ca),
                 "--cluster-signing-key-file",
                 str(keys.client_ca_key),
-                "--use-service-account-credentials=false",
+                f"--use-service-account-credentials={'true' if record.node_index else 'false'}",
             ],
         )
         # The controller manager has no endpoint of its own here; its first visible work is

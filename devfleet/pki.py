@@ -35,6 +35,10 @@ class ClusterPKI:
         return self.directory / "serving-ca.crt"
 
     @property
+    def serving_ca_key(self) -> Path:
+        return self.directory / "serving-ca.key"
+
+    @property
     def serving_cert(self) -> Path:  # kube-apiserver finds apiserver.crt/.key in --cert-dir
         return self.directory / "apiserver.crt"
 
@@ -152,21 +156,42 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def ensure(directory: Path, cluster: str) -> ClusterPKI:
-    """Create the cluster's certificates unless a complete set already exists (kept across restarts)."""
+def _serving_sans(extra_ips: tuple[str, ...]) -> list[x509.GeneralName]:
+    names = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
+    names.append("kubernetes.default.svc.cluster.local")
+    ips = ["127.0.0.1", "10.0.0.1", *extra_ips]
+    return [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+
+
+def _covers(cert_path: Path, extra_ips: tuple[str, ...]) -> bool:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    have = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    return set(extra_ips) <= have
+
+
+def ensure(directory: Path, cluster: str, extra_ips: tuple[str, ...] = ()) -> ClusterPKI:
+    """Create the cluster's certificates unless a complete set already exists (kept across restarts).
+
+    ``extra_ips`` are addresses the API server is also reached at (a node's: the host side of
+    its veth, the ``kubernetes`` Service). A complete set whose serving certificate lacks one
+    gets a new serving certificate, signed by the serving CA when its key was kept, else by a
+    new serving CA (kubeconfigs are rewritten by ``up``; registered copies must be refreshed)."""
     pki = ClusterPKI(directory)
     if pki.complete():
+        if _covers(pki.serving_cert, extra_ips):
+            return pki
+        _reissue_serving(pki, cluster, extra_ips)
         return pki
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     serving_ca = _ca(f"{cluster}-serving-ca")
     client_ca = _ca(f"{cluster}-client-ca")
-    sans: list[x509.GeneralName] = [
-        x509.DNSName("localhost"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.DNSName("kubernetes.default.svc"),
-        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
-    ]
+    sans = _serving_sans(extra_ips)
     serving = _leaf(_name("kube-apiserver"), serving_ca, ExtendedKeyUsageOID.SERVER_AUTH, sans)
+    write_atomic(pki.serving_ca_key, _pem_key(serving_ca[1]), PRIVATE)
     admin = _leaf(_name("admin", "system:masters"), client_ca, ExtendedKeyUsageOID.CLIENT_AUTH)
     sa_key = _key()
     write_atomic(pki.serving_ca, _pem_cert(serving_ca[0]), PUBLIC)
@@ -180,3 +205,19 @@ def ensure(directory: Path, cluster: str) -> ClusterPKI:
     public = serialization.PublicFormat.SubjectPublicKeyInfo
     write_atomic(pki.sa_pub, sa_key.public_key().public_bytes(serialization.Encoding.PEM, public), PUBLIC)
     return pki
+
+
+def _reissue_serving(pki: ClusterPKI, cluster: str, extra_ips: tuple[str, ...]) -> None:
+    if pki.serving_ca_key.exists():
+        key = serialization.load_pem_private_key(pki.serving_ca_key.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{pki.serving_ca_key} is not an ECDSA key")
+        serving_ca = (x509.load_pem_x509_certificate(pki.serving_ca.read_bytes()), key)
+    else:
+        serving_ca = _ca(f"{cluster}-serving-ca")
+        write_atomic(pki.serving_ca_key, _pem_key(serving_ca[1]), PRIVATE)
+        write_atomic(pki.serving_ca, _pem_cert(serving_ca[0]), PUBLIC)
+    sans = _serving_sans(extra_ips)
+    serving = _leaf(_name("kube-apiserver"), serving_ca, ExtendedKeyUsageOID.SERVER_AUTH, sans)
+    write_atomic(pki.serving_cert, _pem_cert(serving[0]), PUBLIC)
+    write_atomic(pki.serving_key, _pem_key(serving[1]), PRIVATE)

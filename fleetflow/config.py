@@ -88,6 +88,7 @@ def _read_settings(home_dir: Path | None = None) -> dict[str, str]:
 
 OPERATOR_CHART = "operatorChart"
 HELM = "helm"
+APP_IMAGE = "appImage"  # the todo-table Job's PostgreSQL client image (default: the seed's)
 
 
 def setting(key: str) -> str | None:

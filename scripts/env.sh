@@ -46,3 +46,21 @@ ensure_postgres() {
     exit 1
   fi
 }
+
+# What real nodes need from Debian's packages: the container runtime, CNI plugins, and the tools
+# that build images without Docker (umoci, mmdebstrap, busybox-static, gcc for the pause image).
+NODE_PACKAGES="containerd runc containernetworking-plugins iproute2 iptables umoci mmdebstrap busybox-static gcc libc6-dev util-linux"
+ensure_node_runtime() {
+  local missing=""
+  for pkg in $NODE_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
+  done
+  [ -z "$missing" ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing what nodes need from Debian's packages:$missing ..." >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  else
+    echo "error: nodes need:$missing; run 'sudo apt-get install$missing'" >&2
+    exit 1
+  fi
+}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fleetflow import templating
+from fleetflow import config, templating
 from fleetflow.dbaas.credentials import Credentials
 from fleetflow.dbaas.names import APP_NAMESPACE, MANAGED
 from fleetflow.dbaas.provision import Endpoint
@@ -20,6 +20,8 @@ from fleetflow.kube import KubeClient
 
 
 def render_job(creds: Credentials, endpoint: Endpoint, template_dir: Path | None = None) -> dict[str, Any]:
+    # Nodes without a registry (the local fleet's) record an image they hold.
+    image = config.setting(config.APP_IMAGE)
     [job] = [
         o
         for o in templating.render(
@@ -30,6 +32,7 @@ def render_job(creds: Credentials, endpoint: Endpoint, template_dir: Path | None
                 "user": creds.user,
                 **({"database": creds.dbname} if creds.dbname else {}),
                 "labels": dict(MANAGED),
+                **({"image": image} if image else {}),
             },
             template_dir,
         )

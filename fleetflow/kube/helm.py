@@ -121,6 +121,9 @@ def upgrade_install(
             "--namespace",
             namespace,
             "--create-namespace",
+            # Installed means serving: an operator's admission webhooks refuse every object
+            # of its kinds until its pods are Ready, so a request right after would fail.
+            "--wait",
             "--timeout",
             timeout,
             "--description",
