@@ -91,7 +91,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     op.add_argument(
         "--local-chart",
         action="store_true",
-        help="use the operator chart the local fleet recorded (its CloudNativePG stand-in)",
+        help="use the operator chart the local fleet recorded (the real operator's with nodes, else the "
+        "stand-in's)",
     )
     _mgmt(op)
     op.set_defaults(func=_install_operator)
@@ -122,7 +123,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     deploy.add_argument(
         "--local-chart",
         action="store_true",
-        help="automations install fleetflow's CloudNativePG stand-in chart (local fleet)",
+        help="automations install the operator chart the local fleet recorded",
     )
     deploy.add_argument(
         "--deletion-policy",
@@ -287,8 +288,8 @@ def _show_databases(args: argparse.Namespace) -> int:
 
 
 def _chart(local: bool) -> dict[str, Any] | None:
-    """The operator chart recorded in fleetflow's settings (the local fleet records its stand-in
-    there), else None: CloudNativePG's published chart. ``--local-chart`` insists on the former."""
+    """The operator chart recorded in fleetflow's settings (the local fleet records the real
+    operator's or its stand-in's there), else None: CloudNativePG's published chart. ``--local-chart`` insists on the former."""
     chart = config.operator_chart()
     if local and chart is None:
         raise UsageError(

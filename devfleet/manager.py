@@ -258,6 +258,17 @@ class Fleet:
             progress(f"{record.name}: imported {', '.join(references)}")
         return references
 
+    def restart_node_runtime(self, name: str, binaries: Binaries) -> None:
+        """Restart cluster ``name``'s kubelet and containerd (fault tests); containers keep running."""
+        state = FleetState.load(self.state_path)
+        record = self._record_of(state, name)
+        if not record.node_index:
+            raise UsageError(f"cluster {name} has no node")
+        try:
+            self.node_of(record, binaries).restart_runtime()
+        finally:
+            state.save(self.state_path)
+
     @property
     def controllers_root(self) -> Path:
         """Where the nodes' volume provisioner keeps volumes (one directory per cluster)."""

@@ -132,6 +132,23 @@ class Node:
             ],
             netns=False,
         )
+        self._start_containerd()
+        self._import_missing(images, progress)
+        self._start_kubelet()
+        self._launch(
+            "kube-proxy", [str(self.binaries["kube-proxy"]), "--config", str(self.paths.kube_proxy_config)]
+        )
+        self._launch("coredns", [str(self.binaries["coredns"]), "-conf", str(self.paths.corefile)])
+        context = readiness.tls_context(keys_ca, *admin)
+        readiness.wait_until(
+            f"{self.name}: node Ready",
+            lambda: node_ready(server, self.name, context),
+            self._alive("kubelet"),
+            self.log("kubelet"),
+            timeout=120,
+        )
+
+    def _start_containerd(self) -> None:
         containerd = shutil.which("containerd") or "/usr/bin/containerd"
         self._launch("containerd", [containerd, "--config", str(self.paths.containerd_config)])
         readiness.wait_until(
@@ -141,7 +158,8 @@ class Node:
             self.log("containerd"),
             timeout=60,
         )
-        self._import_missing(images, progress)
+
+    def _start_kubelet(self) -> None:
         self._launch(
             "kubelet",
             [
@@ -161,18 +179,16 @@ class Node:
                 "--v=1",
             ],
         )
-        self._launch(
-            "kube-proxy", [str(self.binaries["kube-proxy"]), "--config", str(self.paths.kube_proxy_config)]
-        )
-        self._launch("coredns", [str(self.binaries["coredns"]), "-conf", str(self.paths.corefile)])
-        context = readiness.tls_context(keys_ca, *admin)
-        readiness.wait_until(
-            f"{self.name}: node Ready",
-            lambda: node_ready(server, self.name, context),
-            self._alive("kubelet"),
-            self.log("kubelet"),
-            timeout=120,
-        )
+
+    def restart_runtime(self) -> None:
+        """Restart the kubelet and containerd (a node's upgrade or crash, for fault tests): both
+        stop, containerd starts again, then the kubelet. Running containers keep running under
+        their shims meanwhile, as on a real node."""
+        for process in ("kubelet", "containerd"):
+            if pid := self.pids.pop(process, None):
+                processes.stop(pid, self.marker)
+        self._start_containerd()
+        self._start_kubelet()
 
     def _containerd_answers(self) -> bool:
         if not self.paths.containerd_socket.exists():
@@ -211,6 +227,9 @@ class Node:
                 processes.stop(pid, self.marker)
         self._kill_leftover_shims()
         unmount_under((self.paths.root, self.paths.runtime))
+        shutil.rmtree(self.paths.runtime, ignore_errors=True)  # sockets only
+        with contextlib.suppress(OSError):
+            config.RUNTIME_DIR.rmdir()  # when no other node is left
 
     def _remove_containers(self) -> None:
         """Every container and task of the node, through containerd (runc removes their cgroups)."""

@@ -57,12 +57,17 @@ def test_the_kubelet_checks_every_caller(tmp_path: Path) -> None:
     assert kubelet["clusterDNS"] == [a.pod_gateway]
 
 
-def test_node_files_stay_under_the_node_and_sockets_fit(tmp_path: Path) -> None:
+def test_node_files_stay_under_the_node_and_sockets_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(config, "RUNTIME_DIR", tmp_path / "run")
     deep = tmp_path / ("x" * 150) / "node"
     a = NodeAddresses(4)
     paths = config.NodePaths(deep)
     config.write_all(a, paths, "svc", tmp_path / "ca.crt")
-    assert len(str(paths.containerd_socket)) < 100  # a unix socket path holds at most 107 bytes
+    assert (
+        len(str(config.NodePaths(Path("/root") / ("x" * 150)).containerd_socket)) < 100
+    )  # a unix socket path holds at most 107 bytes
     conflist = json.loads((paths.cni_conf / "10-fleetflow.conflist").read_text())
     ipam = conflist["plugins"][0]["ipam"]
     assert ipam["ranges"] == [[{"subnet": a.pod_cidr, "gateway": a.pod_gateway}]]
