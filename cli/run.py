@@ -289,7 +289,8 @@ def _show_databases(args: argparse.Namespace) -> int:
 
 def _chart(local: bool) -> dict[str, Any] | None:
     """The operator chart recorded in fleetflow's settings (the local fleet records the real
-    operator's or its stand-in's there), else None: CloudNativePG's published chart. ``--local-chart`` insists on the former."""
+    operator's or its stand-in's there), else None: CloudNativePG's published chart.
+    ``--local-chart`` insists on the former."""
     chart = config.operator_chart()
     if local and chart is None:
         raise UsageError(
