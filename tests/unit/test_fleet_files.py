@@ -35,7 +35,7 @@ def test_pki_gives_an_admin_in_system_masters_and_a_loopback_serving_cert(tmp_pa
     sans = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "127.0.0.1" in [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
     serving.verify_directly_issued_by(_cert(keys.serving_ca))
-    for private in (keys.admin_key, keys.serving_key, keys.sa_key, keys.client_ca_key):
+    for private in (keys.admin_key, keys.serving_key, keys.sa_key, keys.client_ca_key, keys.serving_ca_key):
         assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
 
 
