@@ -29,7 +29,10 @@ from devfleet.nodes.addresses import NodeAddresses
 from fleetflow.files import write_atomic
 
 PAUSE_IMAGE = "docker.io/fleetflow/pause:3.10"
-RUNTIME_DIR = Path("/run/fleetflow")  # short: a unix socket path holds at most 107 bytes
+# Short roots: a unix socket path holds at most 107 bytes, and the kubelet makes sockets deep
+# in its directory (pod-resources/<10 digits>), so neither may live under a long FLEETFLOW_HOME.
+RUNTIME_DIR = Path("/run/fleetflow")  # containerd's sockets
+KUBELET_ROOT = Path("/var/lib/fleetflow")  # the kubelet's directory: pods' volumes, on disk
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,17 @@ class NodePaths:
     root: Path  # <fleet>/clusters/<name>/node
 
     @property
+    def digest(self) -> str:
+        return hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+
+    @property
     def runtime(self) -> Path:
-        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
-        return RUNTIME_DIR / digest
+        return RUNTIME_DIR / self.digest
+
+    @property
+    def kubelet_state(self) -> Path:
+        """The kubelet's root directory; disposable: ``fleet down`` removes every pod first."""
+        return KUBELET_ROOT / self.digest
 
     @property
     def containerd_socket(self) -> Path:
@@ -69,7 +80,7 @@ class NodePaths:
 
     @property
     def kubelet_dir(self) -> Path:
-        return self.root / "kubelet"
+        return self.kubelet_state / "kubelet"
 
     @property
     def kubelet_config(self) -> Path:

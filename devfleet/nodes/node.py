@@ -36,6 +36,7 @@ from supervisor import processes, readiness
 # In start order; stopped in reverse. kube-scheduler is the control plane's, on the host.
 NODE_PROCESSES = ("kube-scheduler", "containerd", "kubelet", "kube-proxy", "coredns")
 CTR_TIMEOUT = 120.0
+CRI_READY = "Start streaming server"  # containerd's CRI plugin, once initialised (Debian's 1.6)
 
 Progress = Callable[[str], None]
 
@@ -50,6 +51,12 @@ def ctr(paths: NodePaths, *args: str, timeout: float = CTR_TIMEOUT) -> str:
         last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
         raise FleetError(f"'ctr {' '.join(args[:2])}' failed: {last}")
     return proc.stdout
+
+
+def _read_from(path: Path, offset: int) -> str:
+    with path.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
 
 
 def images_present(paths: NodePaths) -> set[str]:
@@ -149,13 +156,19 @@ class Node:
         )
 
     def _start_containerd(self) -> None:
+        """Start containerd and wait until its CRI plugin serves: containerd answers ``ctr``
+        before the CRI has recovered its containers, and a kubelet started meanwhile exits at once
+        ("validate CRI v1 runtime API ... server is not initialized yet"). The CRI logs
+        :data:`CRI_READY` once it is initialised."""
+        log = self.log("containerd")
+        offset = log.stat().st_size if log.exists() else 0
         containerd = shutil.which("containerd") or "/usr/bin/containerd"
         self._launch("containerd", [containerd, "--config", str(self.paths.containerd_config)])
         readiness.wait_until(
-            f"{self.name}: containerd",
-            self._containerd_answers,
+            f"{self.name}: containerd's CRI",
+            lambda: CRI_READY in _read_from(log, offset) and self._containerd_answers(),
             self._alive("containerd"),
-            self.log("containerd"),
+            log,
             timeout=60,
         )
 
@@ -226,10 +239,15 @@ class Node:
             if pid := self.pids.pop(process, None):
                 processes.stop(pid, self.marker)
         self._kill_leftover_shims()
-        unmount_under((self.paths.root, self.paths.runtime))
-        shutil.rmtree(self.paths.runtime, ignore_errors=True)  # sockets only
-        with contextlib.suppress(OSError):
-            config.RUNTIME_DIR.rmdir()  # when no other node is left
+        unmount_under((self.paths.root, self.paths.runtime, self.paths.kubelet_state))
+        # Sockets, and the kubelet's directory of pods that are gone.
+        for directory, parent in (
+            (self.paths.runtime, config.RUNTIME_DIR),
+            (self.paths.kubelet_state, config.KUBELET_ROOT),
+        ):
+            shutil.rmtree(directory, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                parent.rmdir()  # when no other node is left
 
     def _remove_containers(self) -> None:
         """Every container and task of the node, through containerd (runc removes their cgroups)."""

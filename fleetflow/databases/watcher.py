@@ -53,7 +53,8 @@ from fleetflow.registry import API_VERSION, KIND, Registry
 log = logging.getLogger("fleetflow.databases.watcher")
 
 WATCH_TIMEOUT = 30
-APP_SECRETS = "cnpg.io/userType=app"  # CloudNativePG's application-user secrets
+# CloudNativePG's secrets of a Cluster; its application-user ones are picked by :func:`app_secret`.
+CNPG_SECRETS = "cnpg.io/cluster"
 BACKOFF_MAX = 30.0
 NOT_SERVED_MAX = 10.0  # how late a service cluster's new CloudNativePG is noticed, at most
 Emit = Callable[[list[events.FleetEvent]], None]
@@ -64,6 +65,20 @@ def needs_work(obj: dict[str, Any]) -> bool:
     if meta.get("deletionTimestamp"):
         return crd.FINALIZER in (meta.get("finalizers") or [])
     return crd.FINALIZER not in (meta.get("finalizers") or []) or not status.converged(obj)
+
+
+def app_secret(secret: dict[str, Any]) -> bool:
+    """Whether a secret of a CNPG Cluster is its application user's ``<cluster>-app``.
+
+    CloudNativePG labels it ``cnpg.io/userType=app`` only from 1.25 on; v1.24.1 (the seed's
+    operator) gives it ``cnpg.io/cluster`` and ``cnpg.io/reload`` alone, so without that label
+    the name decides.
+    """
+    labels = secret["metadata"].get("labels") or {}
+    if "cnpg.io/userType" in labels:
+        return bool(labels["cnpg.io/userType"] == "app")
+    cluster = labels.get("cnpg.io/cluster")
+    return bool(cluster) and secret["metadata"].get("name") == f"{cluster}-app"
 
 
 def event_for(cluster: str, obj: dict[str, Any]) -> events.FleetEvent:
@@ -119,10 +134,10 @@ class ClusterWatch:
         rewrites the credentials next to it; a label-path database's are delivered again."""
 
         def changed(client: KubeClient, kind: str, obj: dict[str, Any]) -> None:
-            if kind == "MODIFIED":
+            if kind == "MODIFIED" and app_secret(obj):
                 self._rotated(client, obj)
 
-        self._follow("secrets", "v1", "Secret", APP_SECRETS, self.rotations_synced, changed)
+        self._follow("secrets", "v1", "Secret", CNPG_SECRETS, self.rotations_synced, changed)
 
     def watch_health(self) -> None:
         """This cluster as a service cluster: a request's CNPG Cluster whose readiness and the

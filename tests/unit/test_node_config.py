@@ -60,8 +60,13 @@ def test_the_kubelet_checks_every_caller(tmp_path: Path) -> None:
 def test_node_files_stay_under_the_node_and_sockets_fit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(config, "RUNTIME_DIR", tmp_path / "run")
     deep = tmp_path / ("x" * 150) / "node"
+    # The deepest sockets, whatever the home's length: containerd's, and the kubelet's
+    # pod-resources/<10 digits>.
+    assert len(str(config.NodePaths(deep).containerd_socket)) < 100
+    assert len(str(config.NodePaths(deep).kubelet_dir / "pod-resources" / ("9" * 10))) < 100
+    monkeypatch.setattr(config, "RUNTIME_DIR", tmp_path / "run")
+    monkeypatch.setattr(config, "KUBELET_ROOT", tmp_path / "lib")
     a = NodeAddresses(4)
     paths = config.NodePaths(deep)
     config.write_all(a, paths, "svc", tmp_path / "ca.crt")
