@@ -8,17 +8,19 @@ labels at once get a 409 (retried by the caller) instead of one silently undoing
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleetflow.errors import APINotFoundError, UsageError
+from fleetflow.errors import APIConflictError, APINotFoundError, UsageError
 from fleetflow.kube import KubeClient, Kubeconfig, client_from_config
 from fleetflow.labels import LabelEdit, Selector, validate, validate_dns_label
 from fleetflow.registry import crd
 
 MANAGED = {"app.kubernetes.io/managed-by": "fleetflow"}
 CLUSTER_LABEL = "fleetflow.io/cluster"
+EDIT_ATTEMPTS = 5  # a label edit re-applied after a concurrent write, at most
 # Namespaces Kubernetes, fleetflow and CloudNativePG keep for themselves. A cluster's record lives
 # in the namespace named after it, so that RBAC on that namespace grants a team its cluster and
 # nothing else; a cluster registered under one of these would share it with far more.
@@ -228,9 +230,15 @@ class Registry:
         return ClusterRecord.from_object(live)
 
     def edit_labels(self, name: str, edit: LabelEdit) -> ClusterRecord:
-        """kubectl-style: add, overwrite and remove labels."""
-        current = self.require(name)
-        return self.set_labels(name, edit.applied_to(current.labels))
+        """kubectl-style: add, overwrite and remove labels.
+
+        The edit is relative, so when the record changed between the read and the write (a probe
+        recorded its status: a 409 on the resourceVersion), it is applied again to the new state,
+        as ``kubectl label`` would, a few times before the conflict is reported."""
+        for _ in range(EDIT_ATTEMPTS - 1):
+            with contextlib.suppress(APIConflictError):
+                return self.set_labels(name, edit.applied_to(self.require(name).labels))
+        return self.set_labels(name, edit.applied_to(self.require(name).labels))
 
     def record_probe(self, name: str, probe: Probe) -> ClusterRecord:
         status = {
