@@ -15,12 +15,12 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from devfleet import binaries
+from devfleet.mounts import mounts_under, unmount_under
 from fleetflow import config
 from fleetflow.errors import BootstrapError
 
@@ -74,18 +74,7 @@ def remove_scratch(scratch: Path) -> None:
     mmdebstrap mounts /proc, /sys and device nodes into its chroot; deleting through a bind
     mount would delete the host's files, so a directory that still has mounts is left alone.
     """
-    for mount in reversed(_mounts_under(scratch)):
-        subprocess.run(["umount", "--lazy", mount], capture_output=True, timeout=60, check=False)
-    if _mounts_under(scratch):
+    unmount_under(scratch)
+    if mounts_under(scratch):
         raise BootstrapError(f"scratch directory {scratch} still has mounts; unmount them and delete it")
     shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _mounts_under(directory: Path) -> list[str]:
-    prefix = str(directory.resolve())
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        mount_point = line.split()[4].encode().decode("unicode_escape")
-        if mount_point == prefix or mount_point.startswith(prefix + "/"):
-            found.append(mount_point)
-    return sorted(found, key=len)

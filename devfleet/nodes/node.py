@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from devfleet import kubeconfig
+from devfleet.mounts import unmount_under
 from devfleet.nodes import config, network
 from devfleet.nodes.addresses import NodeAddresses
 from devfleet.nodes.config import NodePaths
@@ -239,7 +240,7 @@ class Node:
             if pid := self.pids.pop(process, None):
                 processes.stop(pid, self.marker)
         self._kill_leftover_shims()
-        unmount_under((self.paths.root, self.paths.runtime, self.paths.kubelet_state))
+        unmount_under(self.paths.root, self.paths.runtime, self.paths.kubelet_state)
         # Sockets, and the kubelet's directory of pods that are gone.
         for directory, parent in (
             (self.paths.runtime, config.RUNTIME_DIR),
@@ -275,24 +276,6 @@ class Node:
                     process.kill()
             except psutil.Error:
                 continue
-
-
-def _mount_points() -> list[str]:
-    points = []
-    with open("/proc/self/mountinfo") as handle:
-        for line in handle:
-            field = line.split()[4]
-            points.append(field.encode().decode("unicode_escape"))
-    return points
-
-
-def unmount_under(roots: tuple[Path, ...]) -> int:
-    """Lazily unmount every mount below ``roots``, deepest first; returns how many."""
-    prefixes = [str(r).rstrip("/") + "/" for r in roots]
-    mounts = [m for m in _mount_points() if any(m.startswith(p) or m + "/" == p for p in prefixes)]
-    for mount in sorted(set(mounts), key=len, reverse=True):
-        subprocess.run(["umount", "-l", mount], capture_output=True, timeout=30, check=False)
-    return len(set(mounts))
 
 
 def node_pids_alive(pids: Mapping[str, int], marker: str) -> bool:
