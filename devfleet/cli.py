@@ -120,12 +120,14 @@ def _up(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.clusters.split(",") if n.strip()]
     fleet = Fleet()
     validate_names(names)  # fail on a bad name before minutes of building
-    standin = (args.cnpg or ("real" if args.nodes else "standin")) == "standin"
-    if not args.nodes and not standin:
+    # A fleet made with nodes keeps them: its clusters' Service ranges were made for them.
+    nodes = args.nodes or fleet.has_nodes()
+    standin = (args.cnpg or ("real" if nodes else "standin")) == "standin"
+    if not nodes and not standin:
         raise UsageError("--cnpg real needs --nodes: the real operator runs in pods")
-    found = binaries.ensure(args.assets, progress, nodes=args.nodes)
+    found = binaries.ensure(args.assets, progress, nodes=nodes)
     started = time.monotonic()
-    fleet.up(names, found, progress, standin=standin, nodes=args.nodes)
+    fleet.up(names, found, progress, standin=standin, nodes=nodes)
     progress(f"fleet ready in {time.monotonic() - started:.1f}s")
     print(fleet.kubeconfig_path)
     return 0

@@ -103,6 +103,9 @@ class Fleet:
         self._record(binaries, real_operator=nodes and not standin)
         return state
 
+    def has_nodes(self) -> bool:
+        return any(r.node_index for r in FleetState.load(self.state_path).clusters.values())
+
     def _assign_node_indexes(self, state: FleetState, records: list[ClusterRecord]) -> None:
         """Give each new cluster a node index free on this machine; refuse to add a node to a
         cluster created without one (its Service range and certificates were made for none)."""
@@ -133,8 +136,7 @@ class Fleet:
             config.save_setting(config.OPERATOR_CHART, None, home=home)
             config.save_setting(config.APP_IMAGE, None, home=home)
             return
-        nodes = any(r.node_index for r in FleetState.load(self.state_path).clusters.values())
-        config.save_setting(config.APP_IMAGE, POSTGRES_IMAGE if nodes else None, home=home)
+        config.save_setting(config.APP_IMAGE, POSTGRES_IMAGE if self.has_nodes() else None, home=home)
         chart = operator_chart.chart_dir() if real_operator else chart_dir()
         config.save_setting(config.OPERATOR_CHART, str(chart), home=home)
         if "helm" in binaries.paths:

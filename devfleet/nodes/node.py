@@ -278,10 +278,6 @@ class Node:
                 continue
 
 
-def node_pids_alive(pids: Mapping[str, int], marker: str) -> bool:
-    return any(processes.is_ours(pids.get(p), marker) for p in NODE_PROCESSES)
-
-
 def ensure_runtime_tools() -> None:
     """One line naming what is missing of the runtime that nodes need from Debian's packages."""
     missing = [
