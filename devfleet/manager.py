@@ -344,7 +344,10 @@ class Fleet:
             ready, detail = cluster.api_ready(record, paths)
             down = [p for p, ok in running.items() if not ok]
             if ready and not down:
-                result.append(ClusterStatus(name, "Running", record.server, "ready"))
+                detail = "ready"
+                if record.node_index:
+                    detail += f", node {NodeAddresses(record.node_index).node_ip}"
+                result.append(ClusterStatus(name, "Running", record.server, detail))
             else:
                 why = f"{', '.join(down)} not running" if down else f"API not ready: {detail}"
                 result.append(ClusterStatus(name, "Degraded", record.server, why))
