@@ -14,11 +14,11 @@ import threading
 import time
 from pathlib import Path
 
+from fleetflow_dev import binaries
+from fleetflow_dev.manager import Fleet
 from prefect.client.orchestration import get_client
 from prefect.testing.utilities import prefect_test_harness
 
-from devfleet import binaries
-from devfleet.manager import Fleet
 from fleetflow import events
 from fleetflow.kube import client_for
 from fleetflow.labels import LabelEdit

@@ -29,13 +29,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
+from fleetflow_dev.manager import Fleet
 
-from devfleet.manager import Fleet
 from fleetflow import config
 from fleetflow.kube import KubeClient, Kubeconfig, client_for
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
-from supervisor import state as platform_state
+from fleetflow.supervisor import state as platform_state
 
 CNPG = "postgresql.cnpg.io/v1"
 HEALTHY = "Cluster in healthy state"

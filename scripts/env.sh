@@ -1,5 +1,5 @@
 # Sourced by scripts/demo and scripts/test: make the project's virtual environment current.
-# Idempotent: the venv is created once, and packages are reinstalled only when pyproject.toml changes.
+# Idempotent: the venv is created once, and packages are reinstalled only when a pyproject.toml changes.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
@@ -23,11 +23,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
 fi
 stamp="$VENV/.fleetflow-installed"
-want=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
+want=$(cat "$ROOT/pyproject.toml" "$ROOT/dev/pyproject.toml" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "installing fleetflow and its dependencies into $VENV ..." >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
+  # The product and, as its own distribution, the local development fleet (dev/).
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]" -e "$ROOT/dev"
   echo "$want" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

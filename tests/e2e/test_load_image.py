@@ -15,9 +15,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from fleetflow_dev.images import PAUSE, ensure_images
+from fleetflow_dev.nodes.config import NodePaths
 
-from devfleet.images import PAUSE, ensure_images
-from devfleet.nodes.config import NodePaths
 from tests.e2e.conftest import FLEETFLOW, TEST_LABEL, WORKLOAD, Seed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]

@@ -28,9 +28,9 @@ from typing import Any
 
 import psutil
 import pytest
+from fleetflow_dev import binaries
+from fleetflow_dev.manager import Fleet
 
-from devfleet import binaries
-from devfleet.manager import Fleet
 from fleetflow.databases import crd
 from fleetflow.databases.spec import RequestRef, cnpg_name
 from fleetflow.kube import KubeClient

@@ -38,8 +38,8 @@ from fleetflow.databases import crd as db_crd
 from fleetflow.errors import FleetflowError
 from fleetflow.registry import Registry
 from fleetflow.registry import crd as fleet_crd
-from supervisor import readiness
-from supervisor.processes import free_port
+from fleetflow.supervisor import readiness
+from fleetflow.supervisor.processes import free_port
 from tests.integration.conftest import LocalFleet
 
 FLEETFLOW = str(Path(sys.executable).parent / "fleetflow")

@@ -26,15 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fleetflow_dev import binaries, cnpg
+from fleetflow_dev.cnpg import contract
+from fleetflow_dev.cnpg.controller import StandInController
+from fleetflow_dev.manager import Fleet
 
-from devfleet import binaries, cnpg
-from devfleet.cnpg import contract
-from devfleet.cnpg.controller import StandInController
-from devfleet.manager import Fleet
 from fleetflow.kube import KubeClient
-from supervisor.pgroles import run_psql
-from supervisor.pgsystem import find_bindir
-from supervisor.postgres import Endpoint
+from fleetflow.supervisor.pgroles import run_psql
+from fleetflow.supervisor.pgsystem import find_bindir
+from fleetflow.supervisor.postgres import Endpoint
 from tests.integration.conftest import LocalFleet, ensure_namespace
 
 SERVICE_CLUSTER = "service-cluster"

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fleetflow_dev import binaries
+from fleetflow_dev.manager import DEFAULT_CLUSTERS, Fleet
 
-from devfleet import binaries
-from devfleet.manager import DEFAULT_CLUSTERS, Fleet
 from fleetflow.kube import KubeClient, client_for
 
 TEST_LABEL = {"created-by": "fleetflow-tests"}

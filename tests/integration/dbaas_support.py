@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fleetflow_dev.cnpg import controller
 
-from devfleet.cnpg import controller
 from fleetflow.dbaas.names import APP_NAMESPACE
+from fleetflow.flows.register_cluster import register_cluster
 from fleetflow.registry import Registry
-from flows.register_cluster import register_cluster
 from tests.integration.conftest import LocalFleet
 
 FLEETFLOW = str(Path(sys.executable).parent / "fleetflow")

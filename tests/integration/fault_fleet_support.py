@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fleetflow_dev import binaries
+from fleetflow_dev.cnpg import controller
+from fleetflow_dev.cnpg.install import install_chart
+from fleetflow_dev.manager import Fleet
 
-from devfleet import binaries
-from devfleet.cnpg import controller
-from devfleet.cnpg.install import install_chart
-from devfleet.manager import Fleet
 from fleetflow.kube import KubeClient, Kubeconfig, client_for
 from fleetflow.registry import Registry
 

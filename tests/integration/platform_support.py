@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fleetflow_dev.cnpg import controller
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from devfleet.cnpg import controller
 from fleetflow.kube import Kubeconfig
 from fleetflow.registry import Registry
-from supervisor import readiness
-from supervisor.parts import DEPLOYMENTS
-from supervisor.processes import free_port
+from fleetflow.supervisor import readiness
+from fleetflow.supervisor.parts import DEPLOYMENTS
+from fleetflow.supervisor.processes import free_port
 from tests.integration.conftest import LocalFleet
 
 FLEETFLOW = str(Path(sys.executable).parent / "fleetflow")

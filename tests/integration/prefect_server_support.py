@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from supervisor import readiness, server
-from supervisor.processes import free_port
+from fleetflow.supervisor import readiness, server
+from fleetflow.supervisor.processes import free_port
 
 START_TIMEOUT = 180.0
 STOP_TIMEOUT = 60.0

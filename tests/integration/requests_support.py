@@ -15,15 +15,15 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from fleetflow_dev.cnpg import chart_dir, controller
 
-from devfleet.cnpg import chart_dir, controller
 from fleetflow.databases import crd
 from fleetflow.databases.spec import DatabaseSpec, RequestRef, manifest
 from fleetflow.errors import FleetflowError
+from fleetflow.flows.install_operator import install_operator
+from fleetflow.flows.register_cluster import register_cluster
 from fleetflow.kube import KubeClient
 from fleetflow.registry import Registry
-from flows.install_operator import install_operator
-from flows.register_cluster import register_cluster
 from tests.integration.conftest import TEST_LABEL, LocalFleet
 
 CNPG = "postgresql.cnpg.io/v1"

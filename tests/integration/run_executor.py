@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from executor.main import resolver, serve
+from fleetflow.executor.main import resolver, serve
 from tests.integration.executor_flows import record
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ from fastapi import FastAPI
 
 from fleetflow.errors import APIForbiddenError, APIUnavailableError, ConfigError
 from fleetflow.registry import Registry
+from fleetflow.webhook import create_app
 from tests.integration.conftest import LocalFleet
-from webhook import create_app
 
 pytestmark = pytest.mark.integration
 

@@ -10,11 +10,11 @@ import httpx
 import pytest
 
 from fleetflow.databases import crd
+from fleetflow.flows.register_cluster import register_cluster
 from fleetflow.registry import Registry
-from flows.register_cluster import register_cluster
+from fleetflow.webhook import create_app
 from tests.integration.conftest import LocalFleet
 from tests.integration.test_api import running
-from webhook import create_app
 
 pytestmark = pytest.mark.integration
 TOKEN = secrets.token_urlsafe(32)

@@ -27,6 +27,7 @@ import pytest
 
 from fleetflow.kube import Kubeconfig
 from fleetflow.registry import Registry
+from fleetflow.webhook import create_app
 from tests.integration.api_security_support import (
     ApiProcess,
     Kind,
@@ -43,7 +44,6 @@ from tests.integration.api_security_support import (
     settled,
 )
 from tests.integration.conftest import LocalFleet
-from webhook import create_app
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
+from fleetflow_dev.cnpg import chart_dir
 
-from devfleet.cnpg import chart_dir
 from fleetflow.databases.converge import _render
 from fleetflow.databases.spec import DatabaseSpec, RequestRef
 from fleetflow.errors import APIInvalidError
@@ -108,7 +108,7 @@ def test_what_the_real_operator_refuses_is_refused(service: tuple[KubeClient, st
 
 
 def test_the_chart_in_the_package_ships_no_copy_of_the_crd() -> None:
-    from devfleet.cnpg import CHART_SOURCE
+    from fleetflow_dev.cnpg import CHART_SOURCE
 
     assert not list(Path(CHART_SOURCE).rglob("*postgresql.cnpg.io*")), (
         "the real CRD must be fetched, not committed"

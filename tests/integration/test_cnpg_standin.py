@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fleetflow_dev import binaries, cnpg
+from fleetflow_dev.cnpg import contract
+from fleetflow_dev.cnpg.controller import StandInController
 
-from devfleet import binaries, cnpg
-from devfleet.cnpg import contract
-from devfleet.cnpg.controller import StandInController
 from fleetflow.errors import FleetError
-from supervisor import pgroles
+from fleetflow.supervisor import pgroles
 from tests.integration.cnpg_standin_support import (
     SECRET_KEYS,
     SEED_SQL,

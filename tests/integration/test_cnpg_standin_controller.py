@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fleetflow_dev import binaries, cnpg
+from fleetflow_dev.cnpg import contract
 
-from devfleet import binaries, cnpg
-from devfleet.cnpg import contract
-from supervisor import pgroles
+from fleetflow.supervisor import pgroles
 from tests.integration.cnpg_standin_support import (
     SERVICE_CLUSTER,
     WAIT,

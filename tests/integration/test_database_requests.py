@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from fleetflow_dev.cnpg import chart_dir
 
-from devfleet.cnpg import chart_dir
 from fleetflow.databases import crd
 from fleetflow.databases.spec import RequestRef, cnpg_name
 from fleetflow.errors import APIInvalidError, PermanentError
+from fleetflow.flows.database_request import database_request
 from fleetflow.registry import Registry
-from flows.database_request import database_request
 from tests.integration.conftest import TEST_LABEL, LocalFleet
 from tests.integration.requests_support import CNPG, ask, ns, psql, secret, seeded_fleet
 
@@ -174,7 +174,7 @@ def test_invalid_specs_are_refused_and_nothing_is_half_created(
 def test_reconcile_restores_a_deleted_credentials_secret_and_leaves_the_rest_alone(
     fleet: Registry, local_fleet: LocalFleet, request: pytest.FixtureRequest
 ) -> None:
-    from flows.reconcile import reconcile
+    from fleetflow.flows.reconcile import reconcile
 
     ref = RequestRef("workload-cluster", ns(request, "heal"), "healed")
     ask(local_fleet, ref.namespace, ref)

@@ -19,10 +19,10 @@ from fleetflow.databases import crd
 from fleetflow.databases.inventory import serving_name
 from fleetflow.databases.spec import RequestRef, cnpg_name
 from fleetflow.errors import FleetflowError
+from fleetflow.flows.database_request import database_request
+from fleetflow.flows.register_cluster import register_cluster
 from fleetflow.kube import Kubeconfig
 from fleetflow.registry import Registry
-from flows.database_request import database_request
-from flows.register_cluster import register_cluster
 from tests.integration.conftest import LocalFleet
 from tests.integration.requests_support import CNPG, ask, ns, psql, secret, seeded_fleet
 

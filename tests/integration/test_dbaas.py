@@ -14,18 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fleetflow_dev.cnpg import chart_dir
 
-from devfleet.cnpg import chart_dir
 from fleetflow.dbaas.names import APP_NAMESPACE
 from fleetflow.errors import PermanentError
+from fleetflow.flows.deploy_app import deploy_app
+from fleetflow.flows.fetch_credentials import fetch_credentials
+from fleetflow.flows.install_operator import install_operator
+from fleetflow.flows.provision_database import provision_database
+from fleetflow.flows.register_cluster import register_cluster
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
 from fleetflow.templating import TemplateError
-from flows.deploy_app import deploy_app
-from flows.fetch_credentials import fetch_credentials
-from flows.install_operator import install_operator
-from flows.provision_database import provision_database
-from flows.register_cluster import register_cluster
 from tests.integration.conftest import LocalFleet
 from tests.integration.dbaas_support import FLEETFLOW, cli, decoded, psql, seeded_fleet, versions
 

@@ -15,19 +15,19 @@ from typing import Any
 
 import pytest
 import yaml
+from fleetflow_dev.cnpg import chart_dir
 
-from devfleet.cnpg import chart_dir
 from fleetflow.dbaas.names import APP_NAMESPACE, SERVICE_CLUSTER_ANNOTATION
 from fleetflow.errors import APIUnavailableError
+from fleetflow.flows.deploy_app import deploy_app
+from fleetflow.flows.deprovision_database import deprovision_database
+from fleetflow.flows.install_operator import install_operator
+from fleetflow.flows.provision_database import provision_database
+from fleetflow.flows.reconcile import reconcile
+from fleetflow.flows.register_cluster import register_cluster
 from fleetflow.kube import Kubeconfig
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
-from flows.deploy_app import deploy_app
-from flows.deprovision_database import deprovision_database
-from flows.install_operator import install_operator
-from flows.provision_database import provision_database
-from flows.reconcile import reconcile
-from flows.register_cluster import register_cluster
 from tests.integration.conftest import LocalFleet
 from tests.integration.dbaas_support import cli, decoded, seeded_fleet, versions
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from fleetflow_dev.cnpg import chart_dir
 
-from devfleet.cnpg import chart_dir
+from fleetflow.flows.install_operator import install_operator
+from fleetflow.flows.provision_database import provision_database
+from fleetflow.flows.register_cluster import register_cluster
 from fleetflow.kube import WaitTimeoutError
 from fleetflow.registry import Registry
-from flows.install_operator import install_operator
-from flows.provision_database import provision_database
-from flows.register_cluster import register_cluster
 from tests.integration.conftest import LocalFleet
 
 pytestmark = pytest.mark.integration

@@ -14,16 +14,16 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from fleetflow_dev.cnpg import chart_dir
 
-from devfleet.cnpg import chart_dir
 from fleetflow.dbaas.deprovision import ORPHANED_ANNOTATION
 from fleetflow.dbaas.names import CNPG_API
+from fleetflow.flows.deprovision_database import deprovision_database
+from fleetflow.flows.install_operator import install_operator
+from fleetflow.flows.provision_database import provision_database
+from fleetflow.flows.register_cluster import register_cluster
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
-from flows.deprovision_database import deprovision_database
-from flows.install_operator import install_operator
-from flows.provision_database import provision_database
-from flows.register_cluster import register_cluster
 from tests.integration.conftest import LocalFleet
 from tests.integration.dbaas_support import seeded_fleet
 

@@ -28,8 +28,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-import supervisor as platform
-from supervisor import pgserver, prefect_db
+import fleetflow.supervisor as platform
+from fleetflow.supervisor import pgserver, prefect_db
 from tests.integration.executor_flows import record
 
 pytestmark = pytest.mark.integration

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from fleetflow_dev import binaries
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from devfleet import binaries
 from fleetflow import events
 from fleetflow.dbaas.names import CNPG_API, cnpg_cluster_name
 from fleetflow.errors import APIGoneError, TemporaryError

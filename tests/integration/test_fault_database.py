@@ -30,8 +30,8 @@ from typing import Any
 
 import psutil
 import pytest
+from fleetflow_dev.cnpg import contract, instances
 
-from devfleet.cnpg import contract, instances
 from fleetflow.databases import crd
 from fleetflow.databases.inventory import serving_name
 from fleetflow.databases.spec import RequestRef, cnpg_name

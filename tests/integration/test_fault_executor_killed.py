@@ -25,10 +25,10 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.events.schemas.automations import Automation
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from deployments import automations, platform
-from executor import repair
-from executor.prefect_api import claim_message
 from fleetflow.config import REPAIR_INTERVAL_ENV, RepairInterval
+from fleetflow.deployments import automations, platform
+from fleetflow.executor import repair
+from fleetflow.executor.prefect_api import claim_message
 from tests.integration.test_executor import Lab, open_lab, wait_for
 
 pytestmark = pytest.mark.integration

@@ -20,12 +20,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from fleetflow_dev.cnpg.controller import StandInController
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from devfleet.cnpg.controller import StandInController
 from fleetflow import events
 from fleetflow.dbaas.provision import healthy
 from fleetflow.events import EMIT_BACKOFF_MAX

@@ -56,7 +56,7 @@ def test_up_is_idempotent_recovers_stale_state_and_down_keeps_data(home: Path, a
     assert (Path(settings["operatorChart"]) / "Chart.yaml").is_file()
     assert Path(settings["helm"]).is_file()
     chart = subprocess.run(
-        [sys.executable, "-c", "from cli.run import _chart; print(_chart(True))"],
+        [sys.executable, "-c", "from fleetflow.cli.run import _chart; print(_chart(True))"],
         env=dict(os.environ, FLEETFLOW_HOME=str(home)),
         capture_output=True,
         text=True,

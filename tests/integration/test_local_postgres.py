@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from fleetflow.errors import BootstrapError, FleetError, UsageError
-from supervisor import pgroles, postgres
-from supervisor.pgroles import run_psql
-from supervisor.pgsystem import find_bindir
-from supervisor.postgres import Endpoint, LocalPostgres
+from fleetflow.supervisor import pgroles, postgres
+from fleetflow.supervisor.pgroles import run_psql
+from fleetflow.supervisor.pgsystem import find_bindir
+from fleetflow.supervisor.postgres import Endpoint, LocalPostgres
 
 
 def _eventually(condition: Callable[[], bool], awaited: str, timeout: float = 15.0) -> None:

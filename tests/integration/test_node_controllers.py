@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fleetflow_dev import binaries
+from fleetflow_dev.nodes import controllers, storage
+from fleetflow_dev.nodes.addresses import NodeAddresses
 
-from devfleet import binaries
-from devfleet.nodes import controllers, storage
-from devfleet.nodes.addresses import NodeAddresses
 from fleetflow.kube import KubeClient
 from tests.integration.cnpg_standin_support import SERVICE_CLUSTER, fresh_namespace, private_fleet
 from tests.integration.conftest import LocalFleet
@@ -202,7 +202,7 @@ def test_loadbalancers_get_distinct_addresses_and_a_freed_one_is_reused(
 
 
 def test_the_process_serves_and_stops_on_sigterm(fleet: LocalFleet, tmp_path: Path) -> None:
-    argv = [sys.executable, "-m", "devfleet.nodes.controllers", "--kubeconfig", str(fleet.kubeconfig)]
+    argv = [sys.executable, "-m", "fleetflow_dev.nodes.controllers", "--kubeconfig", str(fleet.kubeconfig)]
     argv += ["--clusters", f"{SERVICE_CLUSTER}:{INDEX}", "--root", str(tmp_path / "nodes")]
     log = (tmp_path / "controllers.log").open("w")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True)

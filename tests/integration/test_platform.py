@@ -22,9 +22,9 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
 
-from deployments.automations import LOST_HEARTBEATS_NAME
 from fleetflow.dbaas import operator
 from fleetflow.dbaas.names import APP_NAMESPACE
+from fleetflow.deployments.automations import LOST_HEARTBEATS_NAME
 from fleetflow.kube import KubeClient
 from fleetflow.labels import LabelEdit
 from tests.integration.conftest import LocalFleet

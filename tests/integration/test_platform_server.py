@@ -17,9 +17,9 @@ from urllib.parse import unquote
 
 import pytest
 
-import supervisor as platform
-from supervisor import pgserver, prefect_db, readiness, state
-from supervisor.processes import is_ours
+import fleetflow.supervisor as platform
+from fleetflow.supervisor import pgserver, prefect_db, readiness, state
+from fleetflow.supervisor.processes import is_ours
 
 pytestmark = pytest.mark.integration
 

@@ -20,16 +20,16 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from fleetflow_dev.pki import ClusterPKI
 
-from devfleet.pki import ClusterPKI
 from fleetflow.dbaas import credentials
 from fleetflow.dbaas.names import CREDENTIALS_SECRET, LOADBALANCER_CONFIGMAP
 from fleetflow.dbaas.provision import Endpoint
 from fleetflow.kube import Kubeconfig
 from fleetflow.registry import Registry
 from fleetflow.registry.crd import kubeconfig_secret_name
+from fleetflow.supervisor.readiness import tls_context
 from fleetflow.watcher import STATE_NAMESPACE
-from supervisor.readiness import tls_context
 from tests.integration.conftest import LocalFleet
 from tests.integration.dbaas_support import FLEETFLOW
 

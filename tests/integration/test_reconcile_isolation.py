@@ -19,6 +19,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from fleetflow_dev.cnpg import chart_dir
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -28,15 +29,14 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 
-from devfleet.cnpg import chart_dir
 from fleetflow.dbaas import credentials
 from fleetflow.dbaas.names import APP_NAMESPACE, CNPG_API
 from fleetflow.dbaas.provision import Endpoint
+from fleetflow.flows.install_operator import install_operator
+from fleetflow.flows.reconcile import ARTIFACT_KEY, reconcile
+from fleetflow.flows.register_cluster import register_cluster
 from fleetflow.kube import Kubeconfig
 from fleetflow.registry import Registry
-from flows.install_operator import install_operator
-from flows.reconcile import ARTIFACT_KEY, reconcile
-from flows.register_cluster import register_cluster
 from tests.integration.conftest import LocalFleet
 
 pytestmark = pytest.mark.integration

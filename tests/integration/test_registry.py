@@ -17,10 +17,10 @@ import yaml
 
 from fleetflow import events
 from fleetflow.errors import APIUnavailableError
+from fleetflow.flows.register_cluster import register_cluster
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
 from fleetflow.watcher import LabelWatcher
-from flows.register_cluster import register_cluster
 from tests.integration.conftest import LocalFleet
 from tests.integration.prefect_events import read_events, wait_for_events
 from tests.integration.watch_support import WatchProcess

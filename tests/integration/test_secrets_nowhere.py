@@ -28,7 +28,7 @@ from prefect.settings import get_current_settings
 
 from fleetflow.dbaas.names import APP_NAMESPACE
 from fleetflow.kube import KubeClient
-from supervisor.processes import free_port
+from fleetflow.supervisor.processes import free_port
 from tests.integration.conftest import LocalFleet
 from tests.integration.dbaas_support import FLEETFLOW, decoded, psql
 from tests.integration.platform_support import Platform, running_platform, wait

@@ -15,8 +15,8 @@ from fastapi import FastAPI
 
 from fleetflow.errors import ConfigError
 from fleetflow.registry import Registry
-from webhook import auth, create_app
-from webhook.auth import TOKEN_ENV, check_bearer, load_or_create_token
+from fleetflow.webhook import auth, create_app
+from fleetflow.webhook.auth import TOKEN_ENV, check_bearer, load_or_create_token
 
 TOKEN = "s3cret-token-for-tests"
 

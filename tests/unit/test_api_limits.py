@@ -21,9 +21,9 @@ from fleetflow.databases.spec import DatabaseSpec
 from fleetflow.errors import UsageError
 from fleetflow.labels import validate_dns_label, validate_key, validate_value
 from fleetflow.registry import Registry
+from fleetflow.webhook import create_app
+from fleetflow.webhook.limits import MAX_BODY, BodyProblem, check_json, header_timeout_protocol
 from tests.unit.test_api_auth import call
-from webhook import create_app
-from webhook.limits import MAX_BODY, BodyProblem, check_json, header_timeout_protocol
 
 TOKEN = "limits-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}

@@ -7,8 +7,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from fleetflow_dev import binaries
 
-from devfleet import binaries
 from fleetflow.errors import BootstrapError
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from fleetflow.errors import UsageError
 from fleetflow.registry import Registry, validate_cluster_name
-from tasks.registry import validate_registration
+from fleetflow.tasks.registry import validate_registration
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from fleetflow_dev.cnpg.contract import sql_name
+from fleetflow_dev.cnpg.databases import LEGACY_UID_FILE, comment, legacy_servers, parse_comment, servers
+from fleetflow_dev.cnpg.workqueue import WorkQueue
 
-from devfleet.cnpg.contract import sql_name
-from devfleet.cnpg.databases import LEGACY_UID_FILE, comment, legacy_servers, parse_comment, servers
-from devfleet.cnpg.workqueue import WorkQueue
-from supervisor.pgroles import validate_name
+from fleetflow.supervisor.pgroles import validate_name
 
 
 @pytest.mark.parametrize(

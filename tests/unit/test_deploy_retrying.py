@@ -8,7 +8,7 @@ import pytest
 from prefect.deployments.runner import DeploymentApplyError
 from prefect.exceptions import PrefectHTTPStatusError
 
-from deployments.retrying import retrying, transient
+from fleetflow.deployments.retrying import retrying, transient
 
 
 def _status(code: int) -> PrefectHTTPStatusError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from executor.plan import CRASHED, PENDING, RUNNING, SCHEDULED, Redo, Run, plan, redo_lost
+from fleetflow.executor.plan import CRASHED, PENDING, RUNNING, SCHEDULED, Redo, Run, plan, redo_lost
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 DEPLOYMENT, OTHER = uuid.uuid4(), uuid.uuid4()

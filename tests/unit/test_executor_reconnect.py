@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from executor import loop as loop_module
-from executor.loop import LISTEN_BACKOFF_MAX, Executor
+from fleetflow.executor import loop as loop_module
+from fleetflow.executor.loop import LISTEN_BACKOFF_MAX, Executor
 
 
 async def _nothing(_client: Any) -> dict[Any, Any]:

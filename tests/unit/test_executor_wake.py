@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from executor.loop import Executor
+from fleetflow.executor.loop import Executor
 
 
 async def _nothing(_client: Any) -> dict[Any, Any]:
@@ -33,7 +33,7 @@ def test_a_claim_in_flight_when_stopping_is_still_run(monkeypatch: Any) -> None:
     from datetime import UTC, datetime
     from types import SimpleNamespace
 
-    from executor import loop as loop_module
+    from fleetflow.executor import loop as loop_module
 
     deployment = uuid.uuid4()
     run = SimpleNamespace(

@@ -11,10 +11,10 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from fleetflow_dev import kubeconfig, pki
+from fleetflow_dev.manager import validate_names
+from fleetflow_dev.state import ClusterRecord, FleetState
 
-from devfleet import kubeconfig, pki
-from devfleet.manager import validate_names
-from devfleet.state import ClusterRecord, FleetState
 from fleetflow.errors import FleetError, UsageError
 
 

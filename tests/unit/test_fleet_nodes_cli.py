@@ -7,15 +7,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from fleetflow_dev.manager import Fleet
+from fleetflow_dev.state import ClusterRecord, FleetState
 
-from devfleet.manager import Fleet
-from devfleet.state import ClusterRecord, FleetState
 from fleetflow.errors import UsageError
 
 
 def _fleet(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "devfleet.cli", "--home", str(home), *args],
+        [sys.executable, "-m", "fleetflow_dev.cli", "--home", str(home), *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,4 +1,4 @@
-"""devfleet.images without building: cache keys follow the inputs, archives' names are read and
+"""fleetflow_dev.images without building: cache keys follow the inputs, archives' names are read and
 normalised, a nameless archive is a one-line UsageError, a cached image is never rebuilt and a failed
 build leaves nothing behind."""
 
@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fleetflow_dev import images
+from fleetflow_dev.images import archive, cache, cloudnative_pg, commands, pause, postgresql
 
-from devfleet import images
-from devfleet.images import archive, cache, cloudnative_pg, commands, pause, postgresql
 from fleetflow.errors import BootstrapError, UsageError
 
 

@@ -12,10 +12,10 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.server.events.schemas.automations import AutomationCore
 from prefect.server.events.schemas.events import ReceivedEvent
 
-from deployments import automations
-from executor.repair import heartbeat_parts
 from fleetflow import config
+from fleetflow.deployments import automations
 from fleetflow.errors import ConfigError
+from fleetflow.executor.repair import heartbeat_parts
 
 WINDOW = 12.0
 
@@ -66,7 +66,7 @@ def test_an_executors_heartbeats_and_final_states_of_platform_runs_are_what_it_w
 
 
 def test_every_platform_deployment_carries_the_tag_the_automation_watches() -> None:
-    from deployments.platform import build
+    from fleetflow.deployments.platform import build
 
     assert all(automations.TAG in (d.tags or []) for d in build())
 

@@ -6,8 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from devfleet.mounts import mounts_under, unmount_under
+from fleetflow_dev.mounts import mounts_under, unmount_under
 
 
 @pytest.fixture

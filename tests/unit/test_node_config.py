@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography import x509
-
-from devfleet import pki
-from devfleet.nodes import config
-from devfleet.nodes.addresses import MAX_INDEX, NodeAddresses
+from fleetflow_dev import pki
+from fleetflow_dev.nodes import config
+from fleetflow_dev.nodes.addresses import MAX_INDEX, NodeAddresses
 
 
 def test_two_nodes_share_no_range() -> None:

@@ -8,10 +8,10 @@ import time
 from typing import Any, cast
 
 import pytest
+from fleetflow_dev.nodes import controllers, loadbalancer
+from fleetflow_dev.nodes.addresses import NodeAddresses
+from fleetflow_dev.nodes.loadbalancer import Change, LoadBalancers, plan
 
-from devfleet.nodes import controllers, loadbalancer
-from devfleet.nodes.addresses import NodeAddresses
-from devfleet.nodes.loadbalancer import Change, LoadBalancers, plan
 from fleetflow.errors import APIUnavailableError
 from fleetflow.kube import KubeClient
 

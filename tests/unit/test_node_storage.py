@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from fleetflow_dev.nodes import storage
 
-from devfleet.nodes import storage
 from fleetflow.kube import KubeClient
 
 ROOT = Path("/srv/fleet/nodes")

@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
-
-from devfleet import binaries
-from devfleet.cnpg import operator_chart
+from fleetflow_dev import binaries
+from fleetflow_dev.cnpg import operator_chart
 
 MANIFEST = """\
 apiVersion: v1

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor import pgsystem
+from fleetflow.supervisor import pgsystem
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from supervisor import parts
+from fleetflow.supervisor import parts
 
 
 def test_parts_start_in_order_and_stop_in_reverse() -> None:

@@ -25,10 +25,10 @@ from prefect.events import DeploymentEventTrigger
 from prefect.server.events.schemas.automations import AutomationCore
 from prefect.server.events.schemas.events import ReceivedEvent
 
-from deployments import automations
 from fleetflow import events, policy
 from fleetflow.databases.watcher import ClusterWatch
 from fleetflow.dbaas.names import SERVICE_CLUSTER_ANNOTATION
+from fleetflow.deployments import automations
 from fleetflow.registry import ClusterRecord
 from fleetflow.watcher import LabelWatcher
 
@@ -248,7 +248,7 @@ def test_a_cluster_without_a_database_is_not_deprovisioned_by_reconcile() -> Non
 
 
 def test_every_deployment_carries_exactly_the_triggers_of_its_row() -> None:
-    from deployments.platform import build
+    from fleetflow.deployments.platform import build
 
     by_flow = {d.flow_name: sorted(t.name for t in d.triggers or []) for d in build()}
     for rule in policy.RULES:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fleetflow.errors import UsageError
-from supervisor import prefect_db
+from fleetflow.supervisor import prefect_db
 
 URL = "postgresql+asyncpg://prefect:s3cret-pw@db.example:5432/prefect"
 
@@ -76,7 +76,11 @@ def test_the_server_environment_cannot_override_the_chosen_database() -> None:
 
 def test_only_pgserver_uses_the_local_postgres_tooling() -> None:
     package = Path(prefect_db.__file__).parent
-    tooling = ("supervisor.postgres", "supervisor.pgroles", "supervisor.pgsystem")
+    tooling = (
+        "fleetflow.supervisor.postgres",
+        "fleetflow.supervisor.pgroles",
+        "fleetflow.supervisor.pgsystem",
+    )
     users = set()
     for module in package.glob("*.py"):
         for node in ast.walk(ast.parse(module.read_text())):

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor import processes
+from fleetflow.supervisor import processes
 
 
 def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from fleetflow import policy
-from flows import reconcile as r
+from fleetflow.flows import reconcile as r
 
 SETTINGS = r.Settings("chart", None, None, 1, "Retain", None)
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from prefect.events.schemas.automations import Automation
 
-from deployments import automations, sync_automations
-from deployments.platform import build
 from fleetflow.config import RepairInterval
+from fleetflow.deployments import automations, sync_automations
+from fleetflow.deployments.platform import build
 
 
 def wanted() -> list[Any]:

@@ -8,7 +8,7 @@ outlast a restarting API server (up to 12 s on the local fleet under load; the f
 
 from __future__ import annotations
 
-from tasks.database import apply_database, place_database
+from fleetflow.tasks.database import apply_database, place_database
 
 
 def test_apply_database_retries_through_an_api_server_restart() -> None:

@@ -1,0 +1,162 @@
+"""``fleetflow up``, ``fleetflow down`` and ``fleetflow status``: the whole platform."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import threading
+import time
+
+import fleetflow.supervisor as parts
+from fleetflow import config
+from fleetflow.cli import plugins
+from fleetflow.cli.output import progress, table
+from fleetflow.errors import FleetflowError
+
+SEED_LABELS = {"mgmt": {"type": "mgmt"}, "service-cluster": {"type": "services"}, "workload-cluster": {}}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    up = sub.add_parser("up", help="start the platform in the background and return once it is ready")
+    up.add_argument(
+        "--local",
+        action="store_true",
+        help="also bring the local fleet up (the fleetflow-fleet plugin) and register its clusters "
+        "with the seed's labels",
+    )
+    up.add_argument("--webhook-port", type=int, default=0, help="webhook API port (default: a free one)")
+    up.add_argument(
+        "--prefect-db",
+        metavar="sqlite|postgres|URL",
+        default=None,
+        help="the Prefect server's database: sqlite (the default), postgres (a PostgreSQL fleetflow runs "
+        "under $FLEETFLOW_HOME/platform/prefect-db) or a postgresql+asyncpg:// URL of your own (a password "
+        "can come from ~/.pgpass instead of the URL); remembered for the next up",
+    )
+    up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops the platform")
+    _cnpg_choice(up, default="standin")
+    up.set_defaults(func=_up)
+    down = sub.add_parser(
+        "down",
+        help="stop what 'fleetflow up' started, its PostgreSQL too (data kept); the local fleet with --local",
+    )
+    down.add_argument("--local", action="store_true", help="also stop the local fleet")
+    down.set_defaults(func=_down)
+    demo = sub.add_parser("demo", help="the seed's Path B end to end on the local fleet, timed and verified")
+    demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for each stage")
+    _cnpg_choice(demo, default="real")
+    demo.set_defaults(func=_demo)
+    status = sub.add_parser("status", help="each part of the platform, the Prefect UI and the webhook URL")
+    status.set_defaults(func=_status)
+
+
+def _cnpg_choice(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--cnpg",
+        choices=("real", "standin"),
+        default=default,
+        help="with --local: the real CloudNativePG operator on real nodes (needs root; minutes to "
+        "provision), or the fast stand-in on nodeless clusters (default: %(default)s)",
+    )
+
+
+def _up(args: argparse.Namespace) -> int:
+    env: dict[str, str] = {}
+    if args.local:
+        fleet = ["up", "--clusters", ",".join(SEED_LABELS)]
+        fleet += ["--nodes", "--cnpg", "real"] if args.cnpg == "real" else ["--cnpg", "standin"]
+        if plugins.run("fleet", fleet) != 0:
+            raise FleetflowError("the local fleet did not come up (see above)")
+        env = {"KUBECONFIG": str(config.fleet_kubeconfig()), "FLEETFLOW_MGMT_CONTEXT": "mgmt"}
+        os.environ.update(env)
+
+    def enrol_mgmt(api_url: str) -> None:
+        os.environ["PREFECT_API_URL"] = api_url
+        if args.local:
+            _register("mgmt")
+
+    state = parts.up(
+        progress,
+        local_chart=args.local,
+        webhook_port=args.webhook_port,
+        env=env,
+        prefect_db_choice=args.prefect_db,
+        before_workers=enrol_mgmt,
+    )
+    if args.local:
+        for name in list(SEED_LABELS)[1:]:
+            _register(name)
+    _status(args)
+    token = config.home() / "api-token"
+    print(
+        f"\nPrefect UI: {state.api_url.removesuffix('/api')}\nWebhook API: "
+        f"http://127.0.0.1:{state.webhook_port}/v1/databases (bearer token: $FLEETFLOW_API_TOKEN or {token})"
+    )
+    if args.foreground:
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+        parts.down(progress)
+    return 0
+
+
+def _register(name: str) -> None:
+    from fleetflow.flows.register_cluster import register_cluster
+    from fleetflow.registry import connect
+
+    registry = connect("mgmt")
+    if name == "mgmt":
+        registry.install()
+        config.save_setting("mgmtContext", "mgmt")
+    if registry.get(name) is None:
+        register_cluster(name=name, context=name, labels=SEED_LABELS[name], mgmt_context="mgmt")
+        progress(f"registered {name} {SEED_LABELS[name] or ''}")
+
+
+def _down(args: argparse.Namespace) -> int:
+    parts.down(progress)
+    if args.local and plugins.run("fleet", ["down"]) != 0:
+        raise FleetflowError("the local fleet did not stop cleanly (see above)")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    print(table(["PART", "STATUS", "ADDRESS"], [list(r) for r in parts.status()]))
+    state = parts.load()
+    if state.api_url:
+        from fleetflow.errors import TemporaryError
+        from fleetflow.events import recent_failed_actions
+
+        os.environ.setdefault("PREFECT_API_URL", state.api_url)
+        try:
+            failures = recent_failed_actions()
+        except TemporaryError as exc:
+            print(f"\nautomation failures: unknown ({exc})")
+            return 0
+        if failures:
+            print(f"\n{len(failures)} automation action(s) failed in the last 24 h (newest first):")
+            for event in failures[:5]:
+                reason = (event.get("payload") or {}).get("reason", "")
+                automation = event["resource"].get("prefect.resource.name", "")
+                print(f"  {event.get('occurred', '')[:19]}  {automation}: {reason[:160]}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from fleetflow.cli import demo
+    from fleetflow.registry import connect
+
+    started = time.monotonic()
+    args.local, args.webhook_port, args.foreground, args.prefect_db = True, 0, False, None
+    _up(args)
+    stages = [
+        demo.Stage("platform up (fleet, Prefect, executor, watch, api)", time.monotonic() - started, "ready")
+    ]
+    stages += demo.run(connect("mgmt"), parts.load(), progress, args.timeout, real=args.cnpg == "real")
+    print()
+    print(table(["STAGE", "SECONDS", "RESULT"], [[s.name, f"{s.seconds:.1f}", s.result] for s in stages]))
+    print(f"\nAll {len(stages)} stages verified. Prefect UI: {parts.load().api_url.removesuffix('/api')}")
+    return 0
