@@ -1,9 +1,9 @@
 """Write a file so that a reader sees its old content or its new content, never half of either.
 
 State files, settings, kubeconfigs, certificates and secrets are all rewritten while other
-processes may read them, and a crash mid-write must not leave a truncated file behind. Seven
-places used to do this each their own way (a fixed temporary name two writers could share, no
-fsync, a secret briefly readable under the umask); :func:`write_atomic` is the one way now.
+processes may read them, and a crash mid-write must not leave a truncated file behind; every
+writer uses :func:`write_atomic`, so none can share a fixed temporary name with another, skip the
+fsync, or leave a secret briefly readable under the umask.
 
 The data goes to a temporary file with a unique name in the target's directory (so the final
 rename stays on one file system), is fsynced, gets its mode, and is then renamed over the target

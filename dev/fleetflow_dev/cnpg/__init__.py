@@ -10,7 +10,8 @@ the only stand-in of the project, and it is never used against a real cluster.
   proxy by :func:`chart_dir`) and a ConfigMap that says what runs instead of the operator; no
   Deployment. :func:`install_chart` runs that command with fleetflow's helm.
 - :class:`StandInController` honours CloudNativePG's contract for each ``postgresql.cnpg.io/v1``
-  Cluster (``docs/facts.md`` section 2): a role and database of its own on one real PostgreSQL
+  Cluster (section 2 of the shared facts, ``../shared/docs/facts.md``): a role and database of
+  its own on one real PostgreSQL
   server per service cluster on 127.0.0.1 (:class:`supervisor.postgres.LocalPostgres`),
   the ``<cluster>-app`` Secret, the ``-rw``/``-ro``/``-r`` and additional Services (a
   LoadBalancer's ingress is 127.0.0.1, its port the server's), the Cluster's phase and Ready

@@ -1,6 +1,7 @@
 """The configuration files of one node: containerd, CNI, kubelet, kube-proxy and CoreDNS.
 
-What each setting is for (facts.md sections 7 and 7b, each found by something failing first):
+What each setting is for (sections 7 and 7b of the shared facts, ``../shared/docs/facts.md``;
+each found by something failing first):
 
 - containerd keeps its own root, state and socket, so several nodes (and any containerd of the
   machine's own) never share images or containers; the CRI plugin restricts oom_score_adj
