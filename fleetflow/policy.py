@@ -3,12 +3,13 @@
 Why one table: two parts of the platform decide from a cluster's labels what should run. The
 automations (``deployments/automations.py``: Prefect triggers on the label watcher's events) act
 at once; reconcile (``flows/reconcile.py``: every 5 minutes) repairs what events missed. Written
-twice, they drifted: changing ``postgres=required`` to ``postgres=optional`` fired no automation,
-yet the next reconcile deprovisioned the database. Here each row is written once, as a label
-selector in ``kubectl -l`` syntax, and both read it: :func:`wanted` evaluates the selector on a
-cluster's labels (reconcile), :func:`triggers` turns the same selector into Prefect match
-specifications (automations). ``tests/unit/test_policy.py`` proves, row by row, that the two
-agree under Prefect's own matching rules on the events the watcher really emits.
+twice, they would drift (changing ``postgres=required`` to ``postgres=optional`` firing no
+automation, yet the next reconcile deprovisioning the database). Here each row is written
+once, as a label selector in ``kubectl -l`` syntax, and both read it: :func:`wanted`
+evaluates the selector on a cluster's labels (reconcile), :func:`triggers` turns the same
+selector into Prefect match specifications (automations). ``tests/unit/test_policy.py``
+proves, row by row, that the two agree under Prefect's own matching rules on the events the
+watcher really emits.
 
 Semantics, as a platform engineer reads the table:
 
@@ -28,12 +29,12 @@ Semantics, as a platform engineer reads the table:
   itself and does nothing without it; reconcile knows whether a database is placed and asks for
   deprovisioning only then (``needs_database``), and deploys the app with ``skip_unready``.
 
-- **A row may follow an event that labels do not carry.** fetch-credentials runs on
-  ``fleetflow.credentials.rotated``: the request watcher (``fleetflow/databases/watcher.py``)
-  emits it, with the cluster's labels on its resource, when the ``-app`` Secret of a label-path
-  database changes, so a rotated password is delivered within seconds. The label change that
-  makes the row apply needs no trigger of its own: provision-database delivers the credentials
-  in the same run. Reconcile runs it as a repair (it writes only what is stale).
+- **A row may follow an event that labels do not carry.** deploy-app also runs on
+  ``fleetflow.credentials.published`` (with the cluster's labels on its resource), so the app
+  follows a delivery. A rotated password needs no row: the label's database is a Database
+  request, and the request watcher (``fleetflow/databases/watcher.py``) re-converges a request
+  when its ``-app`` Secret changes (:data:`REQUEST_RULES`), which rewrites ``pg-credentials``
+  wherever they were delivered.
 
 How a selector becomes triggers (Prefect matches resource labels of the event; ``!`` negates a
 glob, ``*`` matches anything, and a label absent from the event matches nothing, not even a
@@ -60,7 +61,6 @@ from fleetflow.events import (
     CLUSTER_LABELED,
     CLUSTER_REGISTERED,
     CREDENTIALS_PUBLISHED,
-    CREDENTIALS_ROTATED,
     DATABASE_REQUEST_CHANGED,
 )
 from fleetflow.labels import Requirement, Selector
@@ -103,15 +103,8 @@ RULES: tuple[Rule, ...] = (
         "provision-database",
         Selector.parse("postgres=required"),
         CLUSTER_EVENTS,
-        "A cluster asking for postgres gets its database (one per cluster) and its credentials.",
-    ),
-    Rule(
-        "fetch-credentials",
-        Selector.parse("postgres=required"),
-        frozenset({CREDENTIALS_ROTATED}),
-        "A database whose password was rotated (its CloudNativePG -app Secret changed) has the new "
-        "credentials delivered wherever they were (the management and the workload cluster).",
-        needs_database=True,
+        "A cluster asking for postgres gets its database (the Database fleetflow/<cluster> on it) "
+        "and its credentials.",
     ),
     Rule(
         "deprovision-database",
@@ -163,8 +156,10 @@ REQUEST_RULES: tuple[RequestRule, ...] = (
     RequestRule(
         "database-request",
         frozenset({DATABASE_REQUEST_CHANGED}),
-        "A Database object created, changed or deleted in a registered cluster is converged: "
-        "provisioned with its credentials next to it, or its deletionPolicy applied.",
+        "A Database object created, changed or deleted in a registered cluster, or whose "
+        "CloudNativePG Cluster or -app Secret changed, is converged: provisioned with its "
+        "credentials next to it (a cluster label's also where the seed wants them), or its "
+        "deletionPolicy applied.",
         {"request": "{{ event.payload.request }}"},
     ),
 )

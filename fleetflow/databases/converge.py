@@ -1,101 +1,122 @@
-"""Make one Database request true: provision, deliver, report; or, once deleted, apply its policy.
+"""Make one Database request true: provision, deliver, report; or, once deleted, finalise it.
 
-Idempotent from any state, so that a duplicate event, a retry or a restart only repeats checks:
+Every database is a request: one a team applies, and the one a cluster's ``postgres=required``
+label stands for (``fleetflow/<cluster>`` on that cluster, see :mod:`.label`). Idempotent from
+any state, so that a duplicate event, a retry or a restart only repeats checks:
 
-1. A request being deleted gets its ``deletionPolicy`` applied (Retain: the CNPG Cluster stays,
-   annotated orphaned; Delete: the Cluster goes, with its data), its Secret removed, and only
-   then its finalizer, so a deletion while fleetflow was down is still processed.
+1. A request being deleted is finalised (:mod:`.finalise`: its ``deletionPolicy``, its
+   credentials withdrawn, then its finalizer), so a deletion while fleetflow was down is still
+   processed.
 2. Otherwise the finalizer is added, the spec checked (a bad one is Ready=False/InvalidSpec,
-   nothing created), a service cluster chosen (stable: recorded in status), and the CNPG Cluster
+   nothing created), a service cluster chosen (:mod:`.placement`: stable, recorded in status;
+   a retained Cluster of the same request is found and adopted back), and the CNPG Cluster
    server-side applied in namespace ``<cluster>`` of the service cluster under
-   :func:`spec.cnpg_name`. A retained Cluster of the same request is adopted back.
+   :func:`spec.cnpg_name`.
 3. Once the Cluster is usable, its credentials go straight from the service cluster into the
-   Secret ``secretName`` next to the request, owned by it; they never pass through the
-   management cluster. The Secret is rewritten only when the source secret or address changed.
+   Secret ``secretName`` next to the request (:mod:`.credentials`). The label's database also
+   gets the seed's ``pg-credentials`` and ``pg-loadbalancer-data`` (:mod:`.delivery`). Both are
+   rewritten only when their source changed, so a rotated password reaches them when its
+   ``-app`` Secret's change re-converges the request.
 
 Status is written at each step. :class:`Outcome` says what happened, never a secret.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import datetime as dt
-import hashlib
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote
+from pathlib import Path
 
-from fleetflow import templating
-from fleetflow.databases import crd, health, inventory, spec, status
-from fleetflow.databases.spec import DatabaseSpec, RequestRef
-from fleetflow.dbaas import credentials, provision
-from fleetflow.dbaas.names import CNPG_API, MANAGED, SOURCE_ANNOTATION
-from fleetflow.errors import APINotFoundError, FleetflowError, PermanentError, TemporaryError, UsageError
+from fleetflow.databases import crd, credentials, delivery, finalise, inventory, placement, provision, status
+from fleetflow.databases.names import CNPG_API, CNPG_CRD, ORPHANED, REQUEST, SERVICE_CLUSTER_ANNOTATION
+from fleetflow.databases.spec import DatabaseSpec, RequestRef, label_ref
+from fleetflow.databases.status import Outcome
+from fleetflow.databases.views import DatabaseObject
+from fleetflow.errors import FleetflowError, PermanentError, TemporaryError, UsageError
 from fleetflow.kube import KubeClient, WaitTimeoutError
-from fleetflow.labels import Selector
-from fleetflow.registry import Registry
+from fleetflow.registry import ClusterRecord, Registry
 
-ORPHANED = "fleetflow.io/orphaned"
-REQUEST = "fleetflow.io/database-request"
-CNPG_CRD = "clusters.postgresql.cnpg.io"
 OPERATOR_WAIT = 120.0  # seconds a request waits for its service cluster's operator to arrive
+release_cluster = finalise.release_cluster
 
 
-@dataclass(frozen=True)
-class Outcome:
-    request: str
-    phase: str  # Ready, Failed, Deleted, Absent, Alias (served under another name)
-    detail: str
+def converge(
+    registry: Registry,
+    ref: RequestRef,
+    timeout: float = 300.0,
+    *,
+    template_dir: Path | None = None,
+    deliver_to: str | None = None,
+) -> Outcome:
+    """Converge ``ref``; ``template_dir`` overrides the CNPG Cluster's template, ``deliver_to``
+    where the label path's credentials go (default: where they went last time).
 
-
-def converge(registry: Registry, ref: RequestRef, timeout: float = 300.0) -> Outcome:
-    serving = inventory.serving_name(registry, ref.cluster)
-    if serving != ref.cluster:  # a stale event, or a run asked for by hand, under a second name
-        return Outcome(str(ref), "Alias", _alias(ref, serving))
+    A request is served under the first registered name of its API server (:mod:`.inventory`),
+    except a cluster label's, which is served under the registered cluster it is named after."""
+    if ref != label_ref(ref.cluster):
+        serving = inventory.serving_name(registry, ref.cluster)
+        if serving != ref.cluster:  # a stale event, or a run asked for by hand, under a second name
+            return Outcome(str(ref), "Alias", _alias(ref, serving))
     workload = registry.client(ref.cluster)
     obj = workload.get_or_none(crd.API_VERSION, crd.KIND, ref.name, ref.namespace)
     if obj is None:
         return Outcome(str(ref), "Absent", "no such Database (deleted and finalised)")
-    if obj["metadata"].get("deletionTimestamp"):
-        return _finalise(registry, workload, ref, obj)
-    if crd.FINALIZER not in (obj["metadata"].get("finalizers") or []):
-        finalizers = [*(obj["metadata"].get("finalizers") or []), crd.FINALIZER]
-        obj = workload.merge_patch(
-            crd.API_VERSION,
-            crd.KIND,
-            ref.name,
-            ref.namespace,
-            {"metadata": {"finalizers": finalizers, "resourceVersion": obj["metadata"]["resourceVersion"]}},
+    db = DatabaseObject.of(obj)
+    if db.served_as(ref.cluster) != ref:  # a cluster label's, seen through its API server's first name
+        return converge(
+            registry, db.served_as(ref.cluster), timeout, template_dir=template_dir, deliver_to=deliver_to
+        )
+    if db.meta.deleting:
+        return finalise.finalise(registry, workload, ref, db)
+    if not db.finalized:
+        patch = {
+            "finalizers": [*db.meta.finalizers, crd.FINALIZER],
+            "resourceVersion": db.meta.resource_version,
+        }
+        db = DatabaseObject.of(
+            workload.merge_patch(crd.API_VERSION, crd.KIND, ref.name, ref.namespace, {"metadata": patch})
         )
     try:
-        wanted = DatabaseSpec.from_spec(ref.name, obj.get("spec") or {})
+        wanted = DatabaseSpec.from_spec(ref.name, db.spec)
     except UsageError as exc:
-        return _fail(workload, ref, obj, "InvalidSpec", str(exc))
+        return _fail(workload, ref, db, "InvalidSpec", str(exc))
+    records = {r.name: r for r in registry.list()}
     try:
-        service_cluster = _place(registry, ref, obj, wanted)
+        service_cluster = placement.place(
+            records.values(),
+            ref,
+            db.status.service_cluster,
+            wanted.service_cluster_selector,
+            lambda candidate: _holds(registry, ref, candidate),
+        )
     except PermanentError as exc:
-        return _fail(workload, ref, obj, "NoServiceCluster", str(exc))
-    name = spec.cnpg_name(ref)
+        return _fail(workload, ref, db, "NoServiceCluster", str(exc))
+    record = records.get(ref.cluster)
+    if (
+        db.from_cluster_label
+        and record
+        and record.annotations.get(SERVICE_CLUSTER_ANNOTATION) != service_cluster
+    ):
+        record = registry.annotate(ref.cluster, {SERVICE_CLUSTER_ANNOTATION: service_cluster})
+    placed = provision.Placed.of(ref, service_cluster)
     base = status.Report(
         status.PROVISIONING,
         False,
         "Provisioning",
-        f"CloudNativePG Cluster {ref.cluster}/{name} on {service_cluster}",
+        f"CloudNativePG Cluster {placed} on {service_cluster}",
         service_cluster=service_cluster,
-        cnpg_cluster=f"{ref.cluster}/{name}",
+        cnpg_cluster=str(placed),
         database=wanted.database,
         secret_name=wanted.secret_name,
     )
-    shown = (obj.get("status") or {}).get("phase")
-    if (not status.converged(obj) or status.ready_of(obj)[0] != "True") and shown != status.UNAVAILABLE:
-        status.write(workload, ref, obj, base)  # a re-check of a ready (or down) request does not flap
+    if (not db.converged or db.status.ready.status != "True") and db.status.phase != status.UNAVAILABLE:
+        status.write(workload, ref, db, base)  # a re-check of a ready (or down) request does not flap
+    label = (record, deliver_to) if db.from_cluster_label and record is not None else None
     try:
-        return _provision(registry, workload, ref, obj, wanted, base, timeout)
+        return _provision(registry, workload, ref, db, wanted, base, timeout, template_dir, label)
     except TemporaryError as exc:  # the service cluster (or the workload's API) did not answer
         with contextlib.suppress(FleetflowError):
             why = f"service cluster {service_cluster} cannot be reached: {' '.join(str(exc).split())}"
-            _fail(workload, ref, obj, "Unreachable", why, base)
+            _fail(workload, ref, db, "Unreachable", why, base)
         raise  # the task retries a transient failure; reconcile tries again later
 
 
@@ -106,261 +127,122 @@ def _alias(ref: RequestRef, serving: str) -> str:
     )
 
 
+def _holds(registry: Registry, ref: RequestRef, candidate: str) -> bool:
+    """Whether ``candidate`` holds ``ref``'s CNPG Cluster (a retained one, to adopt back)."""
+    try:
+        return provision.get(registry.client(candidate), provision.Placed.of(ref, candidate)) is not None
+    except FleetflowError:
+        return False  # unreadable: not a place to adopt from
+
+
 def _provision(
     registry: Registry,
     workload: KubeClient,
     ref: RequestRef,
-    obj: dict[str, Any],
+    db: DatabaseObject,
     wanted: DatabaseSpec,
     base: status.Report,
     timeout: float,
+    template_dir: Path | None,
+    label: tuple[ClusterRecord, str | None] | None,
 ) -> Outcome:
-    """The CNPG Cluster on the service cluster, awaited; then the credentials and Ready."""
-    service_cluster, name = base.service_cluster, spec.cnpg_name(ref)
-    service = registry.client(service_cluster)
-    db = provision.Database(ref.cluster, service_cluster, ref.cluster, name)
-    live = service.get_or_none(CNPG_API, "Cluster", name, ref.cluster)
-    created_as = (((live or {}).get("spec") or {}).get("bootstrap") or {}).get("initdb", {}).get("database")
-    if live is not None and created_as and created_as != wanted.database:
-        return _fail(
-            workload,
-            ref,
-            obj,
-            "ImmutableField",
-            f"spec.database cannot change from {created_as!r} to {wanted.database!r} "
-            "(CloudNativePG creates the database once); delete and re-create the request",
-            base,
+    """The CNPG Cluster on the service cluster, awaited; then the credentials and Ready. For
+    the label's database (``label``: its cluster's record, where to deliver) the seed's pair too."""
+    placed = provision.Placed.of(ref, base.service_cluster)
+    service = registry.client(placed.service_cluster)
+    live = provision.get(service, placed)
+    if live is not None and live.initdb_database and live.initdb_database != wanted.database:
+        why = (
+            f"spec.database cannot change from {live.initdb_database!r} to {wanted.database!r} "
+            "(CloudNativePG creates the database once); delete and re-create the request"
         )
+        return _fail(workload, ref, db, "ImmutableField", why, base)
     # A service cluster registered a moment ago may still be getting its operator (its own
-    # automation): watch until its CRD is served (it exists a moment before that), as for
-    # readiness, before giving up. An established CRD answers at once.
+    # automation): watch until its CRD is served, as for readiness, before giving up.
     try:
         service.wait_established(
             CNPG_CRD,
             timeout=min(timeout, OPERATOR_WAIT),
-            awaiting=f"CloudNativePG's CRD on {service_cluster} to be Established",
+            awaiting=f"CloudNativePG's CRD on {placed.service_cluster} to be Established",
         )
     except WaitTimeoutError:
-        why = f"CloudNativePG is not installed on {service_cluster}"
-        return _fail(workload, ref, obj, "NoOperator", why, base)
-    if live is not None and not provision.healthy(live) and (obj.get("status") or {}).get("endpoint"):
-        _unavailable(workload, ref, obj, base, live)  # provisioned before: its instance is down
-    provision.apply_cluster(service, _render(ref, name, wanted), service_cluster, ref.cluster)
-    if live is not None and ORPHANED in (live["metadata"].get("annotations") or {}):
-        adopt = {"metadata": {"annotations": {ORPHANED: None}}}
-        service.merge_patch(CNPG_API, "Cluster", name, ref.cluster, adopt)
+        return _fail(
+            workload,
+            ref,
+            db,
+            "NoOperator",
+            f"CloudNativePG is not installed on {placed.service_cluster}",
+            base,
+        )
+    if live is not None and not live.healthy and db.status.host:
+        _unavailable(workload, ref, db, base, live.summary())  # provisioned before: its instance is down
+    provision.apply(service, provision.render(ref, wanted, template_dir))
+    if live is not None and live.orphaned:  # a retained database, asked for again: adopted back
+        service.merge_patch(
+            CNPG_API,
+            "Cluster",
+            placed.name,
+            placed.namespace,
+            {"metadata": {"annotations": {ORPHANED: None}}},
+        )
     try:
-        endpoint = provision.wait_ready(service, db, timeout)
+        endpoint = provision.wait_ready(service, placed, timeout)
     except WaitTimeoutError as exc:
-        return _fail(workload, ref, obj, "Timeout", str(exc), base)
+        return _fail(workload, ref, db, "Timeout", str(exc), base)
     except PermanentError as exc:
-        return _fail(workload, ref, obj, "InvalidSpec", str(exc), base)
-    changed = _deliver(service, workload, db, ref, obj, wanted)
-    report = status.Report(
-        status.READY,
-        True,
-        "Ready",
-        f"credentials in Secret {ref.namespace}/{wanted.secret_name}",
-        service_cluster=service_cluster,
-        cnpg_cluster=f"{ref.cluster}/{name}",
-        database=wanted.database,
-        secret_name=wanted.secret_name,
-        host=endpoint.host,
-        port=endpoint.port,
-    )
-    status.write(workload, ref, _reread(workload, ref, obj), report)
+        return _fail(workload, ref, db, "InvalidSpec", str(exc), base)
+    creds, _ = credentials.read(service, placed)
+    changed = credentials.write(workload, ref, db, wanted.database, creds, endpoint)
+    published = delivery.deliver(registry, label[0], creds, endpoint, label[1]) if label else None
+    fields = {**base.__dict__, "phase": status.READY, "ready": True, "reason": "Ready"}
+    message = f"credentials in Secret {ref.namespace}/{wanted.secret_name}"
+    report = status.Report(**{**fields, "message": message, "host": endpoint.host, "port": endpoint.port})
+    status.write(workload, ref, _reread(workload, ref, db), report)
     verb = "written to" if changed else "already current in"
-    where = f"{service_cluster} at {endpoint}; credentials {verb} {wanted.secret_name}"
-    return Outcome(str(ref), "Ready", where)
+    detail = f"{placed.service_cluster} at {endpoint}; credentials {verb} {wanted.secret_name}"
+    if published is not None:
+        detail += f" and {published.target}"
+    where = {
+        "service_cluster": placed.service_cluster,
+        "cnpg_cluster": str(placed),
+        "endpoint": str(endpoint),
+    }
+    if published is None:
+        return Outcome(str(ref), "Ready", detail, **where)
+    source = creds.source if published.changed else ""
+    return Outcome(str(ref), "Ready", detail, **where, delivered_to=published.target, published=source)
 
 
 def _unavailable(
-    workload: KubeClient, ref: RequestRef, obj: dict[str, Any], base: status.Report, live: dict[str, Any]
+    workload: KubeClient, ref: RequestRef, db: DatabaseObject, base: status.Report, summary: str
 ) -> None:
     """Ready=False/Unavailable while the Cluster is not ready; endpoint and Secret stay as they are."""
-    endpoint = (obj.get("status") or {}).get("endpoint") or {}
     message = (
         f"CloudNativePG Cluster {base.cnpg_cluster} on {base.service_cluster} is "
-        f"{health.summary(live)}; the credentials in {base.secret_name} stay valid"
+        f"{summary}; the credentials in {base.secret_name} stay valid"
     )
     changes = {"phase": status.UNAVAILABLE, "reason": status.UNAVAILABLE, "message": message}
-    where = {"host": endpoint.get("host", ""), "port": int(endpoint.get("port") or 0)}
-    status.write(workload, ref, obj, status.Report(**{**base.__dict__, **changes, **where}))
+    where = {"host": db.status.host, "port": db.status.port}
+    status.write(workload, ref, db, status.Report(**{**base.__dict__, **changes, **where}))
 
 
-def _reread(workload: KubeClient, ref: RequestRef, obj: dict[str, Any]) -> dict[str, Any]:
-    return workload.get_or_none(crd.API_VERSION, crd.KIND, ref.name, ref.namespace) or obj
+def _reread(workload: KubeClient, ref: RequestRef, db: DatabaseObject) -> DatabaseObject:
+    live = workload.get_or_none(crd.API_VERSION, crd.KIND, ref.name, ref.namespace)
+    return DatabaseObject.of(live) if live is not None else db
 
 
 def _fail(
     workload: KubeClient,
     ref: RequestRef,
-    obj: dict[str, Any],
+    db: DatabaseObject,
     reason: str,
     message: str,
     base: status.Report | None = None,
 ) -> Outcome:
     fields = base.__dict__ if base else {}
     changes = {"phase": status.FAILED, "ready": False, "reason": reason, "message": message}
-    report = status.Report(**{**fields, **changes})
-    status.write(workload, ref, _reread(workload, ref, obj), report)
+    status.write(workload, ref, _reread(workload, ref, db), status.Report(**{**fields, **changes}))
     return Outcome(str(ref), "Failed", f"{reason}: {message}")
 
 
-def _place(registry: Registry, ref: RequestRef, obj: dict[str, Any], wanted: DatabaseSpec) -> str:
-    """The service cluster: the one recorded in status while it still qualifies, else a stable
-    rendezvous-hash choice among ``type=services`` clusters matching the selector."""
-    labels = {"type": "services", **wanted.service_cluster_selector}
-    selector = Selector.parse(",".join(f"{k}={v}" for k, v in sorted(labels.items())))
-    candidates = sorted(r.name for r in registry.list() if selector.matches(r.labels))
-    if not candidates:
-        raise PermanentError(f"no registered cluster matches {selector}")
-    recorded = (obj.get("status") or {}).get("serviceCluster")
-    if recorded in candidates:
-        return str(recorded)
-
-    def score(candidate: str) -> int:
-        return int.from_bytes(hashlib.sha256(f"{ref}/{candidate}".encode()).digest()[:8], "big")
-
-    return max(candidates, key=score)
-
-
-def _render(ref: RequestRef, name: str, wanted: DatabaseSpec) -> dict[str, Any]:
-    [body] = [
-        o
-        for o in templating.render(
-            "cnpg-cluster.yaml.j2",
-            {
-                "cluster": ref.cluster,
-                "name": name,
-                "instances": wanted.instances,
-                "database": wanted.database,
-                "owner": wanted.owner,
-                "storage_size": wanted.storage,
-                "service_name": f"{name}-lb",
-            },
-        )
-        if o.get("kind") == "Cluster"
-    ]
-    body["metadata"].setdefault("annotations", {})[REQUEST] = str(ref)
-    return body
-
-
-def _deliver(
-    service: KubeClient,
-    workload: KubeClient,
-    db: provision.Database,
-    ref: RequestRef,
-    obj: dict[str, Any],
-    wanted: DatabaseSpec,
-) -> bool:
-    """Write the credentials Secret next to the request; False when it is already current."""
-    creds, endpoint = credentials.read(service, db)
-    source = f"{creds.source}@{endpoint}"
-    current = workload.get_or_none("v1", "Secret", wanted.secret_name, ref.namespace)
-    if current and (current["metadata"].get("annotations") or {}).get(SOURCE_ANNOTATION) == source:
-        return False
-    dbname = creds.dbname or wanted.database
-    login = f"{quote(creds.user, safe='')}:{quote(creds.password, safe='')}"
-    uri = f"postgresql://{login}@{endpoint.host}:{endpoint.port}/{dbname}"
-    data = {
-        "username": creds.user,
-        "user": creds.user,
-        "password": creds.password,
-        "host": endpoint.host,
-        "port": str(endpoint.port),
-        "dbname": dbname,
-        "uri": uri,
-    }
-    workload.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "kubernetes.io/basic-auth",
-            "metadata": {
-                "name": wanted.secret_name,
-                "namespace": ref.namespace,
-                "labels": {**MANAGED, "fleetflow.io/database": ref.name},
-                "annotations": {SOURCE_ANNOTATION: source},
-                "ownerReferences": [
-                    {
-                        "apiVersion": crd.API_VERSION,
-                        "kind": crd.KIND,
-                        "name": ref.name,
-                        "uid": obj["metadata"]["uid"],
-                        "blockOwnerDeletion": False,
-                    }
-                ],
-            },
-            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
-        },
-        force=True,
-    )
-    return True
-
-
-def _finalise(
-    registry: Registry,
-    workload: KubeClient,
-    ref: RequestRef,
-    obj: dict[str, Any],
-    *,
-    keep_secret: bool = False,
-) -> Outcome:
-    """Apply the request's deletionPolicy, remove its Secret (unless ``keep_secret``: the app may
-    go on using a retained database) and then fleetflow's finalizer."""
-    policy = ((obj.get("spec") or {}).get("deletionPolicy")) or "Retain"
-    recorded = (obj.get("status") or {}).get("serviceCluster")
-    name = spec.cnpg_name(ref)
-    done = "nothing was provisioned"
-    if recorded and registry.get(recorded) is not None:
-        service = registry.client(recorded)
-        if service.get_or_none(CNPG_API, "Cluster", name, ref.cluster) is not None:
-            where = f"CloudNativePG Cluster {ref.cluster}/{name} on {recorded}"
-            if policy == "Delete":
-                service.delete(CNPG_API, "Cluster", name, ref.cluster)
-                done = f"deleted {where} and its data"
-            else:
-                when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                mark = {"metadata": {"annotations": {ORPHANED: when}}}
-                service.merge_patch(CNPG_API, "Cluster", name, ref.cluster, mark)
-                done = f"retained {where} (orphaned, data kept)"
-    secret = ((obj.get("spec") or {}).get("secretName")) or f"{ref.name}-credentials"
-    if keep_secret and policy == "Retain":
-        kept = f"Secret {secret} kept"
-    else:
-        workload.delete("v1", "Secret", secret, ref.namespace)
-        kept = f"Secret {secret} removed"
-    finalizers = [f for f in obj["metadata"].get("finalizers") or [] if f != crd.FINALIZER]
-    version = obj["metadata"]["resourceVersion"]
-    with contextlib.suppress(APINotFoundError):  # already gone: finalised by an earlier run
-        workload.merge_patch(
-            crd.API_VERSION,
-            crd.KIND,
-            ref.name,
-            ref.namespace,
-            {"metadata": {"finalizers": finalizers or None, "resourceVersion": version}},
-        )
-    return Outcome(str(ref), "Deleted", f"{policy}: {done}; {kept}")
-
-
-def release_cluster(registry: Registry, cluster: str) -> list[Outcome]:
-    """A cluster leaving fleetflow (deregistration): every Database request in it gets its
-    deletionPolicy applied now, while fleetflow can still reach it, and loses fleetflow's
-    finalizer, so the objects can be deleted later without fleetflow. Retain keeps the data and
-    the credentials Secret (the app may go on using the database); Delete removes both.
-    A second name of an API server releases nothing: the requests stay served by the first."""
-    serving = inventory.serving_name(registry, cluster)
-    if serving != cluster:  # its requests are served, and stay served, under the other name
-        return []
-    workload = registry.client(cluster)
-    try:
-        items, _ = workload.list(crd.API_VERSION, crd.KIND)
-    except APINotFoundError:
-        return []  # no Database CRD: no requests
-    return [
-        _finalise(registry, workload, RequestRef.of(cluster, obj), obj, keep_secret=True) for obj in items
-    ]
-
-
-__all__ = ["Outcome", "TemporaryError", "converge"]
+__all__ = ["REQUEST", "Outcome", "TemporaryError", "converge", "release_cluster"]

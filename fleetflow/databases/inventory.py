@@ -12,8 +12,9 @@ from typing import Any
 
 from fleetflow.databases import crd, status
 from fleetflow.databases.spec import RequestRef
+from fleetflow.databases.views import DatabaseObject
 from fleetflow.errors import APINotFoundError, FleetflowError
-from fleetflow.registry import Registry
+from fleetflow.registry import ClusterRecord, Registry
 
 
 @dataclass(frozen=True)
@@ -30,22 +31,19 @@ class RequestRow:
 
     @classmethod
     def of(cls, cluster: str, obj: dict[str, Any]) -> RequestRow:
-        ref = RequestRef.of(cluster, obj)
-        ready, reason, message = status.ready_of(obj)
-        st, spec = obj.get("status") or {}, obj.get("spec") or {}
-        endpoint = st.get("endpoint") or {}
-        deleting = obj["metadata"].get("deletionTimestamp")
-        secret = st.get("secretName") or spec.get("secretName") or f"{ref.name}-credentials"
+        db = DatabaseObject.of(obj)
+        ref = db.served_as(cluster)
+        st = db.status
         return cls(
             request=str(ref),
-            ready=ready,
-            phase=status.DELETING if deleting else st.get("phase") or "Pending",
-            reason=reason,
-            message=message,
-            service_cluster=st.get("serviceCluster", ""),
-            endpoint=f"{endpoint['host']}:{endpoint['port']}" if endpoint.get("host") else "",
-            secret=f"{ref.namespace}/{secret}",
-            database=st.get("database") or spec.get("database", "app"),
+            ready=st.ready.status,
+            phase=status.DELETING if db.meta.deleting else st.phase or "Pending",
+            reason=st.ready.reason,
+            message=st.ready.message,
+            service_cluster=st.service_cluster,
+            endpoint=f"{st.host}:{st.port}" if st.host else "",
+            secret=f"{ref.namespace}/{db.secret_name}",
+            database=st.database or str(db.spec.get("database", "app")),
         )
 
 
@@ -87,7 +85,7 @@ def serving_name(registry: Registry, name: str) -> str:
     return name  # not registered (any more): its own reads fail with their reason
 
 
-def _ordered(records: list[Any], names: list[str] | set[str]) -> list[str]:
+def _ordered(records: list[ClusterRecord], names: list[str] | set[str]) -> list[str]:
     failed = {r.name for r in records if r.ready is False}
     created = {r.name: r.created for r in records}
     return sorted(names, key=lambda n: (n in failed, created.get(n, ""), n))
@@ -110,8 +108,9 @@ def _by_server(registry: Registry, names: list[str] | set[str]) -> dict[str, str
 def to_reconcile(registry: Registry) -> list[str]:
     """Every request reconcile should converge: all of them (a converge of a ready request
     writes nothing, and it is how a rotated password or a deleted Secret is noticed), except
-    those failed for a reason only their owner can fix, at the generation that failed.
-    Clusters that cannot be read are left to their own repair row."""
+    those failed for a reason only their owner can fix, at the generation that failed, and the
+    databases of cluster labels (each cluster's own repair converges its label's, or releases
+    it when the label is gone). Clusters that cannot be read are left to their own repair row."""
     wanted: list[str] = []
     for name in unaliased(registry, [r.name for r in registry.list()]):
         try:
@@ -119,13 +118,11 @@ def to_reconcile(registry: Registry) -> list[str]:
         except FleetflowError:
             continue
         for obj in items:
-            ready, reason, _ = status.ready_of(obj)
-            observed = (obj.get("status") or {}).get("observedGeneration")
-            stuck = ready == "False" and reason in FINAL_REASONS
-            if (
-                stuck
-                and observed == obj["metadata"].get("generation")
-                and not obj["metadata"].get("deletionTimestamp")
+            db = DatabaseObject.of(obj)
+            ready = db.status.ready
+            stuck = ready.status == "False" and ready.reason in FINAL_REASONS
+            if db.from_cluster_label or (
+                stuck and db.status.observed_generation == db.meta.generation and not db.meta.deleting
             ):
                 continue
             wanted.append(str(RequestRef.of(name, obj)))

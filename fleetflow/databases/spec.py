@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleetflow.databases import crd
+from fleetflow.databases.names import LABEL_NAMESPACE
 from fleetflow.errors import UsageError
 from fleetflow.labels import validate_dns_label
 
@@ -44,7 +45,7 @@ class RequestRef:
     @classmethod
     def of(cls, cluster: str, obj: dict[str, Any]) -> RequestRef:
         meta = obj["metadata"]
-        return cls(cluster, meta["namespace"], meta["name"])
+        return cls(cluster, str(meta["namespace"]), str(meta["name"]))
 
     @property
     def resource_id(self) -> str:
@@ -52,16 +53,40 @@ class RequestRef:
         return f"fleetflow.database-request.{self.cluster}.{self.namespace}.{self.name}"
 
 
+def label_ref(cluster: str) -> RequestRef:
+    """The Database that the label ``postgres=required`` on registered cluster ``cluster`` stands
+    for: ``fleetflow/<cluster>`` on that cluster. Named after the registered cluster, so that two
+    names registered for one API server each have their own (as each has its own label)."""
+    return RequestRef(cluster, LABEL_NAMESPACE, cluster)
+
+
+def served_as(cluster: str, namespace: str, name: str, from_cluster_label: bool) -> RequestRef:
+    """The request a Database seen on ``cluster``'s API server is served as: a cluster label's
+    under the registered cluster it is named after, any other under ``cluster``."""
+    if from_cluster_label and namespace == LABEL_NAMESPACE:
+        return label_ref(name)
+    return RequestRef(cluster, namespace, name)
+
+
 def cnpg_name(ref: RequestRef) -> str:
     """The CNPG Cluster's name on the service cluster, in namespace ``ref.cluster``.
 
-    Deterministic, DNS-safe and unique per (namespace, name): a readable prefix cut to fit, and
-    a hash of the full reference, so that ``a-b/c`` and ``a/b-c`` never share a Cluster. The
-    prefix ``db-`` keeps them apart from the label path's ``cluster-<cluster>``.
+    The label's database keeps the seed's name, ``cluster-<cluster>``. Any other request's is
+    deterministic, DNS-safe and unique per (namespace, name): a readable prefix cut to fit, and
+    a hash of the full reference, so that ``a-b/c`` and ``a/b-c`` never share a Cluster; the
+    prefix ``db-`` keeps them apart from ``cluster-<cluster>``.
     """
+    if ref == label_ref(ref.cluster):
+        return f"cluster-{ref.cluster}"
     digest = hashlib.sha256(f"{ref.namespace}/{ref.name}".encode()).hexdigest()[:8]
     prefix = f"db-{ref.namespace}-{ref.name}"[: CNPG_NAME_MAX - len(digest) - 1].rstrip("-")
     return f"{prefix}-{digest}"
+
+
+def service_name(ref: RequestRef) -> str:
+    """The CNPG Cluster's LoadBalancer Service: the seed's ``cluster-rw-lb`` for the label's
+    database, ``<cnpg name>-lb`` for any other."""
+    return "cluster-rw-lb" if ref == label_ref(ref.cluster) else f"{cnpg_name(ref)}-lb"
 
 
 @dataclass(frozen=True)

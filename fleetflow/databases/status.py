@@ -12,6 +12,7 @@ from typing import Any
 
 from fleetflow.databases import crd
 from fleetflow.databases.spec import RequestRef
+from fleetflow.databases.views import DatabaseObject
 from fleetflow.kube import KubeClient
 
 # Phases, and the Ready condition's reasons when it is False.
@@ -31,6 +32,20 @@ REASONS = (
     "Deleting",
     UNAVAILABLE,
 )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a converge did, in words; never a secret."""
+
+    request: str
+    phase: str  # Ready, Failed, Deleted, Absent, Alias (served under another name)
+    detail: str
+    service_cluster: str = ""
+    cnpg_cluster: str = ""  # NAMESPACE/NAME on the service cluster
+    endpoint: str = ""  # host:port, once Ready
+    delivered_to: str = ""  # the label path's pg-credentials: "mgmt:<namespace>" or "workload:todo"
+    published: str = ""  # the source (Secret uid/resourceVersion) of the copy this run wrote, if any
 
 
 @dataclass(frozen=True)
@@ -89,12 +104,11 @@ def body(ref: RequestRef, report: Report, generation: int, previous: dict[str, A
     }
 
 
-def write(client: KubeClient, ref: RequestRef, obj: dict[str, Any], report: Report) -> bool:
-    """Apply ``report`` as the status of ``obj`` (the live Database); no write (False) when the
+def write(client: KubeClient, ref: RequestRef, db: DatabaseObject, report: Report) -> bool:
+    """Apply ``report`` as the status of ``db`` (the live Database); no write (False) when the
     status already says exactly this, so a converged request is left alone."""
-    generation = int(obj["metadata"].get("generation") or 0)
-    wanted = body(ref, report, generation, obj.get("status"))
-    if _comparable(wanted["status"]) == _comparable(obj.get("status") or {}):
+    wanted = body(ref, report, db.meta.generation, db.raw_status)
+    if _comparable(wanted["status"]) == _comparable(db.raw_status):
         return False
     client.apply_status(wanted, force=True)
     return True
@@ -108,17 +122,12 @@ def _comparable(status: dict[str, Any]) -> dict[str, Any]:
 
 
 def ready_of(obj: dict[str, Any]) -> tuple[str, str, str]:
-    """(status, reason, message) of the Ready condition, or ("Unknown", "", "")."""
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c.get("type") == "Ready":
-            return str(c.get("status", "Unknown")), str(c.get("reason", "")), str(c.get("message", ""))
-    return "Unknown", "", ""
+    """(status, reason, message) of a Database's Ready condition, or ("Unknown", "", "")."""
+    ready = DatabaseObject.of(obj).status.ready
+    return ready.status, ready.reason, ready.message
 
 
 def converged(obj: dict[str, Any]) -> bool:
-    """Whether fleetflow has seen this generation through (ready or failed for a stated reason)."""
-    meta, status = obj["metadata"], obj.get("status") or {}
-    if meta.get("deletionTimestamp"):
-        return False
-    seen = status.get("observedGeneration") == meta.get("generation")
-    return seen and status.get("phase") in (READY, FAILED)
+    """Whether fleetflow has seen this generation of a Database through (ready or failed for a
+    stated reason)."""
+    return DatabaseObject.of(obj).converged

@@ -43,11 +43,11 @@ def _trigger(spec: policy.TriggerSpec) -> DeploymentEventTrigger:
         name=f"fleetflow: {spec.name}",
         description=spec.description,
         expect=set(spec.expect),
-        match=dict(spec.match),
+        match=dict[str, str | list[str]](spec.match),
         parameters={"cluster": FROM_PAYLOAD, **spec.rule.parameters},
-        posture="Reactive",
+        posture=Posture.Reactive,
         threshold=1,
-        within=0,
+        within=timedelta(0),
     )
 
 
@@ -64,11 +64,11 @@ def database_request() -> list[DeploymentEventTrigger]:
             name=f"fleetflow: {rule.action} on {', '.join(sorted(rule.on))}",
             description=rule.description,
             expect=set(rule.on),
-            match=rule.match,
+            match=dict[str, str | list[str]](rule.match),
             parameters=dict(rule.parameters),
-            posture="Reactive",
+            posture=Posture.Reactive,
             threshold=1,
-            within=0,
+            within=timedelta(0),
         )
     ]
 
@@ -82,7 +82,9 @@ def provision_database() -> list[DeploymentEventTrigger]:
 
 
 def fetch_credentials() -> list[DeploymentEventTrigger]:
-    return for_action("fetch-credentials")
+    """None: fetch-credentials runs on demand; a rotation re-converges the label's Database
+    request (the database-request row), which delivers the new password."""
+    return []
 
 
 def deploy_app() -> list[DeploymentEventTrigger]:
@@ -128,6 +130,8 @@ def lost_heartbeats(repair: RepairInterval) -> AutomationCore:
         ),
         actions=[
             ChangeFlowRunState(
+                name=None,
+                force=False,
                 state=StateType.CRASHED,
                 message=(
                     f"{LOST_HEARTBEATS} for {seconds} s: the process running it is gone "

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from fleetflow.errors import UsageError
-from fleetflow.tasks.credentials import deploy_app_to
+from fleetflow.tasks.app import deploy_app_to
 from fleetflow.tasks.operator import select_clusters
 
 

@@ -1,4 +1,10 @@
-"""deprovision-database: apply the deletion policy when a cluster stops asking for a database."""
+"""deprovision-database: a cluster no longer asks for a database (label ``postgres`` removed).
+
+Its label's Database request is deleted and finalised by the same code as any request's
+deletion: the deletion policy applies (Retain: the CNPG Cluster and its data stay, marked
+orphaned, and labelling the cluster again adopts them back; Delete: both go), and the delivered
+``pg-credentials`` and ``pg-loadbalancer-data`` are withdrawn.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ from typing import Literal
 
 from prefect import flow, get_run_logger
 
-from fleetflow.tasks.database import deprovision_database as deprovision_task
+from fleetflow.tasks.database import release_label_database
 
 
 @flow(name="deprovision-database", validate_parameters=True)
@@ -17,10 +23,9 @@ def deprovision_database(
 
     Args:
         cluster: the registered cluster that no longer has postgres=required.
-        deletion_policy: Retain keeps the database and its data; Delete removes both and withdraws
-            the delivered credentials.
+        deletion_policy: Retain keeps the database and its data; Delete removes both.
         mgmt_context: the management cluster's context (default: fleetflow's configuration).
     """
-    outcome = deprovision_task(cluster, deletion_policy, mgmt_context)
-    get_run_logger().info("%s: %s", cluster, outcome)
-    return outcome
+    outcome = release_label_database(cluster, deletion_policy, mgmt_context)
+    get_run_logger().info("%s: %s", cluster, outcome.detail)
+    return outcome.detail

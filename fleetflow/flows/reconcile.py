@@ -7,12 +7,11 @@ the same rows the automations are generated from, so reconcile never undoes or a
 event did. Every step is the same idempotent task the event-driven flows use, so on a healthy
 fleet it writes nothing.
 
-Each cluster is repaired on its own. Walking the clusters one after another, one unreachable
-cluster (a task retrying its connection) or one database that never became ready (a 300 s
-wait) stopped the repair of every cluster after it. Now each cluster is one task run,
-``repair-<cluster>``, up to ``CLUSTERS_AT_ONCE`` at a time, with its own deadline
-(``timeout_seconds``, from when its repair starts); a cluster that fails or runs out of time
-fails its own row and no other.
+Each cluster is repaired on its own, so that one unreachable cluster (a task retrying its
+connection) or one database that never becomes ready (a 300 s wait) holds up no other: each
+cluster is one task run, ``repair-<cluster>``, up to ``CLUSTERS_AT_ONCE`` at a time, with its
+own deadline (``timeout_seconds``, from when its repair starts); a cluster that fails or runs
+out of time fails its own row and no other.
 
 The deadline is cooperative: a Python thread cannot be interrupted inside a blocking call, so
 no step starts after the deadline, and the readiness wait, the only long step, is given what
@@ -37,24 +36,32 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Failed, State
+from prefect.client.schemas.objects import State
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from fleetflow import policy
-from fleetflow.databases.converge import Outcome
-from fleetflow.tasks.credentials import deliver_credentials, deploy_app_to, withdraw_app_from
-from fleetflow.tasks.database import apply_database, deprovision_database, place_database
+from fleetflow.errors import PermanentError
+from fleetflow.flows.reconcile_rows import (
+    ARTIFACT_KEY,
+    ClusterNotRepaired,
+    Repaired,
+    failure_message,
+    request_row,
+    row_of,
+    summary,
+)
+from fleetflow.tasks.app import deploy_app_to, withdraw_app_from
+from fleetflow.tasks.database import release_label_database, request_label_database
 from fleetflow.tasks.databases import converge_request, requests_to_reconcile
 from fleetflow.tasks.operator import helm_upgrade_install, read_registry
 
 CLUSTERS_AT_ONCE = 8  # repairs in flight; each is I/O bound (API calls, watches, helm)
-ARTIFACT_KEY = "reconcile-outcome"
-REPAIRED = ("operator", "credentials", "app", "released", "request")  # what a step can report it repaired
 
 
 @dataclass(frozen=True)
@@ -89,22 +96,6 @@ class Deadline:
         return left
 
 
-@dataclass(frozen=True)
-class Repaired:
-    """A cluster brought in line with its labels; ``repaired`` is empty if nothing had to change."""
-
-    repaired: list[str]
-    seconds: float
-
-
-class ClusterNotRepaired(Exception):
-    """A cluster's repair failed at ``action``, after repairing ``repaired``."""
-
-    def __init__(self, cluster: str, action: str, repaired: list[str], seconds: float, cause: str) -> None:
-        super().__init__(f"{cluster}: {action}: {cause}")
-        self.action, self.repaired, self.seconds, self.cause = action, repaired, seconds, cause
-
-
 # -- the steps, one per row of the policy table: each returns what it repaired, or None ---------
 Step = Callable[[str, Settings, Deadline], str | None]
 
@@ -117,22 +108,19 @@ def _install_operator(name: str, s: Settings, deadline: Deadline) -> str | None:
 
 
 def _provision_database(name: str, s: Settings, deadline: Deadline) -> str | None:
-    service_cluster = place_database(name, s.mgmt_context)
-    wait = deadline.left("applying the database")
-    apply_database(service_cluster, name, s.instances, None, wait, s.mgmt_context)
-    deadline.left("delivering the credentials")
-    delivered = deliver_credentials(name, None, s.mgmt_context)
-    return "credentials" if delivered["changed"] else None
-
-
-def _fetch_credentials(name: str, s: Settings, deadline: Deadline) -> str | None:
-    delivered = deliver_credentials(name, None, s.mgmt_context)  # stale after a rotation: rewritten
-    return "credentials" if delivered["changed"] else None
+    """The label's Database applied and converged: a stale credentials copy is rewritten too."""
+    request = request_label_database(name, s.instances, s.deletion_policy, s.mgmt_context)
+    if request is None:
+        return None
+    outcome = converge_request(request, deadline.left("converging the database"), s.mgmt_context)
+    if outcome.phase == "Failed":
+        raise PermanentError(outcome.detail)
+    return "credentials" if outcome.published else None
 
 
 def _deprovision_database(name: str, s: Settings, deadline: Deadline) -> str | None:
-    outcome = deprovision_database(name, s.deletion_policy, s.mgmt_context)
-    return "released" if outcome.startswith(("deleted", "retained")) else None
+    outcome = release_label_database(name, s.deletion_policy, s.mgmt_context)
+    return "released" if outcome.phase == "Deleted" else None
 
 
 def _deploy_app(name: str, s: Settings, deadline: Deadline) -> str | None:
@@ -147,7 +135,6 @@ def _withdraw_app(name: str, s: Settings, deadline: Deadline) -> str | None:
 STEPS: dict[str, Step] = {
     "install-operator": _install_operator,
     "provision-database": _provision_database,
-    "fetch-credentials": _fetch_credentials,
     "deprovision-database": _deprovision_database,
     "deploy-app": _deploy_app,
     "withdraw-app": _withdraw_app,
@@ -177,97 +164,10 @@ def repair_cluster(
     return Repaired(repaired, deadline.elapsed())
 
 
-@dataclass(frozen=True)
-class Row:
-    """One cluster's outcome, as the artifact and the log show it."""
-
-    cluster: str
-    wanted: list[str]
-    outcome: Literal["unchanged", "repaired", "failed"]
-    repaired: list[str]
-    seconds: float
-    detail: str = ""
-
-    def table(self) -> dict[str, str]:
-        return {
-            "cluster": self.cluster,
-            "outcome": self.outcome,
-            "wanted": ", ".join(self.wanted) or "-",
-            "repaired": ", ".join(self.repaired) or "-",
-            "seconds": f"{self.seconds:.1f}",
-            "detail": self.detail,
-        }
-
-    def line(self) -> str:
-        wants = f" ({', '.join(self.wanted)})" if self.wanted else " (nothing wanted)"
-        took = f" in {self.seconds:.1f}s"
-        if self.outcome == "failed":
-            done = f"; repaired before that: {', '.join(self.repaired)}" if self.repaired else ""
-            return f"{self.cluster}: FAILED{wants}{took}: {self.detail}{done}"
-        if self.outcome == "repaired":
-            return f"{self.cluster}: repaired {', '.join(self.repaired)}{wants}{took}"
-        return f"{self.cluster}: unchanged{wants}{took}"
+RUNNER: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=CLUSTERS_AT_ONCE)
 
 
-def row_of(cluster: str, wanted: list[str], result: Any, state_message: str | None) -> Row:
-    """A cluster's row from what its task run returned (Repaired) or raised."""
-    if isinstance(result, Repaired):
-        outcome: Literal["unchanged", "repaired"] = "repaired" if result.repaired else "unchanged"
-        return Row(cluster, wanted, outcome, result.repaired, result.seconds)
-    if isinstance(result, ClusterNotRepaired):
-        detail = f"{result.action}: {result.cause}"
-        return Row(cluster, wanted, "failed", result.repaired, result.seconds, detail)
-    # The task run itself crashed or was cancelled: its state says why.
-    return Row(cluster, wanted, "failed", [], 0.0, state_message or f"{type(result).__name__}: {result}")
-
-
-def request_row(ref: str, result: Any, state_message: str | None) -> Row:
-    """A Database request's row: converged (its Secret rewritten or not) or failed, and why."""
-    wanted = ["database-request"]
-    if not isinstance(result, Outcome):
-        return Row(ref, wanted, "failed", [], 0.0, state_message or f"{type(result).__name__}: {result}")
-    if result.phase == "Failed":
-        return Row(ref, wanted, "failed", [], 0.0, result.detail)
-    changed = "written to" in result.detail or result.phase == "Deleted"
-    return Row(
-        ref,
-        wanted,
-        "repaired" if changed else "unchanged",
-        ["request"] if changed else [],
-        0.0,
-        result.detail,
-    )
-
-
-def summary(rows: list[Row]) -> dict[str, list[str]]:
-    """What was repaired where, and which clusters failed: the flow's result."""
-    done: dict[str, list[str]] = {kind: [] for kind in REPAIRED}
-    for row in rows:
-        for kind in row.repaired:
-            done[kind].append(row.cluster)
-    done["failed"] = [row.cluster for row in rows if row.outcome == "failed"]
-    return done
-
-
-def _shortened(text: str, limit: int = 160) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def failure_message(rows: list[Row]) -> str:
-    """The failed run's message: every failed cluster, each with the start of why (the table has it all)."""
-    failed = [row for row in rows if row.outcome == "failed"]
-    named = "; ".join(f"{row.cluster} ({_shortened(row.detail)})" for row in failed)
-    return (
-        f"{len(failed)} of {len(rows)} clusters not repaired (the others were): {named}; "
-        f"see the artifact {ARTIFACT_KEY}"
-    )
-
-
-@flow(
-    name="reconcile",
-    validate_parameters=True,
-    task_runner=ThreadPoolTaskRunner(max_workers=CLUSTERS_AT_ONCE),
-)
+@flow(name="reconcile", validate_parameters=True, task_runner=cast(Any, RUNNER))
 def reconcile(
     chart: str = "cloudnative-pg",
     repository: str | None = "https://cloudnative-pg.github.io/charts",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from fleetflow.tasks.credentials import withdraw_app_from
+from fleetflow.tasks.app import withdraw_app_from
 
 
 @flow(name="withdraw-app", validate_parameters=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,21 +60,41 @@ class ClusterRecord:
         return self.name
 
     @classmethod
-    def from_object(cls, obj: dict[str, Any]) -> ClusterRecord:
-        meta, status = obj["metadata"], obj.get("status") or {}
+    def from_object(cls, obj: Mapping[str, Any]) -> ClusterRecord:
+        """The typed view of a FleetCluster object: parsed here, and only here."""
+        meta, status = _mapping(obj.get("metadata")), _mapping(obj.get("status"))
+        ready = status.get("ready")
         return cls(
-            name=meta["name"],
-            labels=dict(meta.get("labels") or {}),
-            annotations=dict(meta.get("annotations") or {}),
-            ready=status.get("ready"),
-            version=status.get("version", ""),
-            last_probe_time=status.get("lastProbeTime", ""),
-            reason=status.get("reason", ""),
-            message=status.get("message", ""),
-            uid=meta.get("uid", ""),
-            resource_version=meta.get("resourceVersion", ""),
-            created=meta.get("creationTimestamp", ""),
+            name=str(meta["name"]),
+            labels=_strings(meta.get("labels")),
+            annotations=_strings(meta.get("annotations")),
+            ready=ready if isinstance(ready, bool) else None,
+            version=str(status.get("version") or ""),
+            last_probe_time=str(status.get("lastProbeTime") or ""),
+            reason=str(status.get("reason") or ""),
+            message=str(status.get("message") or ""),
+            uid=str(meta.get("uid") or ""),
+            resource_version=str(meta.get("resourceVersion") or ""),
+            created=str(meta.get("creationTimestamp") or ""),
         )
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _strings(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in _mapping(value).items()}
+
+
+def kubeconfig_of(secret: Mapping[str, Any], where: str) -> tuple[Kubeconfig, str]:
+    """A cluster's kubeconfig Secret: the kubeconfig, and its version (uid/resourceVersion)."""
+    meta = _mapping(secret.get("metadata"))
+    raw = _strings(secret.get("data")).get(crd.KUBECONFIG_KEY)
+    if not raw:
+        raise APINotFoundError(f"Secret {where} holds no {crd.KUBECONFIG_KEY}", status=404)
+    config = Kubeconfig.from_yaml(base64.b64decode(raw).decode(), where)
+    return config, f"{meta.get('uid', '')}/{meta.get('resourceVersion', '')}"
 
 
 @dataclass(frozen=True)
@@ -119,23 +140,19 @@ class Registry:
         items, _ = self.mgmt.list(crd.API_VERSION, crd.KIND, label_selector=selector)
         return sorted((ClusterRecord.from_object(o) for o in items), key=lambda r: r.name)
 
-    def kubeconfig(self, name: str) -> Kubeconfig:
-        """The stored credentials of a registered cluster: the only way to reach it."""
+    def _kubeconfig(self, name: str) -> tuple[Kubeconfig, str]:
         secret_name = crd.kubeconfig_secret_name(name)
         secret = self.mgmt.get("v1", "Secret", secret_name, name)
-        raw = (secret.get("data") or {}).get(crd.KUBECONFIG_KEY)
-        if not raw:
-            raise APINotFoundError(f"Secret {name}/{secret_name} holds no {crd.KUBECONFIG_KEY}", status=404)
-        return Kubeconfig.from_yaml(base64.b64decode(raw).decode(), f"{name}/{secret_name}")
+        return kubeconfig_of(secret, f"{name}/{secret_name}")
+
+    def kubeconfig(self, name: str) -> Kubeconfig:
+        """The stored credentials of a registered cluster: the only way to reach it."""
+        return self._kubeconfig(name)[0]
 
     def client(self, name: str) -> KubeClient:
         """A client for a registered cluster, reused until its kubeconfig Secret changes."""
-        secret_name = crd.kubeconfig_secret_name(name)
-        secret = self.mgmt.get("v1", "Secret", secret_name, name)
-        meta = secret["metadata"]
-        raw = (secret.get("data") or {}).get(crd.KUBECONFIG_KEY, "")
-        config = Kubeconfig.from_yaml(base64.b64decode(raw).decode(), f"{name}/{secret_name}")
-        return client_from_config(config.data, config.context, f"{meta['uid']}/{meta['resourceVersion']}")
+        config, version = self._kubeconfig(name)
+        return client_from_config(config.data, config.context, version)
 
     # -- writes --------------------------------------------------------------------------
     def ensure_namespace(self, name: str) -> bool:

@@ -1,76 +1,58 @@
-"""Tasks of provision-database: place, apply and wait, announce.
+"""Tasks of the label path (provision-database, deprovision-database): the label's Database
+request applied or released, and ``fleetflow.database.ready`` announced.
 
-Few, coarse tasks: every task run costs the Prefect server three state events, and under a
-burst of a hundred requests that load is what delays the automations. Each task is idempotent
-(a server-side apply, a watch), so retrying a whole task is safe.
+Each reads the FleetCluster once and passes it down. Converging the request is the same task
+database-request runs (:func:`fleetflow.tasks.databases.converge_request`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import task
 
 from fleetflow import events
-from fleetflow.dbaas import deprovision, placement, provision
+from fleetflow.databases import label, provision
+from fleetflow.databases.spec import RequestRef
+from fleetflow.databases.status import Outcome
 from fleetflow.registry import connect
-from fleetflow.tasks.policy import OUTAGE_RETRIES, api_task_options
+from fleetflow.tasks.policy import api_task_options
 
 
-@task(name="place-database", **api_task_options())
-def place_database(cluster: str, mgmt_context: str | None) -> str:
-    """Choose the service cluster and hand a retained (orphaned) database back to its cluster."""
+@task(name="request-label-database", **api_task_options())
+def request_label_database(
+    cluster: str, instances: int, deletion_policy: str, mgmt_context: str | None
+) -> str | None:
+    """Apply the Database ``fleetflow/CLUSTER`` on CLUSTER (its label asks for it); returns it as
+    CLUSTER/NAMESPACE/NAME, or None when the cluster's labels no longer ask."""
     registry = connect(mgmt_context)
-    service_cluster = placement.choose_service_cluster(registry, cluster)
-    deprovision.readopt(registry, cluster)
-    return service_cluster
+    ref = label.request(registry, registry.require(cluster), instances, deletion_policy)
+    return str(ref) if ref is not None else None
 
 
-@task(name="apply-database", **api_task_options(retries=OUTAGE_RETRIES))
-def apply_database(
-    service_cluster: str,
-    cluster: str,
-    instances: int,
-    template_dir: str | None,
-    timeout_seconds: float,
-    mgmt_context: str | None,
-) -> tuple[provision.Database, str]:
-    """Render and server-side apply the CNPG Cluster, then watch until it is usable; returns it
-    and its endpoint. A template error fails at once (only a TemporaryError is retried); the
-    service cluster's API server restarting is ridden out (by the wait, else by the retries)."""
-    body = provision.render_cluster(cluster, instances, Path(template_dir) if template_dir else None)
-    service = connect(mgmt_context).client(service_cluster)
-    db = provision.apply_cluster(service, body, service_cluster, cluster)
-    return db, str(provision.wait_ready(service, db, timeout_seconds))
+@task(name="release-label-database", **api_task_options())
+def release_label_database(cluster: str, deletion_policy: str, mgmt_context: str | None) -> Outcome:
+    """The label is gone: the label's Database is deleted and finalised with ``deletion_policy``."""
+    registry = connect(mgmt_context)
+    return label.release(registry, registry.get(cluster), cluster, deletion_policy)
 
 
 @task(name="announce-database-ready", **api_task_options())
-def announce_database_ready(db: provision.Database, endpoint: str, mgmt_context: str | None) -> None:
+def announce_database_ready(outcome: Outcome, mgmt_context: str | None) -> None:
     """Emit ``fleetflow.database.ready``; its id changes only with the Cluster (uid/generation)."""
-    live = (
-        connect(mgmt_context)
-        .client(db.service_cluster)
-        .get(provision.CNPG_API, "Cluster", db.name, db.namespace)
-    )
-    version = f"{live['metadata']['uid']}/{live['metadata']['generation']}"
+    ref = RequestRef.parse(outcome.request)
+    placed = provision.Placed.of(ref, outcome.service_cluster)
+    live = provision.get(connect(mgmt_context).client(placed.service_cluster), placed)
+    version = f"{live.meta.uid}/{live.meta.generation}" if live else "absent"
     events.emit(
         events.FleetEvent(
             events.DATABASE_READY,
-            events.database_resource(db.cluster, db.service_cluster),
-            events.event_id(db.cluster, db.service_cluster, "database-ready", version),
+            events.database_resource(ref.cluster, placed.service_cluster),
+            events.event_id(ref.cluster, placed.service_cluster, "database-ready", version),
             {
-                "cluster": db.cluster,
-                "service_cluster": db.service_cluster,
-                "namespace": db.namespace,
-                "name": db.name,
-                "endpoint": endpoint,
+                "cluster": ref.cluster,
+                "service_cluster": placed.service_cluster,
+                "namespace": placed.namespace,
+                "name": placed.name,
+                "endpoint": outcome.endpoint,
             },
         )
-    )
-
-
-@task(name="deprovision-database", **api_task_options())
-def deprovision_database(cluster: str, policy: str, mgmt_context: str | None) -> str:
-    return deprovision.deprovision(
-        connect(mgmt_context), cluster, "Delete" if policy == "Delete" else "Retain"
     )

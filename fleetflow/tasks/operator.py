@@ -7,7 +7,8 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from fleetflow.dbaas import operator
+from fleetflow.databases import operator
+from fleetflow.databases.names import SERVICE_CLUSTER_ANNOTATION
 from fleetflow.labels import Selector
 from fleetflow.registry import connect
 from fleetflow.tasks.policy import api_task_options
@@ -62,9 +63,7 @@ def helm_upgrade_install(
 
 @task(name="read-registry", **api_task_options())
 def read_registry(mgmt_context: str | None) -> list[tuple[str, dict[str, str], bool]]:
-    """(name, labels, has a database placed) for every registered cluster."""
-    from fleetflow.dbaas.names import SERVICE_CLUSTER_ANNOTATION
-
+    """(name, labels, has a label database placed) for every registered cluster."""
     return [
         (r.name, r.labels, SERVICE_CLUSTER_ANNOTATION in r.annotations) for r in connect(mgmt_context).list()
     ]

@@ -36,9 +36,9 @@ from fastapi.routing import APIRouter
 from fastapi.security import HTTPBearer
 
 from fleetflow.databases import inventory as requests
+from fleetflow.databases import overview as inventory
 from fleetflow.databases import store
 from fleetflow.databases.spec import DatabaseSpec, RequestRef
-from fleetflow.dbaas import inventory
 from fleetflow.errors import (
     APIConflictError,
     APINotFoundError,

@@ -21,8 +21,12 @@ from typing import Any
 import pytest
 from fleetflow_dev.cnpg import controller
 
-from fleetflow.dbaas.names import APP_NAMESPACE
+from fleetflow.databases import crd
+from fleetflow.databases.names import APP_NAMESPACE
+from fleetflow.databases.spec import label_ref
+from fleetflow.flows.deprovision_database import deprovision_database
 from fleetflow.flows.register_cluster import register_cluster
+from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
 from tests.integration.conftest import LocalFleet
 
@@ -105,3 +109,20 @@ def versions(local_fleet: LocalFleet) -> dict[str, str]:
         "job": workload.get("batch/v1", "Job", "todo-table", APP_NAMESPACE),
     }
     return {k: v["metadata"]["resourceVersion"] for k, v in objs.items()}
+
+
+def label_database(
+    local_fleet: LocalFleet, cluster: str, context: str = "workload-cluster"
+) -> dict[str, Any] | None:
+    """The Database a cluster's ``postgres=required`` stands for, as ``kubectl get databases`` reads it."""
+    ref = label_ref(cluster)
+    return local_fleet.client(context).get_or_none(crd.API_VERSION, crd.KIND, ref.name, ref.namespace)
+
+
+def forget(registry: Registry, cluster: str) -> None:
+    """Take ``cluster``'s label away, delete its database (policy Delete) and deregister it, so
+    that no Database of it is left on the API server it shares with workload-cluster."""
+    if registry.get(cluster) is not None:
+        registry.edit_labels(cluster, LabelEdit.parse(["postgres-"]))
+        deprovision_database(cluster=cluster, deletion_policy="Delete")
+    registry.deregister(cluster, delete_namespace=True)

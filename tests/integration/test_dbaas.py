@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fleetflow_dev.cnpg import chart_dir
 
-from fleetflow.dbaas.names import APP_NAMESPACE
+from fleetflow.databases.names import APP_NAMESPACE
 from fleetflow.errors import PermanentError
 from fleetflow.flows.deploy_app import deploy_app
 from fleetflow.flows.fetch_credentials import fetch_credentials
@@ -27,7 +27,16 @@ from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
 from fleetflow.templating import TemplateError
 from tests.integration.conftest import LocalFleet
-from tests.integration.dbaas_support import FLEETFLOW, cli, decoded, psql, seeded_fleet, versions
+from tests.integration.dbaas_support import (
+    FLEETFLOW,
+    cli,
+    decoded,
+    forget,
+    label_database,
+    psql,
+    seeded_fleet,
+    versions,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +82,13 @@ def test_the_seed_chain_flow_by_flow(seed: Registry, local_fleet: LocalFleet, pr
 
     ready = provision_database(cluster="workload-cluster", timeout_seconds=120)
     assert ready["service_cluster"] == "service-cluster"
+    # The label is a Database request on the cluster, listed with its READY state like any.
+    request = label_database(local_fleet, "workload-cluster")
+    assert request is not None
+    assert request["metadata"]["labels"]["fleetflow.io/requested-by"] == "cluster-label"
+    ready_condition = next(c for c in request["status"]["conditions"] if c["type"] == "Ready")
+    assert ready_condition["status"] == "True"
+    assert request["status"]["serviceCluster"] == "service-cluster"
     service = local_fleet.client("service-cluster")
     cluster = service.get("postgresql.cnpg.io/v1", "Cluster", "cluster-workload-cluster", "workload-cluster")
     assert cluster["metadata"]["labels"] == {"cluster": "workload-cluster-workload-cluster"}
@@ -191,10 +207,8 @@ def test_two_workload_clusters_get_two_databases(
         crossed = psql(host, port, creds[1]["user"], creds[1]["password"], dbs[0], "-c", "select 1")
         assert crossed.returncode != 0, "one cluster's credentials must not open the other's database"
     finally:
-        service = local_fleet.client("service-cluster")
         for name in names:
-            service.delete("postgresql.cnpg.io/v1", "Cluster", f"cluster-{name}", name)
-            seed.deregister(name, delete_namespace=True)
+            forget(seed, name)
 
 
 def test_a_template_error_fails_at_once_with_the_file_named(seed: Registry, tmp_path: Path) -> None:
@@ -206,7 +220,7 @@ def test_a_template_error_fails_at_once_with_the_file_named(seed: Registry, tmp_
     assert "nope" in str(info.value)
 
 
-def test_without_a_service_cluster_provisioning_says_so(seed: Registry) -> None:
+def test_without_a_service_cluster_provisioning_says_so(seed: Registry, local_fleet: LocalFleet) -> None:
     paused = [r.name for r in seed.list() if r.labels.get("type") == "services"]
     for name in paused:
         seed.edit_labels(name, LabelEdit.parse(["type=services-paused"]))
@@ -218,10 +232,13 @@ def test_without_a_service_cluster_provisioning_says_so(seed: Registry) -> None:
             PermanentError, match="no service cluster for 'wl-lonely': no registered cluster matches"
         ):
             provision_database(cluster="wl-lonely")
+        failed = label_database(local_fleet, "wl-lonely")
+        assert failed is not None
+        assert failed["status"]["phase"] == "Failed", "its status says why"
     finally:
         for name in paused:
             seed.edit_labels(name, LabelEdit.parse(["type=services"]))
-        seed.deregister("wl-lonely", delete_namespace=True)
+        forget(seed, "wl-lonely")
 
 
 def test_the_cli_runs_a_flow_that_emits_events_without_prefect_api_url(database: dict[str, Any]) -> None:

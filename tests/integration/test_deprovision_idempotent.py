@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import pytest
 from fleetflow_dev.cnpg import chart_dir
 
-from fleetflow.dbaas.deprovision import ORPHANED_ANNOTATION
-from fleetflow.dbaas.names import CNPG_API
+from fleetflow.databases.names import CNPG_API
+from fleetflow.databases.names import ORPHANED as ORPHANED_ANNOTATION
 from fleetflow.flows.deprovision_database import deprovision_database
 from fleetflow.flows.install_operator import install_operator
 from fleetflow.flows.provision_database import provision_database
@@ -25,7 +25,7 @@ from fleetflow.flows.register_cluster import register_cluster
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
 from tests.integration.conftest import LocalFleet
-from tests.integration.dbaas_support import seeded_fleet
+from tests.integration.dbaas_support import forget, seeded_fleet
 
 pytestmark = pytest.mark.integration
 
@@ -59,8 +59,8 @@ def released(seed: Registry, local_fleet: LocalFleet) -> Iterator[str]:
         seed.edit_labels(name, LabelEdit.parse(["postgres-"]))
         yield name
     finally:
+        forget(seed, name)
         local_fleet.client("service-cluster").delete(CNPG_API, "Cluster", f"cluster-{name}", name)
-        seed.deregister(name, delete_namespace=True)
 
 
 def test_retain_marks_the_cluster_orphaned_once_and_then_writes_nothing(
@@ -68,9 +68,11 @@ def test_retain_marks_the_cluster_orphaned_once_and_then_writes_nothing(
 ) -> None:
     name = released
     service = local_fleet.client("service-cluster")
-    where = f"{name}/cluster-{name} on service-cluster (orphaned, data kept)"
+    where = f"CloudNativePG Cluster {name}/cluster-{name} on service-cluster (orphaned, data kept)"
 
-    assert deprovision_database(cluster=name, deletion_policy="Retain") == f"retained {where}"
+    assert deprovision_database(cluster=name, deletion_policy="Retain").startswith(
+        f"Retain: retained {where}"
+    )
     marked = service.get(CNPG_API, "Cluster", f"cluster-{name}", name)
     assert ORPHANED_ANNOTATION in marked["metadata"]["annotations"]
 

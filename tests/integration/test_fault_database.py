@@ -34,8 +34,8 @@ from fleetflow_dev.cnpg import contract, instances
 
 from fleetflow.databases import crd
 from fleetflow.databases.inventory import serving_name
+from fleetflow.databases.names import APP_NAMESPACE
 from fleetflow.databases.spec import RequestRef, cnpg_name
-from fleetflow.dbaas.names import APP_NAMESPACE
 from fleetflow.errors import FleetflowError
 from fleetflow.kube import KubeClient, WaitTimeoutError
 from fleetflow.labels import LabelEdit

@@ -27,7 +27,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from fleetflow import events
-from fleetflow.dbaas.provision import healthy
+from fleetflow.databases.views import CnpgCluster
 from fleetflow.events import EMIT_BACKOFF_MAX
 from fleetflow.labels import LabelEdit
 from tests.integration.conftest import LocalFleet
@@ -243,7 +243,8 @@ def test_a_provision_in_flight_when_prefect_stops_completes_once(
         f"the run's engine to lose the server, and the database of {FLIGHT} to be ready",
         lambda: (
             engine_log.read_text().count(ENGINE_LOST) > lost_before
-            and healthy(service.get_or_none(CNPG, "Cluster", f"cluster-{FLIGHT}", FLIGHT))
+            and (live := service.get_or_none(CNPG, "Cluster", f"cluster-{FLIGHT}", FLIGHT)) is not None
+            and CnpgCluster.of(live).healthy
         ),
         120,
     )

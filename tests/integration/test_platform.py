@@ -22,8 +22,8 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
 
-from fleetflow.dbaas import operator
-from fleetflow.dbaas.names import APP_NAMESPACE
+from fleetflow.databases import operator
+from fleetflow.databases.names import APP_NAMESPACE
 from fleetflow.deployments.automations import LOST_HEARTBEATS_NAME
 from fleetflow.kube import KubeClient
 from fleetflow.labels import LabelEdit

@@ -22,9 +22,10 @@ import pytest
 import yaml
 from fleetflow_dev.pki import ClusterPKI
 
-from fleetflow.dbaas import credentials
-from fleetflow.dbaas.names import CREDENTIALS_SECRET, LOADBALANCER_CONFIGMAP
-from fleetflow.dbaas.provision import Endpoint
+from fleetflow.databases import delivery
+from fleetflow.databases.names import CREDENTIALS_SECRET, LOADBALANCER_CONFIGMAP
+from fleetflow.databases.secrets import Credentials
+from fleetflow.databases.views import Endpoint
 from fleetflow.kube import Kubeconfig
 from fleetflow.registry import Registry
 from fleetflow.registry.crd import kubeconfig_secret_name
@@ -88,8 +89,8 @@ def teams(local_fleet: LocalFleet) -> Iterator[dict[str, httpx.Client]]:
             registry.store_kubeconfig(cluster, Kubeconfig.from_file(local_fleet.kubeconfig, context))
             registry.apply(cluster, context, {"team": cluster})
             # Where fetch-credentials delivers by default: namespace <cluster> of the management cluster.
-            delivered = credentials.Credentials("app", "app", "test", secrets.token_urlsafe(24))
-            credentials.publish(mgmt, cluster, delivered, Endpoint("127.0.0.1", 5432))
+            delivered = Credentials("app", "app", "test", secrets.token_urlsafe(24))
+            delivery.publish(mgmt, cluster, delivered, Endpoint("127.0.0.1", 5432))
             for obj in yaml.safe_load_all(TEAM_ACCESS.replace("CLUSTER", cluster)):
                 mgmt.apply(obj)
             token = admin.post(

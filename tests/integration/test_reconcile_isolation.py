@@ -29,15 +29,17 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 
-from fleetflow.dbaas import credentials
-from fleetflow.dbaas.names import APP_NAMESPACE, CNPG_API
-from fleetflow.dbaas.provision import Endpoint
+from fleetflow.databases import delivery
+from fleetflow.databases.names import APP_NAMESPACE, CNPG_API
+from fleetflow.databases.secrets import Credentials
+from fleetflow.databases.views import Endpoint
 from fleetflow.flows.install_operator import install_operator
 from fleetflow.flows.reconcile import ARTIFACT_KEY, reconcile
 from fleetflow.flows.register_cluster import register_cluster
 from fleetflow.kube import Kubeconfig
 from fleetflow.registry import Registry
 from tests.integration.conftest import LocalFleet
+from tests.integration.dbaas_support import forget
 
 pytestmark = pytest.mark.integration
 
@@ -73,17 +75,18 @@ def fleet(monkeypatch: pytest.MonkeyPatch, local_fleet: LocalFleet, prefect_api:
     enroll(DEAD, Kubeconfig(data, dead.context), {"type": "app"})
     enroll(SLOW, Kubeconfig.from_file(local_fleet.kubeconfig, "workload-cluster"), {"postgres": "required"})
     enroll(APP, Kubeconfig.from_file(local_fleet.kubeconfig, "mgmt"), {"type": "app"})
-    creds = credentials.Credentials(user="app", dbname="app", source="test/none@0/0", password="not-secret")
-    credentials.publish(registry.mgmt, APP, creds, Endpoint("127.0.0.1", 5432))
+    creds = Credentials(user="app", dbname="app", source="test/none@0/0", password="not-secret")
+    delivery.publish(registry.mgmt, APP, creds, Endpoint("127.0.0.1", 5432))
     try:
         yield registry
     finally:
         service, mgmt = local_fleet.client("service-cluster"), local_fleet.client("mgmt")
+        forget(registry, SLOW)  # its label's Database, deleted with its CNPG Cluster
         service.delete(CNPG_API, "Cluster", f"cluster-{SLOW}", SLOW)
         service.delete("v1", "Namespace", SLOW)
         mgmt.delete("batch/v1", "Job", "todo-table", APP_NAMESPACE)
-        credentials.withdraw(mgmt, APP_NAMESPACE)
-        for name in (DEAD, SLOW, APP):
+        delivery.withdraw(mgmt, APP_NAMESPACE)
+        for name in (DEAD, APP):
             registry.deregister(name, delete_namespace=True)
 
 

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from prefect.settings import get_current_settings
 
-from fleetflow.dbaas.names import APP_NAMESPACE
+from fleetflow.databases.names import APP_NAMESPACE
 from fleetflow.kube import KubeClient
 from fleetflow.supervisor.processes import free_port
 from tests.integration.conftest import LocalFleet

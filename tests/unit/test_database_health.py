@@ -17,7 +17,7 @@ from fleetflow import events
 from fleetflow.databases import health
 from fleetflow.databases.converge import REQUEST
 from fleetflow.databases.watcher import ClusterWatch
-from fleetflow.errors import APINotFoundError
+from fleetflow.kube.informer import SYNCED, Event
 
 HEALTHY = {"phase": "Cluster in healthy state", "conditions": [{"type": "Ready", "status": "True"}]}
 DOWN = {
@@ -71,39 +71,21 @@ def test_the_summary_says_how_many_instances_are_ready() -> None:
     assert health.summary(cnpg({})) == "not ready (no status yet, 0/1 ready)"
 
 
-class _Kube:
-    """A service cluster whose CloudNativePG arrives after the watch started, and whose one
-    Cluster's instance is already down when it is first listed; the request's cluster."""
-
-    def __init__(self, watch: Any) -> None:
-        self.watch, self.lists = watch, 0
-
-    def list(self, api_version: str, kind: str, label_selector: Any = None) -> tuple[list[Any], str]:
-        self.lists += 1
-        if self.lists == 1:
-            raise APINotFoundError("the server could not find the requested resource")
-        down = cnpg(DOWN)
-        down["metadata"].update(namespace="wl", resourceVersion="9", annotations={REQUEST: "wl/team/r"})
-        return [down], "9"
-
-    def stream(self, *args: Any, **kwargs: Any) -> Any:
-        self.watch.stop.set()
-        return iter(())
+class _Requests:
+    """The request's cluster: its request says Ready."""
 
     def get_or_none(self, *args: Any) -> dict[str, Any]:
         return request("True", "Ready")
 
 
-def test_a_cluster_down_before_the_watch_listed_it_is_shown_too() -> None:
-    """The health watch is level-triggered: a service cluster without CloudNativePG yet is looked
-    at again soon, and what its first list shows counts, not only later changes."""
+def test_a_cluster_down_when_the_watch_first_lists_it_is_shown_too() -> None:
+    """The health watch is level-triggered: what its listing shows counts, not only later changes."""
     emitted: list[events.FleetEvent] = []
-    registry = SimpleNamespace()
-    watch = ClusterWatch(registry, "svc", emitted.extend, 1)  # type: ignore[arg-type]
-    kube = _Kube(watch)
-    registry.client = lambda name: kube
-    watch.watch_health()
+    watch = ClusterWatch(SimpleNamespace(client=lambda name: _Requests()), "svc", emitted.extend, 1)  # type: ignore[arg-type]
+    down = cnpg(DOWN)
+    down["metadata"].update(namespace="wl", resourceVersion="9", annotations={REQUEST: "wl/team/r"})
+    watch.on_health([Event(SYNCED, items=(down,))])
     [event] = emitted
     assert event.payload["request"] == "wl/team/r"
     assert event.payload["health"].startswith("not ready")
-    assert kube.lists == 2
+    assert watch.health_synced.is_set()

@@ -98,7 +98,7 @@ def test_status_keeps_the_transition_time_while_ready_does_not_change() -> None:
 
 
 def test_a_live_object_with_defaults_contains_what_was_rendered() -> None:
-    from fleetflow.dbaas.provision import contains
+    from fleetflow.databases.provision import contains
 
     rendered = {"spec": {"instances": 3, "managed": {"services": {"disabledDefaultServices": ["ro", "r"]}}}}
     live = {

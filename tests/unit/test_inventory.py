@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fleetflow.dbaas.inventory import Database, build_row, requests_database
-from fleetflow.dbaas.names import SERVICE_CLUSTER_ANNOTATION
+from fleetflow.databases.names import SERVICE_CLUSTER_ANNOTATION
+from fleetflow.databases.overview import Database, build_row, requests_database
 from fleetflow.errors import APIForbiddenError, APIUnavailableError, ConfigError
 from fleetflow.registry import ClusterRecord
 

@@ -1,99 +1,79 @@
-"""Which service cluster gets a cluster's database, and that the choice never moves by itself."""
+"""Which service cluster gets a Database request (the label's included), and that the choice
+never moves by itself; a retained database is found and adopted back."""
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import cast
 
 import pytest
 
-from fleetflow.dbaas import placement
-from fleetflow.dbaas.names import SERVICE_CLUSTER_ANNOTATION
-from fleetflow.errors import APINotFoundError, PermanentError
-from fleetflow.registry import ClusterRecord, Registry
+from fleetflow.databases import placement
+from fleetflow.databases.spec import RequestRef, label_ref
+from fleetflow.errors import PermanentError
+from fleetflow.registry import ClusterRecord
+
+APP = label_ref("app")
 
 
-class FakeRegistry:
-    """Registered clusters in memory; records the annotation writes placement makes."""
-
-    def __init__(self, clusters: dict[str, dict[str, str]]) -> None:
-        self.records = {name: ClusterRecord(name, labels=dict(labels)) for name, labels in clusters.items()}
-        self.writes: list[tuple[str, dict[str, str | None]]] = []
-
-    def require(self, name: str) -> ClusterRecord:
-        if name not in self.records:
-            raise APINotFoundError(f"cluster {name!r} is not registered", status=404)
-        return self.records[name]
-
-    def get(self, name: str) -> ClusterRecord | None:
-        return self.records.get(name)
-
-    def list(self) -> list[ClusterRecord]:
-        return sorted(self.records.values(), key=lambda r: r.name)
-
-    def annotate(self, name: str, annotations: dict[str, str | None]) -> ClusterRecord:
-        self.writes.append((name, annotations))
-        record = self.records[name]
-        for key, value in annotations.items():
-            if value is None:
-                record.annotations.pop(key, None)
-            else:
-                record.annotations[key] = value
-        return record
-
-    def choose(self, requester: str) -> str:
-        return placement.choose_service_cluster(cast(Registry, self), requester)
+def fleet(*services: str, requesters: tuple[str, ...] = ("app",)) -> list[ClusterRecord]:
+    records = [ClusterRecord(name, labels={"type": "services"}) for name in services]
+    return records + [ClusterRecord(name, labels={"postgres": "required"}) for name in requesters]
 
 
-def fleet(*services: str, requesters: tuple[str, ...] = ("app",)) -> FakeRegistry:
-    clusters = {name: {"type": "services"} for name in services}
-    clusters.update({name: {"postgres": "required"} for name in requesters})
-    return FakeRegistry(clusters)
+def place(
+    records: list[ClusterRecord],
+    ref: RequestRef = APP,
+    recorded: str = "",
+    extra: dict[str, str] | None = None,
+    retained_on: tuple[str, ...] = (),
+) -> str:
+    return placement.place(records, ref, recorded, extra or {}, lambda c: c in retained_on)
 
 
-def test_the_only_service_cluster_is_chosen_and_recorded() -> None:
-    registry = fleet("svc")
-    assert registry.choose("app") == "svc"
-    assert registry.records["app"].annotations[SERVICE_CLUSTER_ANNOTATION] == "svc"
-    assert placement.recorded_service_cluster(cast(Registry, registry), "app") == "svc"
+def test_the_only_service_cluster_is_chosen() -> None:
+    assert place(fleet("svc")) == "svc"
 
 
-def test_choosing_again_keeps_the_choice_and_writes_nothing() -> None:
-    registry = fleet("svc-a", "svc-b", "svc-c")
-    first = registry.choose("app")
-    assert registry.choose("app") == first
-    assert len(registry.writes) == 1, "only the first choice is written"
+def test_the_recorded_choice_is_kept_while_it_qualifies() -> None:
+    records = fleet("svc-a", "svc-b", "svc-c")
+    for recorded in ("svc-a", "svc-b", "svc-c"):
+        assert place(records, recorded=recorded) == recorded
 
 
-def test_a_new_service_cluster_never_moves_a_database() -> None:
-    registry = fleet("svc-a", "svc-b", requesters=tuple(f"app-{i}" for i in range(30)))
-    before = {name: registry.choose(name) for name in registry.records if name.startswith("app-")}
-    registry.records["svc-new"] = ClusterRecord("svc-new", labels={"type": "services"})
-    after = {name: registry.choose(name) for name in before}
-    assert after == before
+def test_a_new_service_cluster_never_moves_a_placed_database() -> None:
+    records = fleet("svc-a", "svc-b")
+    refs = [label_ref(f"app-{i}") for i in range(30)]
+    before = {ref: place(records, ref) for ref in refs}
+    grown = [*records, ClusterRecord("svc-new", labels={"type": "services"})]
+    assert {ref: place(grown, ref, recorded=before[ref]) for ref in refs} == before
 
 
 def test_a_database_moves_only_when_its_service_cluster_stops_being_one() -> None:
-    registry = fleet("svc-a", "svc-b")
-    first = registry.choose("app")
+    records = fleet("svc-a", "svc-b")
+    first = place(records)
     other = ({"svc-a", "svc-b"} - {first}).pop()
-    registry.records[first].labels["type"] = "retired"
-    assert registry.choose("app") == other
-    assert registry.records["app"].annotations[SERVICE_CLUSTER_ANNOTATION] == other
+    retired = [r if r.name != first else ClusterRecord(first, labels={"type": "retired"}) for r in records]
+    assert place(retired, recorded=first) == other
+
+
+def test_a_retained_database_is_adopted_back_where_it_is() -> None:
+    records = fleet("svc-a", "svc-b", "svc-c")
+    chosen = place(records)
+    elsewhere = next(name for name in ("svc-a", "svc-b", "svc-c") if name != chosen)
+    assert place(records, retained_on=(elsewhere,)) == elsewhere
+    assert place(records, recorded=chosen, retained_on=(elsewhere,)) == chosen, "a recorded choice wins"
+
+
+def test_the_request_selector_narrows_the_candidates() -> None:
+    records = [*fleet("svc-a"), ClusterRecord("svc-eu", labels={"type": "services", "region": "eu"})]
+    assert place(records, extra={"region": "eu"}) == "svc-eu"
 
 
 def test_without_a_service_cluster_the_error_says_so() -> None:
-    registry = fleet(requesters=("app", "other"))
     with pytest.raises(
         PermanentError, match=r"^no service cluster for 'app': no registered cluster matches type=services$"
     ):
-        registry.choose("app")
-    assert registry.writes == []
-
-
-def test_an_unregistered_requester_is_not_placed() -> None:
-    with pytest.raises(APINotFoundError, match="cluster 'ghost' is not registered"):
-        fleet("svc").choose("ghost")
+        place(fleet(requesters=("app", "other")))
 
 
 def test_the_choice_does_not_depend_on_the_order_clusters_are_listed_in() -> None:
@@ -102,10 +82,10 @@ def test_the_choice_does_not_depend_on_the_order_clusters_are_listed_in() -> Non
         assert placement.pick(requester, names, None) == placement.pick(requester, reversed(names), None)
 
 
-def test_requesters_are_spread_over_the_service_clusters() -> None:
-    names = ["svc-a", "svc-b", "svc-c"]
-    counts = Counter(placement.pick(f"cluster-{i}", names, None) for i in range(300))
-    assert set(counts) == set(names)
+def test_requests_are_spread_over_the_service_clusters() -> None:
+    records = fleet("svc-a", "svc-b", "svc-c")
+    counts = Counter(place(records, RequestRef("wl", "team", f"db-{i}")) for i in range(300))
+    assert set(counts) == {"svc-a", "svc-b", "svc-c"}
     assert min(counts.values()) > 60, f"rendezvous hashing should spread evenly: {counts}"
 
 

@@ -26,10 +26,10 @@ from prefect.server.events.schemas.automations import AutomationCore
 from prefect.server.events.schemas.events import ReceivedEvent
 
 from fleetflow import events, policy
+from fleetflow.databases.names import REQUEST
+from fleetflow.databases.spec import label_ref
 from fleetflow.databases.watcher import ClusterWatch
-from fleetflow.dbaas.names import SERVICE_CLUSTER_ANNOTATION
 from fleetflow.deployments import automations
-from fleetflow.registry import ClusterRecord
 from fleetflow.watcher import LabelWatcher
 
 CLUSTER = "wl-1"
@@ -66,7 +66,7 @@ def watcher_event(before: dict[str, str] | None, after: dict[str, str] | None) -
 
 
 def credentials_event(labels: dict[str, str]) -> events.FleetEvent:
-    """``fleetflow.credentials.published`` as ``tasks.credentials.deliver_credentials`` emits it."""
+    """``fleetflow.credentials.published`` as ``tasks.databases.converge_request`` emits it."""
     return events.FleetEvent(
         events.CREDENTIALS_PUBLISHED,
         events.database_resource(CLUSTER, "service-cluster", labels),
@@ -75,22 +75,23 @@ def credentials_event(labels: dict[str, str]) -> events.FleetEvent:
     )
 
 
-class _Registry:
-    """The registry as the request watcher reads it: one cluster, placed on ``service-cluster``."""
+class _ServiceCluster:
+    """The service cluster as the request watcher reads it: CLUSTER's label database's CNPG Cluster."""
 
-    def __init__(self, labels: dict[str, str]) -> None:
-        self.record = ClusterRecord(CLUSTER, labels, {SERVICE_CLUSTER_ANNOTATION: "service-cluster"})
-
-    def get(self, name: str) -> ClusterRecord | None:
-        return self.record if name == CLUSTER else None
+    def get_or_none(self, api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": namespace, "annotations": {REQUEST: LABEL_REQUEST}}}
 
 
-def rotation_event(labels: dict[str, str]) -> events.FleetEvent:
-    """What the request watcher emits when the ``-app`` Secret of CLUSTER's database changes."""
+LABEL_REQUEST = str(label_ref(CLUSTER))
+
+
+def rotation_event() -> events.FleetEvent:
+    """What the request watcher emits when the ``-app`` Secret of CLUSTER's label database changes."""
     emitted: list[events.FleetEvent] = []
-    watch = ClusterWatch(_Registry(labels), "service-cluster", emitted.extend, 5)  # type: ignore[arg-type]
+    watch = ClusterWatch(None, "service-cluster", emitted.extend, 5)  # type: ignore[arg-type]
+    labels = {"cnpg.io/cluster": f"cluster-{CLUSTER}"}
     meta = {"name": f"cluster-{CLUSTER}-app", "namespace": CLUSTER, "uid": "s-1", "resourceVersion": "7"}
-    watch._rotated_label_path({"metadata": meta}, f"cluster-{CLUSTER}")
+    watch._rotated(_ServiceCluster(), {"metadata": {**meta, "labels": labels}})  # type: ignore[arg-type]
     [event] = emitted
     return event
 
@@ -102,6 +103,7 @@ def _server_trigger(trigger: DeploymentEventTrigger) -> Any:
 
 
 TRIGGERS = {r.action: [_server_trigger(t) for t in automations.for_action(r.action)] for r in policy.RULES}
+TRIGGERS["database-request"] = [_server_trigger(t) for t in automations.database_request()]
 
 
 def fires(action: str, event: events.FleetEvent) -> bool:
@@ -150,7 +152,6 @@ def test_the_table_is_exercised_by_enough_cases() -> None:
     assert {rule.action for rule in policy.RULES} == {
         "install-operator",
         "provision-database",
-        "fetch-credentials",
         "deprovision-database",
         "deploy-app",
         "withdraw-app",
@@ -165,7 +166,7 @@ def test_an_automation_fires_only_where_reconcile_wants_the_action(rule: policy.
             assert event.event in rule.on
             assert event.payload["cluster"] == CLUSTER  # the trigger's parameter template renders
     for labels in label_sets():
-        for other in (credentials_event(labels), rotation_event(labels)):
+        for other in (credentials_event(labels), rotation_event()):
             if fires(rule.action, other):
                 assert rule in policy.wanted(labels, has_database=True), (rule.action, labels)
                 assert other.event in rule.on
@@ -181,8 +182,8 @@ def test_every_change_that_makes_reconcile_want_an_action_fires_its_automation(r
             if now and not was and rule.on & policy.CLUSTER_EVENTS:
                 assert fires(rule.action, event), (rule.action, before, after)
             elif now and not was:
-                # A row run on other events (a rotation): the change that makes it apply makes
-                # provision-database apply too, and that delivers the credentials in its run.
+                # A row run on other events (deploy-app on a delivery): the change that makes it
+                # apply makes provision-database apply too, and that delivers in its run.
                 assert fires("provision-database", event), (rule.action, before, after)
 
 
@@ -198,21 +199,21 @@ def test_every_event_showing_a_rule_holds_fires_it(rule: policy.Rule) -> None:
             assert fires(rule.action, event), (rule.action, before, after)
     for labels in label_sets():
         visible = all(req.key in labels for req in rule.when.requirements)
-        for other in (credentials_event(labels), rotation_event(labels)):
+        for other in (credentials_event(labels), rotation_event()):
             expected = visible and rule.when.matches(labels) and other.event in rule.on
             assert fires(rule.action, other) == expected, (rule.action, labels, other.event)
 
 
-def test_a_rotated_password_on_the_label_path_runs_fetch_credentials_only() -> None:
-    """Where the cluster asks for its database, a rotation runs fetch-credentials for it (the
-    trigger's parameter renders from the payload), with a deterministic id; nothing else runs."""
-    for labels in label_sets():
-        event = rotation_event(labels)
-        assert event.id == rotation_event(labels).id
-        assert event.resource["prefect.resource.id"] == f"fleetflow.database.{CLUSTER}"
-        assert event.payload["cluster"] == CLUSTER
-        ran = [rule.action for rule in policy.RULES if fires(rule.action, event)]
-        assert ran == (["fetch-credentials"] if labels.get("postgres") == "required" else []), labels
+def test_a_rotated_password_on_the_label_path_reconverges_its_database_request_only() -> None:
+    """The label's database is a request: a rotation of its ``-app`` Secret runs database-request
+    for it (the trigger's parameter renders from the payload), with a deterministic id; no label
+    row runs."""
+    event = rotation_event()
+    assert event.id == rotation_event().id
+    assert event.event == events.DATABASE_REQUEST_CHANGED
+    assert event.payload["request"] == LABEL_REQUEST
+    assert fires("database-request", event)
+    assert not [rule.action for rule in policy.RULES if fires(rule.action, event)]
 
 
 def test_deregistration_fires_nothing() -> None:
@@ -232,7 +233,7 @@ def test_leaving_postgres_required_deprovisions_in_both_paths(new_value: str | N
     assert not fires("provision-database", event)
     # Back to required: provisioned (the retained database handed back), never deprovisioned.
     back = watcher_event(after, before)
-    assert actions(before) == ["provision-database", "fetch-credentials", "deploy-app"]
+    assert actions(before) == ["provision-database", "deploy-app"]
     assert fires("provision-database", back)
     assert not fires("deprovision-database", back)
 

@@ -1,4 +1,7 @@
-"""What ``fleetflow show databases`` prints: one row per cluster that asked for a database.
+"""What ``fleetflow show databases`` prints: one row per cluster whose label asked for a database.
+
+(Every Database request, the label's included, is listed by ``fleetflow db list``:
+:mod:`.inventory`.) A row reads the label's database where the FleetCluster records it.
 
 Never a password: only where the database is, its phase, its address and where credentials
 have been delivered. A read that fails is shown in its row, with its reason, never dropped:
@@ -12,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from fleetflow.dbaas import credentials, provision
-from fleetflow.dbaas.deprovision import is_orphaned
-from fleetflow.dbaas.names import APP_NAMESPACE, CNPG_API, SERVICE_CLUSTER_ANNOTATION
+from fleetflow.databases import provision
+from fleetflow.databases.delivery import delivered_source
+from fleetflow.databases.names import APP_NAMESPACE, SERVICE_CLUSTER_ANNOTATION
+from fleetflow.databases.spec import label_ref
 from fleetflow.errors import FleetflowError
 from fleetflow.registry import ClusterRecord, Registry
 
@@ -93,17 +97,20 @@ def _read(read: Callable[[], T]) -> T | FleetflowError:
 
 
 def _database(registry: Registry, cluster: str, service_cluster: str) -> Database:
-    db = provision.database_of(cluster, service_cluster)
+    placed = provision.Placed.of(label_ref(cluster), service_cluster)
     service = registry.client(service_cluster)
-    live = service.get_or_none(CNPG_API, "Cluster", db.name, db.namespace)
-    found = provision.load_balancer(service, db)[1]
-    return Database(provision.phase(service, db), is_orphaned(live), str(found) if found else "")
+    live = provision.get(service, placed)
+    if live is None:
+        return Database("Absent", False, "")
+    lb = provision.load_balancer(service, placed)
+    found = lb.endpoint if lb is not None else None
+    return Database(live.phase or "Pending", live.orphaned, str(found) if found else "")
 
 
 def _row(registry: Registry, record: ClusterRecord) -> DatabaseRow:
     name = record.name
     service_cluster = record.annotations.get(SERVICE_CLUSTER_ANNOTATION)
-    in_mgmt = _read(lambda: bool(credentials.delivered_source(registry.mgmt, name)))
+    in_mgmt = _read(lambda: bool(delivered_source(registry.mgmt, name)))
     if not service_cluster:
         # Nothing placed, nothing delivered to the workload cluster: fleetflow delivers there only
         # after placing a database, and withdraws before it forgets the placement.
@@ -113,7 +120,7 @@ def _row(registry: Registry, record: ClusterRecord) -> DatabaseRow:
         service_cluster,
         _read(lambda: _database(registry, name, service_cluster)),
         in_mgmt,
-        _read(lambda: bool(credentials.delivered_source(registry.client(name), APP_NAMESPACE))),
+        _read(lambda: bool(delivered_source(registry.client(name), APP_NAMESPACE))),
     )
 
 

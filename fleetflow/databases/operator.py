@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fleetflow.dbaas.names import MANAGED
+from fleetflow import config
+from fleetflow.databases.names import MANAGED
+from fleetflow.errors import BootstrapError
 from fleetflow.kube import KubeClient
 from fleetflow.kube.helm import Release, upgrade_install
 from fleetflow.registry import Registry
@@ -89,7 +93,8 @@ def record(mgmt: KubeClient, addon: Addon) -> None:
 
 def addons(mgmt: KubeClient) -> list[Addon]:
     cm = mgmt.get_or_none("v1", "ConfigMap", ADDONS_CONFIGMAP, ADDONS_NAMESPACE)
-    entries = [Addon(**json.loads(v)) for v in ((cm or {}).get("data") or {}).values()]
+    data = cm.get("data") if cm else None
+    entries = [Addon(**json.loads(v)) for v in (data or {}).values()]
     return sorted(entries, key=lambda a: (a.cluster, a.namespace, a.name))
 
 
@@ -100,12 +105,6 @@ def now() -> str:
 def find_helm() -> Path:
     """``FLEETFLOW_HELM``, then the ``helm`` setting (the local fleet records the helm it built),
     then ``helm`` on PATH."""
-    import os
-    import shutil
-
-    from fleetflow import config
-    from fleetflow.errors import BootstrapError
-
     chosen = os.environ.get("FLEETFLOW_HELM") or config.setting(config.HELM) or shutil.which("helm")
     if chosen:
         return Path(chosen)

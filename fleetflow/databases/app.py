@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from fleetflow import config, templating
-from fleetflow.dbaas.credentials import Credentials
-from fleetflow.dbaas.names import APP_NAMESPACE, MANAGED
-from fleetflow.dbaas.provision import Endpoint
+from fleetflow.databases.names import APP_NAMESPACE, MANAGED
+from fleetflow.databases.secrets import Credentials
+from fleetflow.databases.views import Endpoint, Meta
 from fleetflow.errors import APIInvalidError
 from fleetflow.kube import KubeClient
 
@@ -43,23 +43,23 @@ def render_job(creds: Credentials, endpoint: Endpoint, template_dir: Path | None
 
 def apply_job(workload: KubeClient, job: dict[str, Any]) -> str:
     """Apply the Job; returns "created", "unchanged" or "replaced"."""
-    meta = job["metadata"]
-    namespace = meta.get("namespace", APP_NAMESPACE)
-    existing = workload.get_or_none("batch/v1", "Job", meta["name"], namespace)
+    meta = Meta.of(job)
+    namespace, name = meta.namespace or APP_NAMESPACE, meta.name
+    existing = workload.get_or_none("batch/v1", "Job", name, namespace)
     try:
         workload.apply(job)
     except APIInvalidError as exc:
         if "immutable" not in str(exc):
             raise
-        workload.delete("batch/v1", "Job", meta["name"], namespace)
+        workload.delete("batch/v1", "Job", name, namespace)
         workload.wait(
             "batch/v1",
             "Job",
-            meta["name"],
+            name,
             namespace,
             lambda o: o is None,
             timeout=60,
-            awaiting=f"old Job {namespace}/{meta['name']} to be deleted",
+            awaiting=f"old Job {namespace}/{name} to be deleted",
         )
         workload.apply(job)
         return "replaced"
@@ -73,9 +73,6 @@ def withdraw_job(workload: KubeClient) -> bool:
     """Delete the todo-table Job (its Pods with it, in the background); False if there was none.
     Only Jobs fleetflow deployed (label ``app.kubernetes.io/managed-by: fleetflow``) are touched."""
     job = workload.get_or_none("batch/v1", "Job", JOB_NAME, APP_NAMESPACE)
-    if (
-        job is None
-        or (job["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by") != "fleetflow"
-    ):
+    if job is None or Meta.of(job).labels.get("app.kubernetes.io/managed-by") != "fleetflow":
         return False
     return bool(workload.delete("batch/v1", "Job", JOB_NAME, APP_NAMESPACE))
