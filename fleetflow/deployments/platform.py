@@ -1,27 +1,28 @@
 """One deployment per flow, with typed parameters (a form in the Prefect UI) and its automations.
 
 ``apply_all`` registers deployments and automations with the Prefect API (re-running updates
-them in place: never a duplicate, never a moment without them); ``serve_all`` additionally runs
-them in this process, polling for new runs every ``poll_seconds`` so a label change reaches a
-running flow within about two seconds.
+them in place: never a duplicate, never a moment without them). The fleetflow executor runs
+their flow runs; given a work pool, the same deployments also point at that pool, with
+entrypoints into the installed package, so a stock ``prefect worker start --pool NAME`` of type
+process can run them instead (:mod:`fleetflow.deployments.work_pool`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from functools import partial
 from typing import Any
+from uuid import UUID
 
-from prefect import Flow, serve
+from prefect import Flow
 from prefect.deployments.runner import RunnerDeployment
+from prefect.events import DeploymentTriggerTypes, TriggerTypes
 from prefect.events.schemas.automations import AutomationCore
-from prefect.settings import (
-    PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
-    PREFECT_RUNNER_POLL_FREQUENCY,
-    temporary_settings,
-)
+from prefect.types.entrypoint import EntrypointType
 
 from fleetflow import config
-from fleetflow.deployments import automations, sync_automations
+from fleetflow.deployments import automations, sync_automations, work_pool
 from fleetflow.deployments.retrying import retrying
 from fleetflow.flows.database_request import database_request
 from fleetflow.flows.deploy_app import deploy_app
@@ -48,80 +49,125 @@ FLOWS: list[Flow[..., Any]] = [
     reconcile,
 ]  # every deployed flow, in the order of ``build``
 
+Triggers = list[DeploymentTriggerTypes | TriggerTypes]
+
+
+def _triggers(found: Sequence[DeploymentTriggerTypes]) -> Triggers:
+    return list(found)
+
 
 def build(
-    operator_chart: dict[str, Any] | None = None, deletion_policy: str = "Retain"
+    operator_chart: dict[str, Any] | None = None,
+    deletion_policy: str = "Retain",
+    pool: work_pool.WorkPool | None = None,
 ) -> list[RunnerDeployment]:
-    """The platform's deployments; ``operator_chart`` overrides install-operator's chart parameters."""
+    """The platform's deployments; ``operator_chart`` overrides install-operator's chart parameters.
+
+    Entrypoints are module paths (``fleetflow.flows.register_cluster.register_cluster``): a
+    worker imports the flow from the fleetflow installed where it runs, whatever its directory.
+    With ``pool``, each deployment names that work pool and its job variables.
+    """
     tags = [automations.TAG]
+
+    def deployment(
+        flow: Flow[..., Any],
+        description: str,
+        *,
+        triggers: Triggers | None = None,
+        parameters: dict[str, Any] | None = None,
+        interval: int | None = None,
+    ) -> RunnerDeployment:
+        return RunnerDeployment.from_flow(
+            flow,
+            NAME,
+            tags=tags,
+            description=description,
+            triggers=triggers,
+            parameters=parameters,
+            interval=interval,
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            work_pool_name=pool.name if pool else None,
+            job_variables=pool.job_variables if pool else None,
+        )
+
     return [
-        register_cluster.to_deployment(NAME, tags=tags, description="Register a cluster and its labels."),
-        install_operator.to_deployment(
-            NAME,
-            tags=tags,
+        deployment(register_cluster, "Register a cluster and its labels."),
+        deployment(
+            install_operator,
+            "Install CloudNativePG on service clusters.",
             parameters=operator_chart or {},
-            triggers=automations.install_operator(),
-            description="Install CloudNativePG on service clusters.",
+            triggers=_triggers(automations.install_operator()),
         ),
-        provision_database.to_deployment(
-            NAME,
-            tags=tags,
-            triggers=automations.provision_database(),
-            description="Provision a requesting cluster's database.",
-        ),
-        fetch_credentials.to_deployment(
-            NAME,
-            tags=tags,
-            triggers=automations.fetch_credentials(),
-            description="Deliver a database's credentials and address (provision-database does it too); "
-            "a rotated password at once.",
-        ),
-        deploy_app.to_deployment(
-            NAME,
-            tags=tags,
-            triggers=automations.deploy_app(),
-            description="Apply the todo-table Job where credentials and type=app meet.",
-        ),
-        deprovision_database.to_deployment(
-            NAME,
-            tags=tags,
-            triggers=automations.deprovision_database(),
+        deployment(
+            provision_database,
+            "Provision a requesting cluster's database.",
+            triggers=_triggers(automations.provision_database()),
             parameters={"deletion_policy": deletion_policy},
-            description="Retain (default) or Delete a database whose cluster no longer asks for one.",
         ),
-        database_request.to_deployment(
-            NAME,
-            tags=tags,
-            triggers=automations.database_request(),
-            description="Converge one Database request (CLUSTER/NAMESPACE/NAME): provision or finalise it.",
+        deployment(
+            fetch_credentials,
+            "Deliver a database's credentials and address (provision-database does it too); "
+            "a rotated password at once.",
+            triggers=_triggers(automations.fetch_credentials()),
         ),
-        withdraw_app.to_deployment(
-            NAME,
-            tags=tags,
-            triggers=automations.withdraw_app(),
-            description="Withdraw the todo-table Job from a cluster no longer labelled type=app.",
+        deployment(
+            deploy_app,
+            "Apply the todo-table Job where credentials and type=app meet.",
+            triggers=_triggers(automations.deploy_app()),
         ),
-        reconcile.to_deployment(
-            NAME,
-            tags=tags,
-            interval=RECONCILE_INTERVAL,
+        deployment(
+            deprovision_database,
+            "Retain (default) or Delete a database whose cluster no longer asks for one.",
+            triggers=_triggers(automations.deprovision_database()),
+            parameters={"deletion_policy": deletion_policy},
+        ),
+        deployment(
+            database_request,
+            "Converge one Database request (CLUSTER/NAMESPACE/NAME): provision or finalise it.",
+            triggers=_triggers(automations.database_request()),
+        ),
+        deployment(
+            withdraw_app,
+            "Withdraw the todo-table Job from a cluster no longer labelled type=app.",
+            triggers=_triggers(automations.withdraw_app()),
+        ),
+        deployment(
+            reconcile,
+            "Every 5 minutes: repair what the labels ask for and what exists.",
             parameters={**(operator_chart or {}), "deletion_policy": deletion_policy},
-            description="Every 5 minutes: repair what the labels ask for and what exists.",
+            interval=RECONCILE_INTERVAL,
         ),
     ]
 
 
-def apply_all(operator_chart: dict[str, Any] | None = None, deletion_policy: str = "Retain") -> list[str]:
+def _apply(deployment: RunnerDeployment) -> UUID:
+    """``deployment.apply()`` from synchronous code: Prefect types it as "a UUID or, called
+    from async code, a coroutine of one"; here it is the former."""
+    applied = deployment.apply()
+    if not isinstance(applied, UUID):
+        raise TypeError(f"deployment {deployment.name}: apply returned {type(applied).__name__}")
+    return applied
+
+
+def apply_all(
+    operator_chart: dict[str, Any] | None = None,
+    deletion_policy: str = "Retain",
+    pool: work_pool.WorkPool | None = None,
+) -> list[str]:
     """Create or update every deployment and its automations; returns the deployments' ids.
 
     The deployments are applied without their triggers (Prefect would delete and re-create
     their automations, a window in which events trigger nothing), and the automations are then
-    kept in place by :mod:`deployments.sync_automations`: unchanged ones are not touched."""
+    kept in place by :mod:`deployments.sync_automations`: unchanged ones are not touched.
+    With ``pool``, the work pool is created first if missing (type process)."""
+    if pool is not None:
+        made = retrying(f"ensure work pool {pool.name}", partial(work_pool.ensure, pool.name))
+        log.info("work pool %s %s", pool.name, "created" if made else "exists")
     ids: list[str] = []
     wanted: list[AutomationCore] = []
-    for deployment in build(operator_chart, deletion_policy):
+    for deployment in build(operator_chart, deletion_policy, pool):
         triggers, deployment.triggers = list(deployment.triggers), []
-        deployment_id = retrying(f"apply deployment {deployment.name}", deployment.apply)
+        deployment_id = retrying(f"apply deployment {deployment.name}", partial(_apply, deployment))
         ids.append(str(deployment_id))
         for trigger in triggers:
             trigger.set_deployment_id(deployment_id)
@@ -141,27 +187,3 @@ def apply_all(operator_chart: dict[str, Any] | None = None, deletion_policy: str
 def apply_lost_heartbeats(repair: config.RepairInterval) -> None:
     """Create or update (by name, never a second copy) the automation crashing silent runs alone."""
     sync_automations.apply([automations.lost_heartbeats(repair)], prune=False)
-
-
-def serve_all(
-    operator_chart: dict[str, Any] | None = None, poll_seconds: float = 1.0, deletion_policy: str = "Retain"
-) -> None:
-    """Register and run the deployments here until interrupted, polling every ``poll_seconds``.
-
-    The poll is set through Prefect's settings context: Prefect reads its environment once at
-    import, so changing ``PREFECT_RUNNER_POLL_FREQUENCY`` in ``os.environ`` here would be ignored.
-    Runs started this way send Prefect's own heartbeats, every repair-interval heartbeat but at
-    least every 30 s (Prefect's floor), for the automation that crashes silent runs.
-    """
-    heartbeat = max(30, round(config.repair_interval().heartbeat))
-    with temporary_settings(
-        updates={
-            PREFECT_RUNNER_POLL_FREQUENCY: max(1, int(poll_seconds)),
-            PREFECT_FLOWS_HEARTBEAT_FREQUENCY: heartbeat,
-        }
-    ):
-        apply_all(operator_chart, deletion_policy)  # automations kept in place, as for executors
-        deployments = build(operator_chart, deletion_policy)
-        for deployment in deployments:
-            deployment.triggers = []  # serve applies them again: without triggers, it leaves ours alone
-        serve(*deployments, limit=8)

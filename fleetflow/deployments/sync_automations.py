@@ -14,20 +14,24 @@ changed one is updated in place, a missing one created, and one of fleetflow's (
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypeAlias
+from uuid import UUID
 
 from prefect.client.orchestration import get_client
-from prefect.events.schemas.automations import AutomationCore
+from prefect.events.schemas.automations import Automation, AutomationCore
 
 PREFIX = "fleetflow: "  # every automation fleetflow makes is named so
 
+Json: TypeAlias = dict[str, "Json"] | list["Json"] | str | int | float | bool | None
 
-def comparable(automation: AutomationCore) -> dict[str, Any]:
+
+def comparable(automation: AutomationCore) -> Json:
     """What an automation does, without the ids Prefect generates for its triggers."""
-    return _without_ids(automation.model_dump(mode="json", include=set(AutomationCore.model_fields)))
+    dumped: Json = automation.model_dump(mode="json", include=set(AutomationCore.model_fields))
+    return _without_ids(dumped)
 
 
-def _without_ids(value: Any) -> Any:
+def _without_ids(value: Json) -> Json:
     if isinstance(value, dict):
         return {k: _without_ids(v) for k, v in value.items() if k != "id"}
     if isinstance(value, list):
@@ -36,25 +40,25 @@ def _without_ids(value: Any) -> Any:
 
 
 def plan(
-    wanted: list[AutomationCore], existing: list[Any], *, prune: bool = True
-) -> tuple[list[AutomationCore], list[tuple[Any, AutomationCore]], list[Any]]:
+    wanted: list[AutomationCore], existing: list[Automation], *, prune: bool = True
+) -> tuple[list[AutomationCore], list[tuple[UUID, AutomationCore]], list[UUID]]:
     """(to create, (existing id, wanted) to update, existing ids to delete): nothing for an
     automation that is already as wanted. ``prune``: ``wanted`` is all of fleetflow's, so
     any other ``fleetflow: ...`` automation is a dropped row, deleted."""
-    by_name: dict[str, list[Any]] = {}
+    by_name: dict[str, list[Automation]] = {}
     for automation in existing:
         if automation.name.startswith(PREFIX):
             by_name.setdefault(automation.name, []).append(automation)
     create: list[AutomationCore] = []
-    update: list[tuple[Any, AutomationCore]] = []
-    delete: list[Any] = []
-    for automation in wanted:
-        found = by_name.pop(automation.name, [])
+    update: list[tuple[UUID, AutomationCore]] = []
+    delete: list[UUID] = []
+    for wanted_one in wanted:
+        found = by_name.pop(wanted_one.name, [])
         delete.extend(a.id for a in found[1:])  # a second copy (two executors applied at once)
         if not found:
-            create.append(automation)
-        elif comparable(found[0]) != comparable(automation):
-            update.append((found[0].id, automation))
+            create.append(wanted_one)
+        elif comparable(found[0]) != comparable(wanted_one):
+            update.append((found[0].id, wanted_one))
     if prune:
         delete.extend(a.id for copies in by_name.values() for a in copies)  # dropped from the policy
     return create, update, delete

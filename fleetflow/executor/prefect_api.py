@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
@@ -14,7 +15,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterState,
     FlowRunFilterStateType,
 )
-from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.states import Cancelled, Crashed, Pending, Scheduled
@@ -25,15 +26,18 @@ PAGE = 200  # the server's largest page
 
 
 def to_run(flow_run: FlowRun) -> Run:
-    assert flow_run.deployment_id is not None  # noqa: S101 - runs of deployments only
-    assert flow_run.state_type is not None  # noqa: S101
+    """The planning view of a run the server returned: of a deployment, in a state, created
+    (the server sets all three; a run without them is not one the executor read)."""
+    created = flow_run.created or flow_run.expected_start_time
+    if flow_run.deployment_id is None or flow_run.state_type is None or created is None:
+        raise ValueError(f"flow run {flow_run.id} has no deployment, state or creation time")
     return Run(
         id=flow_run.id,
         name=flow_run.name,
         deployment_id=flow_run.deployment_id,
         parameters=dict(flow_run.parameters),
         state=flow_run.state_type.value,
-        created=flow_run.created or flow_run.expected_start_time,  # type: ignore[arg-type]
+        created=created,
         expected_start=flow_run.expected_start_time,
     )
 
@@ -70,7 +74,8 @@ async def crashed_since(client: PrefectClient, deployment_ids: list[UUID], since
     flt = FlowRunFilter(
         deployment_id=FlowRunFilterDeploymentId(any_=deployment_ids),
         state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CRASHED])),
-        end_time=FlowRunFilterEndTime(after_=since),
+        # validated, as the server's answer would be: Prefect types the field as its own DateTime
+        end_time=FlowRunFilterEndTime.model_validate({"after_": since}),
     )
     return await client.read_flow_runs(flow_run_filter=flt, sort=FlowRunSort.END_TIME_DESC, limit=PAGE)
 
@@ -79,17 +84,18 @@ def claim_message(executor: str) -> str:
     return f"claimed by fleetflow executor {executor!r}"
 
 
-async def claim(client: PrefectClient, run_id: UUID, executor: str) -> Pending | None:
-    """Propose Pending; the server refuses it unless the run is Scheduled and due (one winner)."""
-    state = Pending(message=claim_message(executor))
+async def claim(client: PrefectClient, run_id: UUID, executor: str) -> State[Any] | None:
+    """Propose Pending; the server refuses it unless the run is Scheduled and due (one winner).
+    Returns the Pending state the server accepted, or None."""
+    state: State[Any] = Pending(message=claim_message(executor))
     result = await client.set_flow_run_state(run_id, state)
     if result.status != SetStateStatus.ACCEPT or result.state is None:
         return None
-    return result.state  # type: ignore[return-value]
+    return result.state
 
 
 async def supersede(client: PrefectClient, run: Run, by: Run) -> bool:
-    state = Cancelled(
+    state: State[Any] = Cancelled(
         name="Superseded",
         message=(
             f"superseded by {by.name} ({by.id}), which runs the same deployment with the same "
@@ -114,7 +120,7 @@ async def reschedule(
     Unforced, the server's own rules apply; several executors proposing the same
     ``transition_id`` one after another make one transition (PreventDuplicateTransitions).
     """
-    state = Scheduled(name="AwaitingRetry", message=f"rescheduled: {why}")
+    state: State[Any] = Scheduled(name="AwaitingRetry", message=f"rescheduled: {why}")
     state.state_details.transition_id = transition_id
     result = await client.set_flow_run_state(run_id, state, force=force)
     return result.status == SetStateStatus.ACCEPT

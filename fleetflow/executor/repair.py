@@ -30,7 +30,7 @@ from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.events import emit_event
 
 from fleetflow.deployments.automations import HEARTBEAT, LOST_HEARTBEATS
@@ -74,13 +74,14 @@ async def heartbeats(client: PrefectClient, held: Callable[[], list[FlowRun]], e
                 continue
             resource, related = heartbeat_parts(flow_run)
             try:
-                emit_event(event=HEARTBEAT, resource=resource, related=related)  # type: ignore[arg-type]
+                emit_event(event=HEARTBEAT, resource=resource, related=related)
             except Exception as exc:  # the events client reconnects by itself; the next beat retries
                 log.warning("heartbeat of %s not sent: %s", flow_run.name, exc)
         await asyncio.sleep(every)
 
 
-def lost(state: Any) -> bool:
+def lost(state: State[Any]) -> bool:
+    """Whether ``state`` is the platform's crash of a run whose heartbeats stopped."""
     return bool(state.type.value == CRASHED and (state.message or "").startswith(LOST_HEARTBEATS))
 
 

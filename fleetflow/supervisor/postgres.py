@@ -166,7 +166,7 @@ class LocalPostgres:
             user = ServerUser.detect()
             pg_ctl = self._bin() / "pg_ctl"
             for mode in ("fast", "immediate"):
-                stop = [pg_ctl, "stop", "-D", self.data_dir, "-m", mode, "-w", "-t", "60", "-s"]
+                stop = [str(pg_ctl), "stop", "-D", str(self.data_dir), "-m", mode, "-w", "-t", "60", "-s"]
                 proc = user.run(stop, cwd=self.data_dir.parent, timeout=90)
                 if proc.returncode == 0 or self._running_pid() is None:
                     return
