@@ -169,6 +169,6 @@ def mgmt_context(explicit: str | None = None) -> str:
     if stored:
         return stored
     raise ConfigError(
-        f"no management cluster configured: pass --mgmt-context, set {MGMT_CONTEXT_ENV}, "
-        "or run 'fleetflow init --mgmt-context CONTEXT'"
+        f"no management cluster configured: pass --context, set {MGMT_CONTEXT_ENV}, "
+        "or run 'fleetflow init --context CONTEXT'"
     )

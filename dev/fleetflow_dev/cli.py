@@ -63,7 +63,11 @@ def parser() -> argparse.ArgumentParser:
     up.set_defaults(func=_up)
 
     load = verbs.add_parser("load-image", help="import an OCI image archive into every node")
-    load.add_argument("tarball", help="an OCI image archive (e.g. from 'skopeo copy ... oci-archive:FILE')")
+    load.add_argument(
+        "tarball",
+        metavar="ARCHIVE",
+        help="an OCI image archive (e.g. from 'skopeo copy ... oci-archive:FILE')",
+    )
     load.set_defaults(func=_load_image)
 
     status = verbs.add_parser("status", help="show each local cluster's state and endpoint")

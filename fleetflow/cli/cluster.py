@@ -2,7 +2,8 @@
 
 Input is validated before anything runs, so a bad name or label costs nothing and writes
 nothing. ``register`` runs the register-cluster flow; label edits and deregistration are
-single API writes that the label watcher turns into events.
+single API writes that the label watcher turns into events. ``list`` and ``get`` print a table,
+or with ``-o json|yaml`` each cluster as an object to script against (never its credentials).
 """
 
 from __future__ import annotations
@@ -15,50 +16,76 @@ import threading
 from typing import Any
 
 from fleetflow import config
-from fleetflow.cli.output import progress, table
+from fleetflow.cli import options
+from fleetflow.cli.output import (
+    JSON,
+    TABLE,
+    YAML,
+    Column,
+    add_output_option,
+    progress,
+    render_list,
+    serialize,
+)
 from fleetflow.errors import FleetflowError, UsageError
 from fleetflow.labels import LabelEdit, Selector, parse, validate_dns_label
-from fleetflow.registry import connect
+from fleetflow.registry import ClusterRecord, Registry, connect
 
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then the local fleet's)")
-    parser.add_argument(
-        "--mgmt-context",
-        help=f"management cluster context (default: ${config.MGMT_CONTEXT_ENV}, "
-        "then the one saved by 'fleetflow init')",
-    )
+NAME_HELP = "the cluster's registered name (also its namespace in the management cluster)"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     init = sub.add_parser("init", help="install the registry in the management cluster and register it")
-    init.add_argument("--mgmt-context", required=True, help="kubeconfig context of the management cluster")
+    options.add_cluster_options(init, required=True)
     init.add_argument("--name", help="registry name of the management cluster (default: the context name)")
-    init.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then the local fleet's)")
-    init.set_defaults(func=_init)
+    options.add_verbose(init)
+    init.set_defaults(func=_init, runs_flows=True)
 
-    cluster = sub.add_parser("cluster", help="register, list, label and deregister clusters")
+    cluster = sub.add_parser("cluster", help="register, list, get, label and deregister clusters")
     verbs = cluster.add_subparsers(dest="verb", required=True, metavar="COMMAND")
 
     reg = verbs.add_parser("register", help="register a cluster (runs the register-cluster flow)")
-    reg.add_argument("name")
-    reg.add_argument("--context", required=True, help="kubeconfig context that reaches the cluster")
+    reg.add_argument("name", metavar="NAME", help=NAME_HELP)
+    reg.add_argument(
+        "--context", required=True, metavar="CONTEXT", help="kubeconfig context that reaches the cluster"
+    )
     reg.add_argument("--labels", help="comma-separated key=value labels")
     reg.add_argument(
         "--probe-retries", type=int, default=3, help="retries for an unreachable cluster (default: 3)"
     )
-    _common(reg)
-    reg.set_defaults(func=_register)
+    reg.add_argument(
+        "--kubeconfig",
+        dest="cluster_kubeconfig",
+        metavar="FILE",
+        help="kubeconfig file holding --context (default: $KUBECONFIG, then the local fleet's, then "
+        "~/.kube/config); the management cluster is reached as for every other command",
+    )
+    reg.add_argument("--mgmt-context", metavar="CONTEXT", help=options.MGMT_CONTEXT_HELP)
+    options.add_verbose(reg)
+    reg.set_defaults(func=_register, runs_flows=True)
 
-    ls = verbs.add_parser("list", aliases=["ls", "get"], help="list registered clusters")
+    ls = verbs.add_parser("list", aliases=["ls"], help="list registered clusters")
     ls.add_argument("-l", "--selector", default="", help="label selector, e.g. type=services")
-    _common(ls)
-    ls.set_defaults(func=_list)
+    add_output_option(ls)
+    options.add_cluster_options(ls)
+    ls.set_defaults(func=_list, name=None)
+
+    get = verbs.add_parser("get", help="one registered cluster by name (without NAME: as list)")
+    get.add_argument("name", nargs="?", metavar="NAME", help=NAME_HELP)
+    get.add_argument("-l", "--selector", default="", help="label selector, without NAME")
+    add_output_option(get)
+    options.add_cluster_options(get)
+    get.set_defaults(func=_list)
 
     label = verbs.add_parser("label", help="add (k=v), overwrite (k=v) and remove (k-) labels")
-    label.add_argument("name")
-    label.add_argument("changes", nargs="+", metavar="KEY=VALUE|KEY-")
-    _common(label)
+    label.add_argument("name", metavar="NAME", help=NAME_HELP)
+    label.add_argument(
+        "changes",
+        nargs="+",
+        metavar="KEY=VALUE|KEY-",
+        help="KEY=VALUE adds or overwrites the label KEY, KEY- removes it",
+    )
+    options.add_cluster_options(label)
     label.set_defaults(func=_label)
 
     dereg = verbs.add_parser(
@@ -66,15 +93,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="apply the deletion policy of each Database request in the cluster, then remove the "
         "cluster and its stored kubeconfig",
     )
-    dereg.add_argument("name")
+    dereg.add_argument("name", metavar="NAME", help=NAME_HELP)
     dereg.add_argument(
         "--force", action="store_true", help="deregister even if its Database requests cannot be released"
     )
-    _common(dereg)
+    options.add_cluster_options(dereg)
     dereg.set_defaults(func=_deregister)
 
     watch = sub.add_parser("watch", help="emit Prefect events for registry changes until stopped")
-    _common(watch)
+    options.add_cluster_options(watch)
     watch.set_defaults(func=_watch)
 
 
@@ -119,30 +146,84 @@ def _register(args: argparse.Namespace) -> int:
     validate_dns_label(args.name, "cluster name")
     labels = parse(args.labels) if args.labels is not None else None
     mgmt = config.mgmt_context(args.mgmt_context)
-    connect(mgmt, args.kubeconfig)  # a missing management context fails here, before Prefect starts
+    connect(mgmt)  # a missing management context fails here, before Prefect starts
     if args.probe_retries < 0:
         raise UsageError("--probe-retries must be 0 or more")
-    _run_register(args.name, args.context, args.kubeconfig, labels, mgmt, args.probe_retries)
+    _run_register(args.name, args.context, args.cluster_kubeconfig, labels, mgmt, args.probe_retries)
     return 0
 
 
-def _list(args: argparse.Namespace) -> int:
-    selector = Selector.parse(args.selector)
-    records = [r for r in connect(args.mgmt_context, args.kubeconfig).list() if selector.matches(r.labels)]
-    if not records:
-        print("No clusters registered." if not args.selector else f"No clusters match {selector}.")
-        return 0
-    rows = [
-        [
-            r.namespace,
-            r.name,
-            "" if r.ready is None else str(r.ready).lower(),
-            r.version,
-            ",".join(f"{k}={v}" for k, v in sorted(r.labels.items())) or "<none>",
-        ]
-        for r in records
+def _server(registry: Registry, name: str) -> str:
+    """The API server URL of a registered cluster, read from its stored kubeconfig; empty if that
+    cannot be read. Only the URL leaves this function, never the credentials beside it."""
+    try:
+        return registry.kubeconfig(name).server
+    except FleetflowError:
+        return ""
+
+
+def cluster_object(record: ClusterRecord, server: str) -> dict[str, Any]:
+    """A registered cluster as ``-o json|yaml`` prints it."""
+    status = "Unknown" if record.ready is None else str(record.ready)
+    return {
+        "kind": "FleetCluster",
+        "name": record.name,
+        "namespace": record.namespace,
+        "labels": dict(sorted(record.labels.items())),
+        "ready": record.ready,
+        "version": record.version,
+        "server": server,
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": status,
+                "reason": record.reason,
+                "message": record.message,
+                "lastProbeTime": record.last_probe_time,
+            }
+        ],
+        "created": record.created,
+    }
+
+
+def _columns(servers: dict[str, str]) -> list[Column[ClusterRecord]]:
+    return [
+        Column("NAMESPACE", lambda r: r.namespace),
+        Column("NAME", lambda r: r.name),
+        Column("READY", lambda r: r.ready),
+        Column("VERSION", lambda r: r.version),
+        Column("LABELS", lambda r: r.labels),
+        Column("SERVER", lambda r: servers.get(r.name, ""), wide=True),
+        Column("REASON", lambda r: r.reason, wide=True),
+        Column("LAST PROBE", lambda r: r.last_probe_time, wide=True),
     ]
-    print(table(["NAMESPACE", "NAME", "READY", "VERSION", "LABELS"], rows))
+
+
+def _list(args: argparse.Namespace) -> int:
+    """``cluster list`` and ``cluster get [NAME]``: a missing NAME is an error (exit 1)."""
+    registry = connect(args.mgmt_context, args.kubeconfig)
+    if args.name is not None:
+        if args.selector:
+            raise UsageError("a cluster NAME and --selector cannot be given together")
+        validate_dns_label(args.name, "cluster name")
+        records = [registry.require(args.name)]
+    else:
+        selector = Selector.parse(args.selector)
+        records = [r for r in registry.list() if selector.matches(r.labels)]
+    servers = {r.name: _server(registry, r.name) for r in records} if args.output != TABLE else {}
+    if args.name is not None and args.output in (JSON, YAML):  # one object, as kubectl get NAME
+        print(serialize(cluster_object(records[0], servers[records[0].name]), args.output))
+        return 0
+    empty = "No clusters registered." if not args.selector else f"No clusters match {args.selector}."
+    print(
+        render_list(
+            records,
+            args.output,
+            _columns(servers),
+            lambda r: cluster_object(r, servers.get(r.name, "")),
+            empty,
+        )
+    )
     return 0
 
 
@@ -160,9 +241,7 @@ def _deregister(args: argparse.Namespace) -> int:
 
     validate_dns_label(args.name, "cluster name")
     registry = connect(args.mgmt_context, args.kubeconfig)
-    if registry.get(args.name) is None:
-        print(f"cluster/{args.name} was not registered")
-        return 1
+    registry.require(args.name)  # a missing cluster: one line on stderr, exit 1
     # Its Database requests first, while the cluster can still be reached through the registry.
     try:
         released = release_cluster(registry, args.name)

@@ -1,4 +1,4 @@
-"""The seed's Path B, end to end, on the local fleet: what ``./scripts/demo`` runs.
+"""The whole chain, end to end, on the local fleet: what ``fleetflow demo`` and ``./scripts/demo`` run.
 
 Every stage is a user action (a label, a webhook request) followed by a wait for its
 consequence, measured. Nothing calls a flow directly: the platform's automations do the work.
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleetflow import config
-from fleetflow.dbaas import operator
-from fleetflow.dbaas.names import APP_NAMESPACE
+from fleetflow.databases import operator
+from fleetflow.databases.names import APP_NAMESPACE
 from fleetflow.errors import FleetflowError
 from fleetflow.kube import KubeClient
 from fleetflow.labels import LabelEdit

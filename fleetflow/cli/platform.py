@@ -1,4 +1,9 @@
-"""``fleetflow up``, ``fleetflow down`` and ``fleetflow status``: the whole platform."""
+"""``fleetflow up``, ``down``, ``status`` and ``demo``: the whole platform.
+
+``up`` starts the Prefect server, the executor, the watcher and the webhook API in the background
+(with ``--local``, on the local fleet, its clusters registered with the labels the demo uses);
+``demo`` then walks the whole chain on it as a user would, timing and checking each stage.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,17 @@ import argparse
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 
 import fleetflow.supervisor as parts
 from fleetflow import config
-from fleetflow.cli import plugins
-from fleetflow.cli.output import progress, table
-from fleetflow.errors import FleetflowError
+from fleetflow.cli import options, plugins
+from fleetflow.cli.output import JSON, TABLE, YAML, Column, add_output_option, progress, render_list, table
+from fleetflow.errors import FleetflowError, UsageError
 
-SEED_LABELS = {"mgmt": {"type": "mgmt"}, "service-cluster": {"type": "services"}, "workload-cluster": {}}
+LOCAL_LABELS = {"mgmt": {"type": "mgmt"}, "service-cluster": {"type": "services"}, "workload-cluster": {}}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,8 +29,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.add_argument(
         "--local",
         action="store_true",
-        help="also bring the local fleet up (the fleetflow-fleet plugin) and register its clusters "
-        "with the seed's labels",
+        help="also bring the local fleet up (the fleetflow-fleet plugin) and register its clusters: "
+        "mgmt (type=mgmt), service-cluster (type=services) and workload-cluster",
     )
     up.add_argument("--webhook-port", type=int, default=0, help="webhook API port (default: a free one)")
     up.add_argument(
@@ -37,18 +43,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops the platform")
     _cnpg_choice(up, default="standin")
-    up.set_defaults(func=_up)
+    options.add_cluster_options(up)
+    options.add_verbose(up)
+    up.set_defaults(func=_up, runs_flows=True)
     down = sub.add_parser(
         "down",
         help="stop what 'fleetflow up' started, its PostgreSQL too (data kept); the local fleet with --local",
     )
     down.add_argument("--local", action="store_true", help="also stop the local fleet")
     down.set_defaults(func=_down)
-    demo = sub.add_parser("demo", help="the seed's Path B end to end on the local fleet, timed and verified")
+    demo = sub.add_parser(
+        "demo",
+        help="the whole chain end to end on the local fleet: install the operator, ask for a database, "
+        "label a cluster type=app, run the app against it; each stage timed and verified",
+    )
     demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for each stage")
     _cnpg_choice(demo, default="real")
-    demo.set_defaults(func=_demo)
+    options.add_verbose(demo)
+    demo.set_defaults(func=_demo, runs_flows=True)
     status = sub.add_parser("status", help="each part of the platform, the Prefect UI and the webhook URL")
+    add_output_option(status)
     status.set_defaults(func=_status)
 
 
@@ -64,8 +78,13 @@ def _cnpg_choice(parser: argparse.ArgumentParser, default: str) -> None:
 
 def _up(args: argparse.Namespace) -> int:
     env: dict[str, str] = {}
+    if args.local and (getattr(args, "kubeconfig", None) or getattr(args, "mgmt_context", None)):
+        raise UsageError(
+            "--local uses the local fleet's kubeconfig and its mgmt context: leave out "
+            "--kubeconfig and --context"
+        )
     if args.local:
-        fleet = ["up", "--clusters", ",".join(SEED_LABELS)]
+        fleet = ["up", "--clusters", ",".join(LOCAL_LABELS)]
         fleet += ["--nodes", "--cnpg", "real"] if args.cnpg == "real" else ["--cnpg", "standin"]
         if plugins.run("fleet", fleet) != 0:
             raise FleetflowError("the local fleet did not come up (see above)")
@@ -86,7 +105,7 @@ def _up(args: argparse.Namespace) -> int:
         before_workers=enrol_mgmt,
     )
     if args.local:
-        for name in list(SEED_LABELS)[1:]:
+        for name in list(LOCAL_LABELS)[1:]:
             _register(name)
     _status(args)
     token = config.home() / "api-token"
@@ -112,8 +131,8 @@ def _register(name: str) -> None:
         registry.install()
         config.save_setting("mgmtContext", "mgmt")
     if registry.get(name) is None:
-        register_cluster(name=name, context=name, labels=SEED_LABELS[name], mgmt_context="mgmt")
-        progress(f"registered {name} {SEED_LABELS[name] or ''}")
+        register_cluster(name=name, context=name, labels=LOCAL_LABELS[name], mgmt_context="mgmt")
+        progress(f"registered {name} {LOCAL_LABELS[name] or ''}")
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -123,8 +142,27 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+PART_COLUMNS: list[Column[tuple[str, str, str]]] = [
+    Column("PART", lambda r: r[0]),
+    Column("STATUS", lambda r: r[1]),
+    Column("ADDRESS", lambda r: r[2]),
+]
+
+
 def _status(args: argparse.Namespace) -> int:
-    print(table(["PART", "STATUS", "ADDRESS"], [list(r) for r in parts.status()]))
+    """The parts' table (or objects), then recent automation failures: on stdout under the
+    table, on stderr when stdout holds JSON or YAML."""
+    output = getattr(args, "output", TABLE)
+    print(
+        render_list(
+            parts.status(),
+            output,
+            PART_COLUMNS,
+            lambda r: {"kind": "PlatformPart", "name": r[0], "status": r[1], "address": r[2]},
+            "No parts.",
+        )
+    )
+    notes = sys.stderr if output in (JSON, YAML) else sys.stdout
     state = parts.load()
     if state.api_url:
         from fleetflow.errors import TemporaryError
@@ -134,14 +172,16 @@ def _status(args: argparse.Namespace) -> int:
         try:
             failures = recent_failed_actions()
         except TemporaryError as exc:
-            print(f"\nautomation failures: unknown ({exc})")
+            print(f"\nautomation failures: unknown ({exc})", file=notes)
             return 0
         if failures:
-            print(f"\n{len(failures)} automation action(s) failed in the last 24 h (newest first):")
+            print(
+                f"\n{len(failures)} automation action(s) failed in the last 24 h (newest first):", file=notes
+            )
             for event in failures[:5]:
                 reason = (event.get("payload") or {}).get("reason", "")
                 automation = event["resource"].get("prefect.resource.name", "")
-                print(f"  {event.get('occurred', '')[:19]}  {automation}: {reason[:160]}")
+                print(f"  {event.get('occurred', '')[:19]}  {automation}: {reason[:160]}", file=notes)
     return 0
 
 

@@ -1,7 +1,8 @@
-"""``fleetflow run FLOW ...`` and ``fleetflow show addons|databases``.
+"""``fleetflow run FLOW ...``, the platform's processes, and ``fleetflow show addons|databases``.
 
 Each run starts the flow in this process (against ``PREFECT_API_URL``, or a temporary local
 Prefect server when unset), prints what it did, and exits non-zero with the reason on failure.
+Prefect's run logs stay in the Prefect UI unless ``-v`` is given (see :mod:`fleetflow.cli.runlogs`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,17 @@ from contextlib import contextmanager
 from typing import Any
 
 from fleetflow import config
-from fleetflow.cli.output import progress, table
+from fleetflow.cli import options
+from fleetflow.cli.output import (
+    JSON,
+    YAML,
+    Column,
+    add_output_option,
+    progress,
+    render_list,
+    serialize,
+    table,
+)
 from fleetflow.errors import FleetflowError, UsageError
 from fleetflow.labels import Selector, validate_dns_label
 from fleetflow.registry import connect
@@ -73,10 +84,14 @@ def prefect_server(flow: str) -> Iterator[None]:
             server.stop()
 
 
-def _mgmt(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--mgmt-context", help="management cluster context (default: fleetflow's configuration)"
-    )
+CLUSTER_HELP = "registered name of the cluster"
+
+
+def _flow(parser: argparse.ArgumentParser) -> None:
+    """The options of a command that runs a flow in this process."""
+    options.add_cluster_options(parser)
+    options.add_verbose(parser)
+    parser.set_defaults(runs_flows=True)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -84,7 +99,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     flows = run.add_subparsers(dest="flow", required=True, metavar="FLOW")
 
     op = flows.add_parser("install-operator", help="install CloudNativePG on clusters matching a selector")
-    op.add_argument("--selector", "-l", default="type=services")
+    op.add_argument(
+        "--selector",
+        "-l",
+        default="type=services",
+        help="label selector of the clusters (default: %(default)s)",
+    )
     op.add_argument("--chart", default="cloudnative-pg", help="chart name, oci:// reference or local path")
     op.add_argument("--repo", default="https://cloudnative-pg.github.io/charts", help="chart repository URL")
     op.add_argument("--version", default="0.22.1", help="chart version")
@@ -94,27 +114,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="use the operator chart the local fleet recorded (the real operator's with nodes, else the "
         "stand-in's)",
     )
-    _mgmt(op)
+    _flow(op)
     op.set_defaults(func=_install_operator)
 
     prov = flows.add_parser("provision-database", help="provision the database of CLUSTER and wait for it")
-    prov.add_argument("cluster")
-    prov.add_argument("--instances", type=int, default=3)
+    prov.add_argument("cluster", metavar="CLUSTER", help=CLUSTER_HELP + " that asks for the database")
+    prov.add_argument("--instances", type=int, default=3, help="PostgreSQL instances (default: %(default)s)")
     prov.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for readiness")
     prov.add_argument("--templates", help="directory of templates overriding the defaults")
-    _mgmt(prov)
+    _flow(prov)
     prov.set_defaults(func=_provision)
 
     fetch = flows.add_parser("fetch-credentials", help="deliver CLUSTER's database credentials")
-    fetch.add_argument("cluster")
-    fetch.add_argument("--deliver-to", choices=["mgmt", "workload"], default="mgmt")
-    _mgmt(fetch)
+    fetch.add_argument("cluster", metavar="CLUSTER", help=CLUSTER_HELP + " whose database it is")
+    fetch.add_argument(
+        "--deliver-to",
+        choices=["mgmt", "workload"],
+        default="mgmt",
+        help="the cluster's namespace in the management cluster (default) or the workload cluster itself",
+    )
+    _flow(fetch)
     fetch.set_defaults(func=_fetch)
 
     app = flows.add_parser("deploy-app", help="apply the todo-table Job on CLUSTER (labelled type=app)")
-    app.add_argument("cluster", nargs="?")
+    app.add_argument(
+        "cluster", nargs="?", metavar="CLUSTER", help=CLUSTER_HELP + " (default: every type=app one)"
+    )
     app.add_argument("--templates", help="directory of templates overriding the defaults")
-    _mgmt(app)
+    _flow(app)
     app.set_defaults(func=_deploy)
 
     deploy = sub.add_parser(
@@ -131,15 +158,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="Retain",
         help="when a cluster no longer has postgres=required: keep the database (default) or delete it",
     )
-    deploy.set_defaults(func=_deploy_platform)
-
-    serve = sub.add_parser("serve", help="apply and run the deployments here, until interrupted")
-    serve.add_argument("--local-chart", action="store_true", help="as for deploy")
-    serve.add_argument("--poll", type=float, default=1.0, help="seconds between polls for new runs")
-    serve.add_argument(
-        "--deletion-policy", choices=["Retain", "Delete"], default="Retain", help="as for deploy"
+    deploy.add_argument(
+        "--work-pool",
+        metavar="NAME",
+        help="also point the deployments at this Prefect work pool (type process; created if missing), "
+        "so that 'prefect worker start --pool NAME' runs them",
     )
-    serve.set_defaults(func=_serve_platform)
+    deploy.set_defaults(func=_deploy_platform)
 
     executor = sub.add_parser(
         "executor", help="run the deployments' flow runs here, started within a second (PREFECT_API_URL)"
@@ -153,21 +178,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     executor.add_argument(
         "--deletion-policy", choices=["Retain", "Delete"], default="Retain", help="as for deploy"
     )
+    options.add_cluster_options(executor)
     executor.set_defaults(func=_executor)
 
     api = sub.add_parser("api", help="serve the webhook API (POST/DELETE/GET /v1/databases, /healthz)")
     api.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    api.add_argument("--port", type=int, default=8089)
-    _mgmt(api)
+    api.add_argument("--port", type=int, default=8089, help="port to listen on (default: %(default)s)")
+    options.add_cluster_options(api)
     api.set_defaults(func=_serve_api)
 
     show = sub.add_parser("show", help="show addons or databases")
     what = show.add_subparsers(dest="what", required=True, metavar="WHAT")
     addons = what.add_parser("addons", help="what install-operator installed where")
-    _mgmt(addons)
+    add_output_option(addons)
+    options.add_cluster_options(addons)
     addons.set_defaults(func=_show_addons)
     dbs = what.add_parser("databases", help="each requesting cluster's database (never a password)")
-    _mgmt(dbs)
+    add_output_option(dbs)
+    options.add_cluster_options(dbs)
     dbs.set_defaults(func=_show_databases)
 
 
@@ -246,42 +274,74 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def _show_addons(args: argparse.Namespace) -> int:
-    from fleetflow.dbaas.operator import addons
+    from fleetflow.databases.operator import Addon, addons
 
-    entries = addons(connect(args.mgmt_context).mgmt)
-    rows = [
-        [f"{a.cluster}/{a.cluster}", a.kind, a.namespace, a.name, a.version, a.time, a.by] for a in entries
+    columns: list[Column[Addon]] = [
+        Column("CLUSTER", lambda a: f"{a.cluster}/{a.cluster}"),
+        Column("RESOURCE TYPE", lambda a: a.kind),
+        Column("NAMESPACE", lambda a: a.namespace),
+        Column("NAME", lambda a: a.name),
+        Column("VERSION", lambda a: a.version),
+        Column("TIME", lambda a: a.time),
+        Column("INSTALLED BY", lambda a: a.by),
     ]
-    print(
-        table(["CLUSTER", "RESOURCE TYPE", "NAMESPACE", "NAME", "VERSION", "TIME", "INSTALLED BY"], rows)
-        if rows
-        else "No addons installed."
-    )
+
+    def as_dict(a: Addon) -> dict[str, Any]:
+        return {
+            "kind": "Addon",
+            "cluster": a.cluster,
+            "type": a.kind,
+            "namespace": a.namespace,
+            "name": a.name,
+            "version": a.version,
+            "time": a.time,
+            "installedBy": a.by,
+        }
+
+    entries = addons(connect(args.mgmt_context, args.kubeconfig).mgmt)
+    print(render_list(entries, args.output, columns, as_dict, "No addons installed."))
     return 0
 
 
 def _show_databases(args: argparse.Namespace) -> int:
-    from fleetflow.dbaas.inventory import rows
+    """The label path's database of each cluster, then every Database request; what cannot be
+    read is named on stderr and the exit code is 1 (as kubectl's: what could be read on stdout)."""
+    from fleetflow.cli.db import database_object, read_requests, request_table
+    from fleetflow.databases.inventory import RequestRow
+    from fleetflow.databases.overview import rows
 
-    found = rows(connect(args.mgmt_context))
-    print(
-        table(
-            ["CLUSTER", "SERVICE CLUSTER", "PHASE", "ENDPOINT", "CREDENTIALS"],
-            [[r.cluster, r.service_cluster, r.phase, r.endpoint, r.credentials] for r in found],
+    registry = connect(args.mgmt_context, args.kubeconfig)
+    found = rows(registry)
+    requested, unread_requests = read_requests(registry)
+    unread = [r.cluster for r in found if not r.complete] + [r.request for r in unread_requests]
+    if args.output in (JSON, YAML):
+        items = [
+            {
+                "kind": "ClusterDatabase",
+                "cluster": r.cluster,
+                "serviceCluster": r.service_cluster,
+                "phase": r.phase,
+                "endpoint": r.endpoint,
+                "credentials": r.credentials,
+            }
+            for r in found
+        ] + [database_object(cluster, obj) for cluster, obj in requested]
+        print(serialize({"kind": "List", "items": items}, args.output))
+    else:
+        print(
+            table(
+                ["CLUSTER", "SERVICE CLUSTER", "PHASE", "ENDPOINT", "CREDENTIALS"],
+                [[r.cluster, r.service_cluster, r.phase, r.endpoint, r.credentials] for r in found],
+            )
+            if found
+            else "No cluster requests a database."
         )
-        if found
-        else "No cluster requests a database."
-    )
-    from fleetflow.cli.db import request_table
-    from fleetflow.databases import inventory as requests
-
-    registry = connect(args.mgmt_context)
-    asked = requests.rows(registry)
-    print("\nDatabase requests:\n" + request_table(asked) if asked else "\nNo Database requests.")
-    unread = [r.cluster for r in found if not r.complete] + [
-        r.request for r in asked if r.reason == "Unreachable"
-    ]
-    if unread:  # as kubectl: what could be read on stdout, the failure in the exit code
+        asked = sorted(
+            [RequestRow.of(cluster, obj) for cluster, obj in requested] + unread_requests,
+            key=lambda r: r.request,
+        )
+        print("\nDatabase requests:\n" + request_table(asked) if asked else "\nNo Database requests.")
+    if unread:
         print(f"error: could not read everything about {', '.join(unread)} (reasons above)", file=sys.stderr)
         return 1
     return 0
@@ -301,22 +361,17 @@ def _chart(local: bool) -> dict[str, Any] | None:
 
 
 def _deploy_platform(args: argparse.Namespace) -> int:
+    from fleetflow.deployments.work_pool import WorkPool
     from fleetflow.events import require_api
 
+    pool = None if args.work_pool is None else WorkPool.for_repair(args.work_pool, config.repair_interval())
     api = require_api()
     from fleetflow.deployments.platform import apply_all
 
-    ids = apply_all(_chart(args.local_chart), args.deletion_policy)
+    ids = apply_all(_chart(args.local_chart), args.deletion_policy, pool)
     print(f"{len(ids)} deployments and their automations applied to {api}")
-    return 0
-
-
-def _serve_platform(args: argparse.Namespace) -> int:
-    from fleetflow.deployments.platform import serve_all
-    from fleetflow.events import require_api
-
-    require_api()
-    serve_all(_chart(args.local_chart), args.poll, args.deletion_policy)
+    if pool is not None:
+        print(f"work pool {pool.name!r} (process): run them with 'prefect worker start --pool {pool.name}'")
     return 0
 
 
@@ -344,7 +399,9 @@ def _serve_api(args: argparse.Namespace) -> int:
 
     token, path, created = load_or_create_token(config.home())
     mgmt = config.mgmt_context(args.mgmt_context)
-    connect(mgmt)  # fail now, with a clear message, if the management cluster is not configured
+    connect(
+        mgmt, args.kubeconfig
+    )  # fail now, with a clear message, if the management cluster is not configured
     where = (
         f"{'generated into' if created else 'read from'} {path}"
         if os.environ.get(TOKEN_ENV) is None
