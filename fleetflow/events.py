@@ -31,6 +31,7 @@ from prefect.client.orchestration import get_client
 from prefect.events import Event
 from prefect.settings import get_current_settings
 
+from fleetflow.backoff import Backoff, retry
 from fleetflow.errors import APIError, ConfigError, PermanentError, TemporaryError
 
 log = logging.getLogger("fleetflow.events")
@@ -135,30 +136,23 @@ def emit_many(batch: list[FleetEvent]) -> None:
 
 
 EMIT_BACKOFF_MAX = 5.0  # seconds between attempts to reach a Prefect server that is down
+EMIT_BACKOFF = Backoff(first=0.5, cap=EMIT_BACKOFF_MAX)  # no budget: until accepted or stopped
 
 
 def emit_until_accepted(
     emit: Callable[[list[FleetEvent]], None], batch: list[FleetEvent], stop: threading.Event
 ) -> None:
     """Send ``batch`` with ``emit``; a Prefect server that cannot be reached (stopped, restarting:
-    a :class:`TemporaryError`) is tried again, 0.5 s doubling up to ``EMIT_BACKOFF_MAX``, until it
-    accepts the batch or ``stop`` is set (then the error is raised). A refused batch raises at once.
+    a :class:`TemporaryError`) is tried again with the platform's backoff (``EMIT_BACKOFF``, at
+    most ``EMIT_BACKOFF_MAX`` between attempts) until it accepts the batch or ``stop`` is set
+    (then the error is raised). A refused batch raises at once.
 
     What the watchers use: their events describe changes already past, which a watch does not
-    show twice, so one that gives up on a stopped server loses them (a rotated password was not
-    delivered until the next reconcile) or, relisting with a 30 s backoff, delays them.
+    show twice, so one that gives up on a stopped server loses them (a rotated password would
+    not be delivered until the next reconcile) or, relisting with a long backoff, delays them.
     """
-    backoff = 0.5
-    while True:
-        try:
-            emit(batch)
-            return
-        except TemporaryError as exc:
-            if stop.is_set():
-                raise
-            log.warning("%s; sending again in %.1fs, nothing recorded as emitted until then", exc, backoff)
-            stop.wait(backoff)
-            backoff = min(backoff * 2, EMIT_BACKOFF_MAX)
+    what = "Prefect did not take the events (nothing recorded as emitted until it does)"
+    retry(what, lambda: emit(batch), EMIT_BACKOFF, stop=stop)
 
 
 def transient_status(code: int) -> bool:

@@ -20,30 +20,33 @@ never emitted: the cluster is announced again as registered (same event id, so P
 duplicate), and the entry is rewritten, or removed if the cluster is gone. One bad value must
 not stop every other cluster's events.
 
-Changes are handled in batches: a reader thread streams the watch into a queue, and whatever
-has arrived is diffed, emitted in one request and persisted in one patch. One change costs two
-round trips as before; a burst of a hundred costs a few, instead of two hundred in a row.
+Listing, watching, resuming and relisting are the informer's (:mod:`fleetflow.kube.informer`),
+on the process's one watch loop. Changes are handled in batches: whatever the informer has
+delivered is diffed, emitted in one request and persisted in one patch. One change costs two
+round trips; a burst of a hundred costs a few, instead of two hundred in a row. A relist is a
+``SYNCED`` listing, diffed against the persisted state like a restart.
 
 A Prefect server that cannot be reached (stopped, restarting) does not end the watch: the batch
-is sent again, with a backoff of at most ``events.EMIT_BACKOFF_MAX`` seconds, while the reader thread
+is sent again, with a backoff of at most ``events.EMIT_BACKOFF_MAX`` seconds, while the informer
 goes on queueing what changes meanwhile, and nothing is recorded as emitted before the server
-accepted it. Treated like a Kubernetes failure (relist, back off up to 30 s), an outage of a
-minute left the changes made during it waiting up to 30 s more after the server was back.
+accepted it; the registry is not relisted for it, so changes made during an outage are sent
+as soon as the server is back.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fleetflow import events
-from fleetflow.errors import APIGoneError, APINotFoundError, TemporaryError
+from fleetflow.errors import APINotFoundError
 from fleetflow.kube import KubeClient
+from fleetflow.kube.hub import hub
+from fleetflow.kube.informer import SYNCED, Event, Informer
 from fleetflow.labels import LabelDiff
 from fleetflow.registry import API_VERSION, KIND
 
@@ -51,7 +54,7 @@ log = logging.getLogger("fleetflow.watcher")
 
 STATE_NAMESPACE = "fleetflow-system"
 STATE_NAME = "label-watcher"
-WATCH_TIMEOUT = 30
+WATCH_TIMEOUT = 300
 MAX_BATCH = 200  # changes emitted in one request at most
 
 
@@ -173,6 +176,7 @@ class LabelWatcher:
         self._outbox: list[events.FleetEvent] = []
         self._unsaved: dict[str, Emitted | None] = {}
         self._stop: threading.Event | None = None  # set by run(): emitting is retried until then
+        self._ready: threading.Event | None = None
 
     # -- persisted state -----------------------------------------------------------------
     def load_state(self) -> None:
@@ -267,13 +271,18 @@ class LabelWatcher:
     # -- the loop ------------------------------------------------------------------------
     def resync(self) -> None:
         """Relist and emit every difference from what was last emitted."""
+        items, version = self.mgmt.list(API_VERSION, KIND)
+        self.synced(items, version)
+        self.flush()
+        log.info("synced %d clusters at resourceVersion %s", len(items), version)
+
+    def synced(self, items: list[dict[str, Any]] | tuple[dict[str, Any], ...], version: str) -> None:
+        """A complete listing: diff it against what was last emitted (persisted state)."""
         self.load_state()
-        items, self.resource_version = self.mgmt.list(API_VERSION, KIND)
+        self.resource_version = version
         now = {obj["metadata"]["name"]: Observed.of(obj) for obj in items}
         for name, sent in resync_changes(self.emitted, now):
             self._record(name, sent, now[name].emitted if name in now else None)
-        self.flush()
-        log.info("synced %d clusters at resourceVersion %s", len(items), self.resource_version)
 
     def handle(self, kind: str, obj: dict[str, Any]) -> None:
         self.resource_version = obj["metadata"].get("resourceVersion", self.resource_version)
@@ -285,62 +294,30 @@ class LabelWatcher:
         ):
             self.gone(obj["metadata"]["name"])
 
+    def handle_batch(self, batch: list[Event]) -> None:
+        """What the informer delivered since the last batch: diffed, emitted in one request and
+        persisted in one patch."""
+        listed: Event | None = None
+        for event in batch:
+            if event.type == SYNCED:
+                self.synced(event.items, event.resource_version)
+                listed = event
+            else:
+                self.handle(event.type, event.object)
+        self.flush()
+        if listed is not None:  # said once what it found is emitted
+            log.info("synced %d clusters at resourceVersion %s", len(listed.items), listed.resource_version)
+            if self._ready is not None:
+                self._ready.set()
+
     def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
-        """Watch until ``stop`` is set; transient failures back off and relist."""
-        self._stop = stop
-        backoff = 0.5
-        needs_resync = True
-        while not stop.is_set():
-            try:
-                if needs_resync:
-                    self.resync()
-                    needs_resync = False
-                    if ready is not None:
-                        ready.set()
-                self._watch(stop)
-                backoff = 0.5
-            except APIGoneError:
-                log.info("watch expired (410 Gone); relisting")
-                needs_resync = True
-            except TemporaryError as exc:
-                log.warning("%s; relisting in %.1fs", exc, backoff)
-                needs_resync = True
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
-
-    def _watch(self, stop: threading.Event) -> None:
-        """One watch request: a reader thread streams it; batches of what arrived are handled
-        and flushed. Raises what the watch raised (410 Gone, connection errors)."""
-        inbox: queue.Queue[tuple[str, dict[str, Any]] | BaseException | None] = queue.Queue()
-        version = self.resource_version
-
-        def read() -> None:
-            try:
-                for item in self.mgmt.stream(
-                    API_VERSION, KIND, resource_version=version, timeout=self.watch_timeout
-                ):
-                    inbox.put(item)
-                    if stop.is_set():
-                        break
-            except BaseException as exc:  # handed to the main loop, which relists
-                inbox.put(exc)
-                return
-            inbox.put(None)
-
-        threading.Thread(target=read, name="label-watch-reader", daemon=True).start()
-        while True:
-            batch = [inbox.get()]
-            while len(batch) < MAX_BATCH and not isinstance(batch[-1], BaseException | None):
-                try:
-                    batch.append(inbox.get_nowait())
-                except queue.Empty:
-                    break
-            for item in batch:
-                if isinstance(item, tuple):
-                    self.handle(*item)
-            self.flush()
-            end = batch[-1]
-            if isinstance(end, BaseException):
-                raise end
-            if end is None or stop.is_set():
-                return
+        """Watch until ``stop`` is set (``ready`` once the first listing is emitted); transient
+        failures back off inside the informer; a permanent one (a refused event) is raised."""
+        self._stop, self._ready = stop, ready
+        informer = Informer(self.mgmt, API_VERSION, KIND, watch_timeout=self.watch_timeout)
+        watch = hub().watch(informer, self.handle_batch, name="label-watcher", max_batch=MAX_BATCH, stop=stop)
+        try:
+            stop.wait()
+        finally:
+            watch.stop()
+        watch.join()

@@ -1,7 +1,8 @@
 """The request watcher: Database objects in every registered cluster become Prefect events.
 
-One watch per registered cluster, each in a thread of its own; clusters are added and removed
-as they register and deregister (a watch of the registry's FleetClusters). A request needs work
+One watch per registered cluster, an informer on the process's one watch loop
+(:mod:`fleetflow.kube.hub`: no thread per cluster); clusters are added and removed as they
+register and deregister (an informer on the registry's FleetClusters). A request needs work
 while fleetflow has not seen its current generation through: no finalizer yet, a status whose
 ``observedGeneration`` lags, a phase other than Ready or Failed, or a deletion pending. For such
 a request the watcher emits ``fleetflow.database-request.changed`` with an id made of the
@@ -18,11 +19,9 @@ object's uid, generation and whether it is being deleted, so:
 
 A second watch per cluster follows CloudNativePG's ``-app`` secrets there (the cluster as a service
 cluster): a rotated password re-emits the event of the request its CNPG Cluster was made for, so
-the credentials next to the request follow within seconds, not at the next reconcile. The
-``-app`` secret of a label-path database (the CNPG Cluster ``cluster-<C>`` in namespace ``<C>``,
-placed for registered cluster ``<C>`` on this server) emits ``fleetflow.credentials.rotated``
-for ``<C>``, with its labels, which runs fetch-credentials (the policy table's row). Both ids are
-made of the secret's uid and resourceVersion: a relist or restart repeats them, never a new one.
+the credentials next to the request follow within seconds, not at the next reconcile. The label
+path's database is such a request too, so the same converge rewrites its ``pg-credentials``.
+The id is made of the secret's uid and resourceVersion: a relist or restart repeats it.
 
 A third watch follows the CNPG Clusters there: when a request's Cluster stops being ready (its
 instance died) while the request says Ready, or is ready again while the request says it is
@@ -31,7 +30,7 @@ the flow's converge shows it: Ready=False/Unavailable, credentials untouched, th
 
 A cluster registered without the register-cluster flow (a FleetCluster applied by GitOps) gets
 the Database CRD from its watch on first sync, so its teams can apply requests. A cluster whose
-API cannot be reached backs off and relists, without holding up the others.
+API cannot be reached backs off and resumes (the informer's), without holding up the others.
 """
 
 from __future__ import annotations
@@ -39,24 +38,25 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from fleetflow import events
 from fleetflow.databases import crd, health, inventory, status
 from fleetflow.databases.converge import REQUEST
+from fleetflow.databases.names import CNPG_API
 from fleetflow.databases.spec import RequestRef
-from fleetflow.dbaas.names import CNPG_API, SERVICE_CLUSTER_ANNOTATION, cnpg_cluster_name
-from fleetflow.errors import APIGoneError, APINotFoundError, FleetflowError, PermanentError, TemporaryError
+from fleetflow.errors import APINotFoundError, FleetflowError, TemporaryError
 from fleetflow.kube import KubeClient
+from fleetflow.kube.hub import Handler, Watch, hub
+from fleetflow.kube.informer import SYNCED, Event, Informer
 from fleetflow.registry import API_VERSION, KIND, Registry
 
 log = logging.getLogger("fleetflow.databases.watcher")
 
-WATCH_TIMEOUT = 30
+WATCH_TIMEOUT = 300
 # CloudNativePG's secrets of a Cluster; its application-user ones are picked by :func:`app_secret`.
 CNPG_SECRETS = "cnpg.io/cluster"
-BACKOFF_MAX = 30.0
-NOT_SERVED_MAX = 10.0  # how late a service cluster's new CloudNativePG is noticed, at most
 Emit = Callable[[list[events.FleetEvent]], None]
 
 
@@ -96,110 +96,160 @@ def event_for(cluster: str, obj: dict[str, Any]) -> events.FleetEvent:
     )
 
 
+class _Stop(threading.Event):
+    """A cluster's stop event: setting it also stops the watches started under it (from any
+    thread), so stopping needs no thread of its own waiting for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._watches: list[Watch] = []
+        self._lock = threading.Lock()
+
+    def add(self, watch: Watch) -> None:
+        with self._lock:
+            self._watches.append(watch)
+            stopped = self.is_set()
+        if stopped:
+            watch.stop()
+
+    def set(self) -> None:
+        super().set()
+        with self._lock:
+            watches = list(self._watches)
+        for watch in watches:
+            watch.stop()
+
+
+class _Part:
+    """One of a cluster's watches, started on the process's watch loop (not a thread) by
+    :meth:`start`; ``watch`` is the running :class:`~fleetflow.kube.hub.Watch`."""
+
+    def __init__(self, owner: ClusterWatch, name: str, informer: Callable[[], Informer], handle: Handler):
+        self.owner, self.name, self.informer, self.handle = owner, name, informer, handle
+        self.watch: Watch | None = None
+
+    def start(self) -> None:
+        self.watch = hub().watch(self.informer(), self.handle, name=f"{self.name}-{self.owner.cluster}")
+        stop = self.owner.stop
+        if isinstance(stop, _Stop):
+            stop.add(self.watch)
+
+
 class ClusterWatch:
-    """The Database watch of one cluster, until ``stop`` is set."""
+    """The Database, secret and health watches of one cluster, until ``stop`` is set.
+
+    Each is an informer on the process's one watch loop (:mod:`fleetflow.kube.hub`), not a
+    thread: ``requests``, ``rotations`` and ``health`` are started with :meth:`start` (all
+    three) or one by one; their handlers (:meth:`on_requests`, :meth:`on_rotations`,
+    :meth:`on_health`) take the informer's batches.
+    """
 
     def __init__(self, registry: Registry, cluster: str, emit: Emit, watch_timeout: int) -> None:
         self.registry, self.cluster, self.watch_timeout = registry, cluster, watch_timeout
         self._send = emit
-        self.stop = threading.Event()
+        self.stop: threading.Event = _Stop()
         self.synced = threading.Event()
         self.rotations_synced = threading.Event()  # the secrets are listed: changes from now on are seen
-        self.thread = threading.Thread(target=self.run, name=f"requests-{cluster}", daemon=True)
-        self.rotations = threading.Thread(
-            target=self.watch_rotations, name=f"rotations-{cluster}", daemon=True
-        )
         self.health_synced = threading.Event()  # the CNPG Clusters are listed
-        self.health = threading.Thread(target=self.watch_health, name=f"health-{cluster}", daemon=True)
+        self.requests = _Part(self, "requests", self._requests_informer, self.on_requests)
+        self.rotations = _Part(self, "rotations", self._rotations_informer, self.on_rotations)
+        self.health = _Part(self, "health", self._health_informer, self.on_health)
 
-    def run(self) -> None:
-        backoff = 0.5
-        while not self.stop.is_set():
-            try:
-                version = self._resync()
-                self.synced.set()
-                while not self.stop.is_set():
-                    version = self._watch(version)
-                backoff = 0.5
-            except APIGoneError:
-                continue
-            except (TemporaryError, PermanentError) as exc:
-                log.warning("%s: %s; relisting in %.1fs", self.cluster, " ".join(str(exc).split()), backoff)
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+    def start(self) -> None:
+        for part in (self.requests, self.rotations, self.health):
+            part.start()
 
-    def watch_rotations(self) -> None:
-        """This cluster as a service cluster: when the ``-app`` Secret of a CNPG Cluster changes
-        (a rotated password), the request it was made for is converged again at once, which
-        rewrites the credentials next to it; a label-path database's are delivered again."""
+    # -- informers: what each watch lists and watches ------------------------------------------
+    def _informer(self, api_version: str, kind: str, **options: Any) -> Informer:
+        return Informer(
+            self._client,
+            api_version,
+            kind,
+            watch_timeout=self.watch_timeout,
+            retry_not_served=True,
+            **options,
+        )
 
-        def changed(client: KubeClient, kind: str, obj: dict[str, Any]) -> None:
-            if kind == "MODIFIED" and app_secret(obj):
-                self._rotated(client, obj)
+    def _requests_informer(self) -> Informer:
+        return self._informer(crd.API_VERSION, crd.KIND, prepare=self._ensure_crd)
 
-        self._follow("secrets", "v1", "Secret", CNPG_SECRETS, self.rotations_synced, changed)
+    def _rotations_informer(self) -> Informer:
+        """This cluster as a service cluster: CloudNativePG's secrets."""
+        return self._informer("v1", "Secret", label_selector=CNPG_SECRETS)
 
-    def watch_health(self) -> None:
-        """This cluster as a service cluster: a request's CNPG Cluster whose readiness and the
-        request's Ready condition disagree (its instance went down, or came back) has its
-        request converged at once, which shows it (``health.py``)."""
+    def _health_informer(self) -> Informer:
+        """This cluster as a service cluster: CNPG Clusters (looked at again, with backoff, while
+        the kind is not served: its operator is being installed)."""
+        return self._informer(CNPG_API, "Cluster")
 
-        def changed(client: KubeClient, kind: str, obj: dict[str, Any]) -> None:
-            if kind in ("ADDED", "MODIFIED"):
+    def _ensure_crd(self) -> None:
+        client = self._client()
+        if client.get_or_none("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd.CRD_NAME) is None:
+            crd.install(client)  # registered without the flow (GitOps): the cluster gets the CRD here
+            log.info("%s: installed the Database CRD", self.cluster)
+
+    # -- handlers --------------------------------------------------------------------------------
+    def on_requests(self, batch: list[Event]) -> None:
+        """Database requests that need work are emitted: all of a listing's, and each change's."""
+        if self.stop.is_set():
+            return  # stopped (e.g. the name is now an alias): nothing more is sent under it
+        pending: list[events.FleetEvent] = []
+        for event in batch:
+            if event.type == SYNCED:
+                found = [event_for(self.cluster, obj) for obj in event.items if needs_work(obj)]
+                log.info(
+                    "%s: %d Database request(s), %d need work", self.cluster, len(event.items), len(found)
+                )
+                pending.extend(found)
+            elif event.type in ("ADDED", "MODIFIED") and needs_work(event.object):
+                pending.append(event_for(self.cluster, event.object))
+        if pending:
+            self._guarded("Database requests", lambda: self.emit(pending))
+            for sent in pending:
+                log.info("emitted %s for %s (id %s)", sent.event, sent.payload["request"], sent.id)
+        if any(event.type == SYNCED for event in batch):
+            self.synced.set()
+
+    def on_rotations(self, batch: list[Event]) -> None:
+        """When the ``-app`` Secret of a CNPG Cluster changes (a rotated password), the request it
+        was made for is converged again at once, which rewrites the credentials next to it (the
+        label path's ``pg-credentials`` too). A listing changes nothing: only a change is a rotation."""
+        for event in batch:
+            if event.type == "MODIFIED" and app_secret(event.object):
+                secret = event.object
+                self._guarded(f"secret {secret['metadata']['name']}", partial(self._rotated_here, secret))
+        if any(event.type == SYNCED for event in batch):
+            self.rotations_synced.set()
+
+    def on_health(self, batch: list[Event]) -> None:
+        """A request's CNPG Cluster whose readiness and the request's Ready condition disagree (its
+        instance went down, or came back) has its request converged at once, which shows it
+        (``health.py``). Level-triggered: what a listing shows counts, not only later changes."""
+        for event in batch:
+            found = (
+                event.items if event.type == SYNCED else (event.object,) if event.type != "DELETED" else ()
+            )
+            for obj in found:
                 try:
                     self._health_changed(obj)
                 except FleetflowError as exc:  # the request's cluster: its own watch says why
                     log.warning("%s: health of %s: %s", self.cluster, obj["metadata"]["name"], exc)
+        if any(event.type == SYNCED for event in batch):
+            self.health_synced.set()
 
-        self._follow("CNPG Clusters", CNPG_API, "Cluster", None, self.health_synced, changed)
+    def _rotated_here(self, secret: dict[str, Any]) -> None:
+        self._rotated(self._client(), secret)
 
-    def _follow(
-        self,
-        what: str,
-        api_version: str,
-        kind: str,
-        selector: str | None,
-        synced: threading.Event,
-        handle: Callable[[KubeClient, str, dict[str, Any]], None],
-    ) -> None:
-        """List, then watch ``kind`` here until ``stop``, passing each listed object (as ADDED)
-        and each event to ``handle``; a cluster without the kind (not, or not yet, a service
-        cluster: its operator is being installed) is looked at again with backoff."""
-        backoff = 0.5
-        while not self.stop.is_set():
-            try:
-                client = self._client()
-                items, version = client.list(api_version, kind, label_selector=selector)
-                for obj in items:  # level-triggered: what changed before the watch counts too
-                    handle(client, "ADDED", obj)
-                synced.set()
-                backoff = 0.5
-                while not self.stop.is_set():
-                    for event, obj in client.stream(
-                        api_version,
-                        kind,
-                        resource_version=version,
-                        timeout=self.watch_timeout,
-                        label_selector=selector,
-                    ):
-                        version = obj["metadata"].get("resourceVersion", version)
-                        if event != "BOOKMARK":
-                            handle(client, event, obj)
-                        if self.stop.is_set():
-                            break
-                backoff = 0.5
-            except APIGoneError:
-                continue
-            except APINotFoundError:
-                log.debug("%s: no %s here (yet); looking again in %.1fs", self.cluster, what, backoff)
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, NOT_SERVED_MAX)
-            except FleetflowError as exc:
-                log.warning(
-                    "%s: %s: %s; relisting in %.1fs", self.cluster, what, " ".join(str(exc).split()), backoff
-                )
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+    def _guarded(self, what: str, call: Callable[[], None]) -> None:
+        """A handler's permanent failure is logged, not raised: it must not end the cluster's
+        watch. A transient one is raised: the watch relists after a backoff (what the listing
+        shows is looked at again)."""
+        try:
+            call()
+        except TemporaryError:
+            raise
+        except FleetflowError as exc:
+            log.warning("%s: %s: %s", self.cluster, what, " ".join(str(exc).split()))
 
     def _health_changed(self, cnpg: dict[str, Any]) -> None:
         request = (cnpg["metadata"].get("annotations") or {}).get(REQUEST)
@@ -234,8 +284,7 @@ class ClusterWatch:
             return
         request = (owner["metadata"].get("annotations") or {}).get(REQUEST)
         if not request:
-            self._rotated_label_path(secret, name)
-            return
+            return  # not made by fleetflow
         ref = RequestRef.parse(request)
         event = events.FleetEvent(
             events.DATABASE_REQUEST_CHANGED,
@@ -248,36 +297,6 @@ class ClusterWatch:
             "emitted %s for %s: secret %s/%s changed", event.event, request, meta["namespace"], meta["name"]
         )
 
-    def _rotated_label_path(self, secret: dict[str, Any], name: str) -> None:
-        """The secret of registered cluster C's database (``cluster-C`` in namespace C), if it
-        is placed on this server: fetch-credentials is asked for C."""
-        meta = secret["metadata"]
-        cluster = meta["namespace"]
-        record = self.registry.get(cluster)
-        placed = (record.annotations.get(SERVICE_CLUSTER_ANNOTATION) if record else None) or ""
-        if record is None or name != cnpg_cluster_name(cluster) or not self._same_server(placed):
-            return
-        event = events.FleetEvent(
-            events.CREDENTIALS_ROTATED,
-            events.database_resource(cluster, placed, record.labels),
-            events.event_id(meta["uid"], "credentials-rotated", meta.get("resourceVersion", "")),
-            {"cluster": cluster, "service_cluster": placed, "rotated": f"{cluster}/{meta['name']}"},
-        )
-        self.emit([event])
-        log.info("emitted %s for %s: secret %s/%s changed", event.event, cluster, cluster, meta["name"])
-
-    def _same_server(self, name: str) -> bool:
-        """Whether registered cluster ``name`` is this watch's API server (maybe under another name)."""
-        if name == self.cluster:
-            return True
-        try:
-            return (
-                bool(name)
-                and self.registry.kubeconfig(name).server == self.registry.kubeconfig(self.cluster).server
-            )
-        except FleetflowError:
-            return False
-
     def emit(self, batch: list[events.FleetEvent]) -> None:
         """Send until accepted (or stopped): a rotation or a health change is seen once by its
         watch, so giving up on a Prefect server that is down would lose it (the relist that
@@ -287,43 +306,17 @@ class ClusterWatch:
     def _client(self) -> KubeClient:
         return self.registry.client(self.cluster)
 
-    def _resync(self) -> str:
-        client = self._client()
-        if client.get_or_none("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd.CRD_NAME) is None:
-            crd.install(client)  # registered without the flow (GitOps): the cluster gets the CRD here
-            log.info("%s: installed the Database CRD", self.cluster)
-        items, version = client.list(crd.API_VERSION, crd.KIND)
-        pending = [event_for(self.cluster, obj) for obj in items if needs_work(obj)]
-        if pending:
-            self.emit(pending)
-            for event in pending:
-                log.info("emitted %s for %s (id %s)", event.event, event.payload["request"], event.id)
-        log.info("%s: %d Database request(s), %d need work", self.cluster, len(items), len(pending))
-        return version
-
-    def _watch(self, version: str) -> str:
-        for kind, obj in self._client().stream(
-            crd.API_VERSION, crd.KIND, resource_version=version, timeout=self.watch_timeout
-        ):
-            if self.stop.is_set():
-                break  # stopped (e.g. the name is now an alias): nothing more is sent under it
-            version = obj["metadata"].get("resourceVersion", version)
-            if kind == "BOOKMARK":
-                continue  # carries only a newer resourceVersion
-            if kind in ("ADDED", "MODIFIED") and needs_work(obj):
-                event = event_for(self.cluster, obj)
-                self.emit([event])
-                log.info("emitted %s for %s (id %s)", event.event, event.payload["request"], event.id)
-        return version
-
 
 class RequestWatcher:
-    """One :class:`ClusterWatch` per registered cluster, following the registry."""
+    """One :class:`ClusterWatch` per registered cluster, following the registry (itself an
+    informer on the FleetClusters of the management cluster)."""
 
     def __init__(self, registry: Registry, emit: Emit = events.emit_many, watch_timeout: int = WATCH_TIMEOUT):
         self.registry, self.emit, self.watch_timeout = registry, emit, watch_timeout
         self.watches: dict[str, ClusterWatch] = {}
         self.aliases: set[str] = set()  # names left out, said once each (not at every relist)
+        self.registered: set[str] = set()
+        self._lock = threading.Lock()
 
     def _unaliased(self, names: set[str]) -> set[str]:
         """One name per API server (:func:`inventory.unaliased`), saying which it left out."""
@@ -339,46 +332,47 @@ class RequestWatcher:
 
     def _follow(self, names: set[str]) -> None:
         names = self._unaliased(names)
-        for name in sorted(set(self.watches) - names):
-            self.watches.pop(name).stop.set()
-            log.info("stopped watching Database requests in %s (deregistered)", name)
-        for name in sorted(names - set(self.watches)):
-            watch = ClusterWatch(self.registry, name, self.emit, self.watch_timeout)
-            self.watches[name] = watch
-            watch.thread.start()
-            watch.rotations.start()
-            watch.health.start()
-            log.info("watching Database requests in %s", name)
+        with self._lock:
+            for name in sorted(set(self.watches) - names):
+                self.watches.pop(name).stop.set()
+                log.info("stopped watching Database requests in %s (deregistered)", name)
+            for name in sorted(names - set(self.watches)):
+                watch = ClusterWatch(self.registry, name, self.emit, self.watch_timeout)
+                self.watches[name] = watch
+                watch.start()
+                log.info("watching Database requests in %s", name)
+
+    def on_registry(self, batch: list[Event]) -> None:
+        """The registered names, from a listing and each registration and deregistration."""
+        for event in batch:
+            if event.type == SYNCED:
+                self.registered = {obj["metadata"]["name"] for obj in event.items}
+            elif event.type == "ADDED":
+                self.registered.add(event.name)
+            elif event.type == "DELETED":
+                self.registered.discard(event.name)
+        try:
+            self._follow(set(self.registered))
+        except TemporaryError:
+            raise  # the management cluster went away: relisted after a backoff
+        except FleetflowError as exc:  # an alias check could not use a kubeconfig: next change
+            log.warning("registry: %s", " ".join(str(exc).split()))
 
     def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
         """Follow the registry until ``stop`` is set; ``ready`` once every cluster was listed."""
-        backoff = 0.5
+        informer = Informer(self.registry.mgmt, API_VERSION, KIND, watch_timeout=self.watch_timeout)
+        registry = hub().watch(informer, self.on_registry, name="registry", stop=stop)
         try:
-            while not stop.is_set():
-                try:
-                    items, version = self.registry.mgmt.list(API_VERSION, KIND)
-                    self._follow({obj["metadata"]["name"] for obj in items})
-                    if ready is not None and not ready.is_set():
-                        for watch in self.watches.values():
-                            watch.synced.wait(60)
-                        ready.set()
-                    for kind, _obj in self.registry.mgmt.stream(
-                        API_VERSION, KIND, resource_version=version, timeout=self.watch_timeout
-                    ):
-                        if kind == "BOOKMARK":
-                            continue  # carries only a newer resourceVersion
-                        if kind in ("ADDED", "DELETED"):
-                            items, _ = self.registry.mgmt.list(API_VERSION, KIND)
-                            self._follow({o["metadata"]["name"] for o in items})
-                        if stop.is_set():
-                            break
-                    backoff = 0.5
-                except APIGoneError:
-                    continue
-                except FleetflowError as exc:
-                    log.warning("registry: %s; relisting in %.1fs", " ".join(str(exc).split()), backoff)
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX)
+            if ready is not None and registry.synced.wait(60):
+                with self._lock:
+                    watches = list(self.watches.values())
+                for watch in watches:
+                    watch.synced.wait(60)
+                ready.set()
+            stop.wait()
         finally:
-            for watch in self.watches.values():
-                watch.stop.set()
+            registry.stop()
+            with self._lock:
+                for watch in self.watches.values():
+                    watch.stop.set()
+        registry.join()

@@ -4,7 +4,9 @@ A Prefect server on SQLite answers 503 while its database is locked by a burst o
 any server refuses connections while it restarts. ``fleetflow executor --deploy`` and
 ``fleetflow deploy`` must not die of that: an executor that exits at start leaves the platform
 without deployments. Transient answers (connection errors, 5xx, 408, 429) are retried with
-backoff until a deadline; any other failure (a 4xx: a bad deployment) fails at once.
+backoff (:mod:`fleetflow.backoff`) until a deadline; any other failure (a 4xx: a bad deployment)
+fails at once. Prefect's own exceptions are classified here (:func:`transient`), since they are
+not fleetflow's TemporaryError.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import httpx
 from prefect.exceptions import PrefectHTTPStatusError
 
 from fleetflow import events
+from fleetflow.backoff import Backoff, retry
 
 log = logging.getLogger("fleetflow.deploy")
 T = TypeVar("T")
@@ -45,15 +48,7 @@ def retrying(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> T:
-    """``call()``, retried on transient failures (0.5 s doubling up to 10 s) until the deadline."""
-    deadline = clock() + deadline_seconds
-    backoff = 0.5
-    while True:
-        try:
-            return call()
-        except Exception as exc:
-            if not transient(exc) or clock() + backoff > deadline:
-                raise
-            log.warning("%s: %s; retrying in %.1fs", what, type(exc).__name__, backoff)
-            sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
+    """``call()``, retried on transient failures with the platform's backoff (0.5 s doubling up
+    to 10 s, jittered) until the deadline."""
+    policy = Backoff(first=0.5, cap=10.0, deadline=deadline_seconds)
+    return retry(what, call, policy, is_transient=transient, sleep=sleep, clock=clock)

@@ -24,6 +24,7 @@ from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.flow_engine import run_flow
 
+from fleetflow.backoff import Backoff
 from fleetflow.executor import prefect_api, repair
 from fleetflow.executor.plan import PENDING, RUNNING, plan
 
@@ -39,6 +40,7 @@ UNSEEN_TRIES = 50
 # executor hears of new runs at once (30 s here had runs start ~25 s after a restarted server
 # took the events that created them).
 LISTEN_BACKOFF_MAX = 5.0
+LISTEN_BACKOFF = Backoff(first=0.5, cap=LISTEN_BACKOFF_MAX)  # reconnecting the event stream
 TICK_PAUSE_PER_RUN = 0.005
 TICK_PAUSE_MAX = 1.0
 
@@ -127,7 +129,8 @@ class Executor:
             states = sorted(await self._client.read_flow_run_states(run.id), key=lambda s: s.timestamp)
             claims = [s for s in states if s.type.value == PENDING]
             if claims and claims[-1].message == mine:
-                why = f"executor {self.name!r} restarted while this run was {run.state_type.value.title()}"
+                was = run.state.name if run.state else "unfinished"
+                why = f"executor {self.name!r} restarted while this run was {was}"
                 await prefect_api.crash_and_reschedule(self._client, run.id, why)
                 log.warning("executor %s: %s %s: %s; rescheduled", self.name, run.name, run.id, why)
 
@@ -164,13 +167,13 @@ class Executor:
         self._wake.set()
 
     async def _listen(self) -> None:
-        backoff = 0.5
+        delays = LISTEN_BACKOFF.delays()  # no budget: the poll covers while it reconnects
         flt = EventFilter(event=EventNameFilter(name=WAKE_ON))
         while True:
             try:
                 async with get_events_subscriber(filter=flt) as events:
                     self._listening.set()
-                    backoff = 0.5
+                    delays.reset()
                     self.wake()  # anything missed while disconnected
                     async for event in events:
                         deployment = next(
@@ -187,8 +190,7 @@ class Executor:
                 raise
             except Exception as exc:  # the server restarted or the stream broke: the poll covers
                 log.warning("executor %s: event stream lost (%s); reconnecting", self.name, exc)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, LISTEN_BACKOFF_MAX)
+            await asyncio.sleep(delays.next() or LISTEN_BACKOFF_MAX)
 
     async def _poll(self) -> None:
         """The fallback: every ``poll_seconds`` look at everything (this also keeps the

@@ -2,6 +2,8 @@
 
 Everything above it sees fleetflow's own types (:mod:`fleetflow.kube.types`) and errors
 (:mod:`fleetflow.errors`), never the client library's, so the client can be replaced here alone.
+Listing and watching is :mod:`fleetflow.kube.informer`'s alone (raw HTTP over asyncio,
+:mod:`fleetflow.kube.transport`), run on the process's one watch loop (:mod:`fleetflow.kube.hub`).
 """
 
 from fleetflow.kube.client import KubeClient, WaitTimeoutError

@@ -11,26 +11,29 @@ Defaults chosen to be safe on a real cluster:
   over. Call sites where fleetflow is the one authority over an object pass ``force=True``.
 - delete propagates in the background: without a policy a Job is deleted with its Pods left
   orphaned (batch/v1's default), still running.
-- ``wait`` backs off (0.5 s doubling to 5 s, never past its deadline) between relists while the
-  watch keeps failing, instead of relisting in a hot loop; once the server has answered, its
-  restart (connections refused for a while) is waited out the same way, up to the deadline.
+- ``wait`` is an informer on one object (:mod:`fleetflow.kube.informer`): it backs off (0.5 s
+  doubling to 5 s, jittered, never past its deadline) while the watch keeps failing, instead of
+  relisting in a hot loop; once the server has answered, its restart (connections refused for
+  a while) is waited out the same way, up to the deadline.
 - label selectors go to the API server (typed: :class:`fleetflow.labels.Selector`), so lists
   return only what matches instead of everything for the caller to filter.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 from kubernetes import client as k8s
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from kubernetes.dynamic.resource import Resource
 
+from fleetflow.backoff import Backoff
 from fleetflow.errors import (
     APIConflictError,
     APIGoneError,
@@ -39,16 +42,18 @@ from fleetflow.errors import (
     ApplyConflictError,
     FleetflowError,
     PermanentError,
-    TemporaryError,
 )
 from fleetflow.kube.errors import api_errors
+from fleetflow.kube.hub import hub
+from fleetflow.kube.informer import SYNCED, Informer
+from fleetflow.kube.transport import async_client
 from fleetflow.kube.types import FIELD_MANAGER, Body, Propagation
 from fleetflow.labels import Selector
 
 Predicate = Callable[[dict[str, Any] | None], bool]
 
-WAIT_BACKOFF_FIRST = 0.5  # seconds before the first relist after a failed watch
-WAIT_BACKOFF_MAX = 5.0
+WAIT_BACKOFF = Backoff(first=0.5, cap=5.0)  # pauses of a wait while its watch keeps failing
+WAIT_WATCH_TIMEOUT = 300  # seconds of one watch request of a wait, at most
 
 
 class WaitTimeoutError(FleetflowError):
@@ -62,6 +67,7 @@ class KubeClient:
         self.api = api
         self.context = context
         self._dynamic: DynamicClient | None = None
+        self._http: httpx.AsyncClient | None = None
         self._lock = threading.RLock()  # re-entered: resource() uses dynamic
 
     @property
@@ -283,76 +289,66 @@ class KubeClient:
     ) -> dict[str, Any] | None:
         """Watch one object until ``predicate(obj)`` holds (``obj`` is None once it is gone).
 
-        Lists first (the object may already be there), then watches from that resourceVersion,
-        relisting if the watch expires; raises WaitTimeoutError naming ``awaiting``. A watch
-        that fails (an ERROR event, such as 410 Gone) or ends without delivering anything is
-        followed by a pause before relisting: 0.5 s, doubling up to 5 s, never past the deadline.
-
-        Once the server has answered, a transient failure (connection refused or reset, 5xx,
-        429: the API server restarting) does not end the wait: it backs off the same way and
-        relists until the deadline, whose error then names the failure. A server that cannot
-        be reached at the first list is the caller's error at once (its retries decide).
+        An :class:`~fleetflow.kube.informer.Informer` on the object's name: it lists first (the
+        object may already be there), then watches, resuming after a dropped stream and
+        relisting after 410 Gone, backing off (``WAIT_BACKOFF``, never past the deadline) while
+        the API server is restarting. Raises WaitTimeoutError naming ``awaiting``, what was last
+        seen and the last failure. A server that cannot be reached at the first list is the
+        caller's error at once (its retries decide).
         """
-        resource = self.resource(api_version, kind)
-        deadline = time.monotonic() + timeout
+        path = self.resource(api_version, kind).path(namespace=namespace)
+        informer = Informer(
+            self,
+            api_version,
+            kind,
+            namespace=namespace,
+            field_selector=f"metadata.name={name}",
+            backoff=WAIT_BACKOFF,
+            retry_unreachable=False,
+            watch_timeout=max(1, min(int(timeout) + 1, WAIT_WATCH_TIMEOUT)),
+            path=path,
+            http=self.http,
+        )
+        seen: list[dict[str, Any] | None] = [None]
+
+        async def until() -> dict[str, Any] | None:
+            async for event in informer.events():
+                if event.type == SYNCED:
+                    seen[0] = event.items[0] if event.items else None
+                else:
+                    seen[0] = None if event.type == "DELETED" else event.object
+                if predicate(seen[0]):
+                    return seen[0]
+            return None  # pragma: no cover - events() ends only by raising
+
+        async def within() -> dict[str, Any] | None:
+            async with asyncio.timeout(timeout):
+                return await until()
+
         what = _describe(kind, name, namespace)
-        selector = f"metadata.name={name}"
-        last: dict[str, Any] | None = None
-        backoff = 0.0
-        reached = False  # has the API server answered this wait once?
-        failure = ""  # the last transient failure, named if the deadline passes during it
-        while True:
-            delivered = False
-            try:
-                with api_errors(f"list {what} in {self.context}"):
-                    listed = resource.get(namespace=namespace, field_selector=selector).to_dict()
-                reached, failure = True, ""
-                items = listed.get("items") or []
-                last = items[0] if items else None
-                if predicate(last):
-                    return last
-                version = listed["metadata"]["resourceVersion"]
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                with api_errors(f"watch {what} in {self.context}"):
-                    for event in self.dynamic.watch(
-                        resource,
-                        namespace=namespace,
-                        field_selector=selector,
-                        resource_version=version,
-                        timeout=max(1, int(remaining)),
-                    ):
-                        if event["type"] == "ERROR":
-                            delivered = False
-                            break  # typically 410 Gone: relist and watch again, after a pause
-                        delivered = True
-                        last = None if event["type"] == "DELETED" else dict(event["raw_object"])
-                        if predicate(last):
-                            return last
-            except TemporaryError as exc:
-                if not reached:
-                    raise  # unreachable from the start: the caller's retries decide
-                # The server answered before: it is restarting, or the connection broke. The
-                # object is still awaited, until the deadline: relist once it answers again.
-                failure = " ".join(str(exc).split())
-            if delivered:
-                backoff = 0.0
-            else:
-                backoff = min(backoff * 2 or WAIT_BACKOFF_FIRST, WAIT_BACKOFF_MAX)
-                time.sleep(max(0.0, min(backoff, deadline - time.monotonic())))
-            if time.monotonic() >= deadline:
-                break
-        state = (
-            "absent"
-            if last is None
-            else f"last seen resourceVersion {last['metadata'].get('resourceVersion')}"
-        )
-        if failure:
-            state += f"; then: {failure}"
-        raise WaitTimeoutError(
-            f"timed out after {timeout:.0f}s waiting for {awaiting} ({what} in {self.context}: {state})"
-        )
+        try:
+            return hub().run(within())
+        except TimeoutError:
+            last = seen[0]
+            state = (
+                "absent"
+                if last is None
+                else f"last seen resourceVersion {last['metadata'].get('resourceVersion')}"
+            )
+            if informer.last_error:
+                state += f"; then: {informer.last_error}"
+            raise WaitTimeoutError(
+                f"timed out after {timeout:.0f}s waiting for {awaiting} ({what} in {self.context}: {state})"
+            ) from None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The raw HTTP client of this cluster for informers (built once, from ``api``'s
+        Configuration: the same server, CA, certificate and token)."""
+        with self._lock:
+            if self._http is None:
+                self._http = async_client(self.api.configuration)
+            return self._http
 
 
 def _describe(kind: str, name: str, namespace: str | None) -> str:

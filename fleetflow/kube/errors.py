@@ -28,7 +28,7 @@ from fleetflow.errors import (
 )
 
 
-def _server_message(body: object) -> tuple[str, str]:
+def server_message(body: object) -> tuple[str, str]:
     if isinstance(body, bytes):
         body = body.decode(errors="replace")
     try:
@@ -48,7 +48,13 @@ def translate(exc: Exception, action: str) -> APIError:
         code, body = exc.status, exc.body
     else:
         return APIUnavailableError(f"{action}: cannot reach the API server ({type(exc).__name__})")
-    message, reason = _server_message(body)
+    message, reason = server_message(body)
+    return error_for(code, message, reason, action)
+
+
+def error_for(code: int | None, message: str, reason: str, action: str) -> APIError:
+    """The fleetflow error for an API server's answer ``code`` with its Status ``message`` and
+    ``reason`` (from the client library or from raw HTTP: one classification for both)."""
     text = f"{action}: {message or reason or f'HTTP {code}'}"
     cls: type[APIError]
     if code == 500 and message.startswith(_TYPED_PATCH_FAILURE):

@@ -92,7 +92,7 @@ def test_run_waits_for_the_chart_then_serves_until_stopped(
     try:
         if not chart_was_installed:  # the module's first test: the controller starts before the chart
             deadline = time.monotonic() + WAIT
-            while not any("waiting for the chart" in r.getMessage() for r in caplog.records):
+            while not any("waiting for its CRD" in r.getMessage() for r in caplog.records):
                 assert time.monotonic() < deadline, "timed out waiting for the controller to wait for the CRD"
                 time.sleep(0.05)
         installed = helm_install(fleet, helm_env)

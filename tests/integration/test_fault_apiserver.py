@@ -28,7 +28,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from fleetflow import events
-from fleetflow.dbaas.names import CNPG_API, cnpg_cluster_name
+from fleetflow.databases.names import CNPG_API
+from fleetflow.databases.spec import cnpg_name, label_ref
 from fleetflow.errors import APIGoneError, TemporaryError
 from fleetflow.kube import Kubeconfig
 from fleetflow.registry import API_VERSION, KIND, ClusterRecord
@@ -95,7 +96,7 @@ def provision_across_outage(
     cluster's API server for SERVICE_DOWN_FOR seconds. The run must complete with exactly one
     CNPG Cluster for ``workload`` and credentials that work."""
     service, mgmt = faults.client(SERVICE), faults.client(MGMT)
-    name = cnpg_cluster_name(workload)
+    name = cnpg_name(label_ref(workload))
 
     def tail() -> str:
         text = log.read_text(errors="replace") if log.exists() else ""
@@ -160,7 +161,7 @@ def provision_across_outage(
 def test_provision_completes_with_one_cluster_when_the_service_api_server_dies_during_its_wait(
     faults: FaultFleet, prefect_api: str, tmp_path: Path
 ) -> None:
-    name = cnpg_cluster_name(WORKLOAD)
+    name = cnpg_name(label_ref(WORKLOAD))
 
     def setting_up(proc: subprocess.Popen[bytes], tail: Callable[[], str]) -> None:
         """The stand-in has begun setting the database up: the run has applied the Cluster and

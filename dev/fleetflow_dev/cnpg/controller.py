@@ -38,9 +38,9 @@ Secret and Services. A database whose Cluster is gone for good (deleted and re-c
 finalizer forced off) is dropped too, so a new Cluster of the same name starts empty.
 
 The controller is level-triggered: every event makes it read the live Cluster and compare
-with what is in place, so a replayed or stale event changes nothing. Per service cluster it
-lists, then watches from the list's resourceVersion (a 410 Gone or a lost connection relists
-with backoff; a full resync runs every few minutes) and only queues what it sees; a small pool
+with what is in place, so a replayed or stale event changes nothing. Per service cluster an
+informer (``fleetflow.kube.informer``: list, watch, resume, relist on 410 Gone, backoff; a full
+resync every few minutes) feeds a work queue and does nothing else; a small pool
 of workers reconciles from the queue, at most one reconcile per Cluster at a time, so one slow
 Cluster never holds up the watch or the others. One Cluster's failure is logged, reported in
 its status ("Unable to create required cluster objects", or "Invalid cluster definition") and
@@ -53,17 +53,19 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 from fleetflow import config
-from fleetflow.errors import APIGoneError, APINotFoundError, FleetflowError, TemporaryError, UsageError
-from fleetflow.kube import KubeClient, WaitTimeoutError, client_for
+from fleetflow.backoff import Backoff, Delays
+from fleetflow.errors import APINotFoundError, FleetflowError, UsageError
+from fleetflow.kube import KubeClient, client_for
+from fleetflow.kube.hub import hub
+from fleetflow.kube.informer import SYNCED, Event, Informer
 from fleetflow.supervisor.postgres import LocalPostgres
-from fleetflow_dev.cnpg import contract, instances
+from fleetflow_dev.cnpg import instances
 from fleetflow_dev.cnpg.contract import API_VERSION, KIND
 from fleetflow_dev.cnpg.databases import Databases, legacy_servers
 from fleetflow_dev.cnpg.databases import servers as _servers
@@ -76,8 +78,9 @@ CRD_API_VERSION = "apiextensions.k8s.io/v1"
 WATCH_TIMEOUT = 5  # seconds per watch request: how long a stop may take to be noticed
 RESYNC_SECONDS = 300.0  # full relist and reconcile of every Cluster
 WORKERS = 6  # reconciles at once per service cluster
-BACKOFF_FIRST = 0.5
-BACKOFF_MAX = 30.0
+RECONCILE_BACKOFF = Backoff(first=0.5, cap=30.0)  # one Cluster's failed reconciles
+SERVE_BACKOFF = Backoff(first=0.5, cap=30.0)  # a service cluster's watch that ended with a failure
+STOP_CHECK = 1.0  # seconds: how often serving looks at its stop event
 
 
 def default_root() -> Path:
@@ -119,7 +122,7 @@ class StandInController:
         # Set once a service cluster's Clusters have been listed and reconciled.
         self.synced = {name: threading.Event() for name in self.clients}
         self._services = {name: _Service() for name in self.clients}
-        self._backoff: dict[Key, float] = {}
+        self._backoff: dict[Key, Delays] = {}
         self._guard = threading.Lock()
 
     # -- running ---------------------------------------------------------------------------
@@ -176,91 +179,66 @@ class StandInController:
         log.info("cnpg stand-in: stopped serving %s", service_cluster)
 
     def _serve(self, service_cluster: str, stop: threading.Event) -> None:
-        backoff = BACKOFF_FIRST
+        """An informer on the Clusters of ``service_cluster`` (all namespaces) until ``stop``:
+        it waits for the Cluster CRD to be served (helm installs the chart), lists, watches,
+        resumes, relists on 410 Gone and every ``resync_seconds``, backing off on failures; its
+        batches only queue. A watch that ends with a failure of its own is started again."""
+        delays = SERVE_BACKOFF.delays()
         while not stop.is_set():
-            client = self.clients[service_cluster]
+            informer = Informer(
+                lambda: self._client(service_cluster),
+                API_VERSION,
+                KIND,
+                watch_timeout=self.watch_timeout,
+                retry_not_served=True,
+                relist_every=self.resync_seconds,
+            )
+            ended = threading.Event()
+            watch = hub().watch(
+                informer,
+                partial(self._queue_batch, service_cluster),
+                name=f"cnpg-{service_cluster}",
+                stop=ended,
+            )
             try:
-                if not self._await_crd(client, stop):
-                    break
-                self._list_and_watch(service_cluster, client, stop)
-                backoff = BACKOFF_FIRST
-            except APIGoneError:
-                log.info("cnpg stand-in: %s: watch expired (410 Gone); relisting", service_cluster)
-            except APINotFoundError as exc:
-                log.warning("cnpg stand-in: %s: %s; waiting for the Cluster CRD", service_cluster, exc)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-            except TemporaryError as exc:
-                log.warning("cnpg stand-in: %s: %s; relisting in %.1fs", service_cluster, exc, backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-                self._reconnect(service_cluster)
-            except Exception as exc:  # the controller outlives its bugs; the next relist starts afresh
-                log.error(
-                    "cnpg stand-in: %s: unexpected %s: %s; relisting in %.1fs",
-                    service_cluster,
-                    type(exc).__name__,
-                    exc,
-                    backoff,
-                )
-                stop.wait(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                while not ended.is_set() and not stop.wait(STOP_CHECK):
+                    pass
+            finally:
+                watch.stop()
+            if watch.error is not None and not stop.is_set():
+                delay = delays.next() or SERVE_BACKOFF.cap
+                log.warning("cnpg stand-in: %s: %s; again in %.1fs", service_cluster, watch.error, delay)
+                stop.wait(delay)
 
-    def _reconnect(self, service_cluster: str) -> None:
-        if self.connect is None:
-            return
-        try:
-            self.clients[service_cluster] = self.connect(service_cluster)
-        except FleetflowError as exc:  # e.g. the kubeconfig is being rewritten: keep the old client
-            log.warning("cnpg stand-in: %s: cannot reconnect: %s", service_cluster, exc)
-
-    def _await_crd(self, client: KubeClient, stop: threading.Event) -> bool:
-        """Watch until the Cluster CRD is established (helm installed the chart); False if stopped."""
-        announced = False
-        while not stop.is_set():
+    def _client(self, service_cluster: str) -> KubeClient:
+        """The client, built again from the kubeconfig when it changed (a restarted cluster may
+        listen on a new port)."""
+        if self.connect is not None:
             try:
-                client.wait(
-                    CRD_API_VERSION,
-                    "CustomResourceDefinition",
-                    contract.CRD_NAME,
-                    None,
-                    _established,
-                    timeout=self.watch_timeout,
-                    awaiting=f"CRD {contract.CRD_NAME} to be established",
-                )
-                return True
-            except WaitTimeoutError:
-                if not announced:
-                    log.info(
-                        "cnpg stand-in: %s does not serve %s yet; waiting for the chart to be installed",
-                        client.context,
-                        contract.CRD_NAME,
-                    )
-                    announced = True
-        return False
+                self.clients[service_cluster] = self.connect(service_cluster)
+            except FleetflowError as exc:  # e.g. the kubeconfig is being rewritten: keep the old client
+                log.warning("cnpg stand-in: %s: cannot reconnect: %s", service_cluster, exc)
+        return self.clients[service_cluster]
 
-    def _list_and_watch(self, service_cluster: str, client: KubeClient, stop: threading.Event) -> None:
+    def _queue_batch(self, service_cluster: str, batch: list[Event]) -> None:
+        """Queue what the informer saw: a listing queues every Cluster (and the databases whose
+        Cluster is gone), a change its Cluster (a DELETED Cluster reads as gone: dropped)."""
         service = self._services[service_cluster]
-        items, version = client.list(API_VERSION, KIND)
-        keys = [(service_cluster, o["metadata"]["namespace"], o["metadata"]["name"]) for o in items]
-        with self._guard:
-            service.unsynced = set(keys)
-            service.listed = len(keys)
-        for key in keys:
-            service.queue.add(key, force=True)
-        self._mark_synced(service_cluster, None)
-        self._queue_orphans(service_cluster, {(k[1], k[2]) for k in keys})
-        resync_at = time.monotonic() + self.resync_seconds
-        while not stop.is_set() and time.monotonic() < resync_at:
-            for event, obj in client.stream(
-                API_VERSION, KIND, resource_version=version, timeout=self.watch_timeout
-            ):
-                meta = obj.get("metadata") or {}
-                version = meta.get("resourceVersion") or version
-                if event in ("ADDED", "MODIFIED", "DELETED"):  # a DELETED Cluster reads as gone: dropped
-                    service.queue.add((service_cluster, meta["namespace"], meta["name"]))
-                if stop.is_set():
-                    return
+        for event in batch:
+            if event.type == SYNCED:
+                keys = [
+                    (service_cluster, o["metadata"]["namespace"], o["metadata"]["name"]) for o in event.items
+                ]
+                with self._guard:
+                    service.unsynced = set(keys)
+                    service.listed = len(keys)
+                for key in keys:
+                    service.queue.add(key, force=True)
+                self._mark_synced(service_cluster, None)
+                self._queue_orphans(service_cluster, {(k[1], k[2]) for k in keys})
+            else:
+                meta = event.object.get("metadata") or {}
+                service.queue.add((service_cluster, meta["namespace"], meta["name"]))
 
     def _queue_orphans(self, service_cluster: str, live: set[tuple[str, str]]) -> None:
         """Queue the databases whose Cluster is gone (its finalizer was forced off meanwhile)."""
@@ -326,11 +304,10 @@ class StandInController:
             )
         except Exception as exc:
             with self._guard:
-                previous = self._backoff.get(key)
-                delay = BACKOFF_FIRST if previous is None else min(previous * 2, BACKOFF_MAX)
+                delays = self._backoff.setdefault(key, RECONCILE_BACKOFF.delays())
                 if isinstance(exc, APINotFoundError):
-                    delay = BACKOFF_FIRST  # typically deleted meanwhile: look again soon
-                self._backoff[key] = delay
+                    delays.reset()  # typically deleted meanwhile: look again soon
+                delay = delays.next() or RECONCILE_BACKOFF.cap
             log.warning(
                 "cnpg stand-in: Cluster %s/%s on %s: %s: %s; retrying in %.1fs",
                 namespace,
@@ -352,11 +329,6 @@ class StandInController:
 
 def _progress(message: str) -> None:
     log.info("cnpg stand-in: %s", message)
-
-
-def _established(crd: dict[str, Any] | None) -> bool:
-    conditions = ((crd or {}).get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
 
 def servers(root: Path | None = None) -> list[LocalPostgres]:
