@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleetflow import config
-from fleetflow.databases import operator
-from fleetflow.databases.names import APP_NAMESPACE
+from fleetflow.databases import crd, operator
+from fleetflow.databases.names import APP_NAMESPACE, LABEL_NAMESPACE
+from fleetflow.databases.views import DatabaseObject
 from fleetflow.errors import FleetflowError
 from fleetflow.kube import KubeClient
 from fleetflow.labels import LabelEdit
@@ -164,6 +165,16 @@ def run(
     )
     address = mgmt.get("v1", "ConfigMap", "pg-loadbalancer-data", WORKLOAD)["data"]
     workload = registry.client(WORKLOAD)
+
+    def label_database() -> str | None:
+        obj = workload.get_or_none(crd.API_VERSION, crd.KIND, WORKLOAD, LABEL_NAMESPACE)
+        ready = DatabaseObject.of(obj).status.ready if obj else None
+        return f"{LABEL_NAMESPACE}/{WORKLOAD} READY True" if ready and ready.status == "True" else None
+
+    stage(
+        f"Database of the label listed on {WORKLOAD} (kubectl get databases -A)",
+        lambda: _until(f"Database {LABEL_NAMESPACE}/{WORKLOAD} Ready on {WORKLOAD}", label_database, timeout),
+    )
 
     def job_args() -> list[str] | None:
         job = workload.get_or_none("batch/v1", "Job", "todo-table", APP_NAMESPACE)
