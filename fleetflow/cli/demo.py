@@ -24,7 +24,7 @@ from typing import Any
 from fleetflow import config
 from fleetflow.databases import crd, operator
 from fleetflow.databases.names import APP_NAMESPACE, LABEL_NAMESPACE
-from fleetflow.databases.views import DatabaseObject
+from fleetflow.databases.views import CnpgCluster, DatabaseObject
 from fleetflow.errors import FleetflowError
 from fleetflow.kube import KubeClient
 from fleetflow.labels import LabelEdit
@@ -72,12 +72,10 @@ def _webhook(state: PlatformState, cluster: str) -> dict[str, Any]:
         return dict(json.loads(response.read()))
 
 
-def _instances_ready(cluster: dict[str, Any] | None) -> str | None:
-    status = (cluster or {}).get("status") or {}
-    wanted = ((cluster or {}).get("spec") or {}).get("instances", 0)
-    ready = status.get("readyInstances", 0)
-    if wanted and ready == wanted and status.get("phase") == "Cluster in healthy state":
-        return f"{ready}/{wanted} instances ready, primary {status.get('currentPrimary')}"
+def _instances_ready(obj: dict[str, Any] | None) -> str | None:
+    cnpg = CnpgCluster.of(obj) if obj else None
+    if cnpg and cnpg.healthy and cnpg.instances and cnpg.ready_instances == cnpg.instances:
+        return f"{cnpg.ready_instances}/{cnpg.instances} instances ready, primary {cnpg.current_primary}"
     return None
 
 

@@ -155,6 +155,7 @@ class CnpgCluster:
     instances: int | None
     ready_instances: int
     initdb_database: str  # the database CloudNativePG created (fixed once created)
+    current_primary: str = ""  # the instance serving -rw
 
     @classmethod
     def of(cls, obj: Mapping[str, Any]) -> CnpgCluster:
@@ -168,6 +169,7 @@ class CnpgCluster:
             instances=int(instances) if isinstance(instances, int) else None,
             ready_instances=int(status.get("readyInstances") or 0),
             initdb_database=str(initdb.get("database") or ""),
+            current_primary=str(status.get("currentPrimary") or ""),
         )
 
     @property

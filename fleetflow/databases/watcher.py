@@ -43,9 +43,9 @@ from typing import Any
 
 from fleetflow import events
 from fleetflow.databases import crd, health, inventory, status
-from fleetflow.databases.converge import REQUEST
 from fleetflow.databases.names import CNPG_API
 from fleetflow.databases.spec import RequestRef
+from fleetflow.databases.views import CnpgCluster, Meta
 from fleetflow.errors import APINotFoundError, FleetflowError, TemporaryError
 from fleetflow.kube import KubeClient
 from fleetflow.kube.hub import Handler, Watch, hub
@@ -61,10 +61,10 @@ Emit = Callable[[list[events.FleetEvent]], None]
 
 
 def needs_work(obj: dict[str, Any]) -> bool:
-    meta = obj["metadata"]
-    if meta.get("deletionTimestamp"):
-        return crd.FINALIZER in (meta.get("finalizers") or [])
-    return crd.FINALIZER not in (meta.get("finalizers") or []) or not status.converged(obj)
+    meta = Meta.of(obj)
+    if meta.deleting:
+        return crd.FINALIZER in meta.finalizers
+    return crd.FINALIZER not in meta.finalizers or not status.converged(obj)
 
 
 def app_secret(secret: dict[str, Any]) -> bool:
@@ -74,25 +74,25 @@ def app_secret(secret: dict[str, Any]) -> bool:
     operator) gives it ``cnpg.io/cluster`` and ``cnpg.io/reload`` alone, so without that label
     the name decides.
     """
-    labels = secret["metadata"].get("labels") or {}
-    if "cnpg.io/userType" in labels:
-        return bool(labels["cnpg.io/userType"] == "app")
-    cluster = labels.get("cnpg.io/cluster")
-    return bool(cluster) and secret["metadata"].get("name") == f"{cluster}-app"
+    meta = Meta.of(secret)
+    if "cnpg.io/userType" in meta.labels:
+        return meta.labels["cnpg.io/userType"] == "app"
+    cluster = meta.labels.get("cnpg.io/cluster")
+    return bool(cluster) and meta.name == f"{cluster}-app"
 
 
 def event_for(cluster: str, obj: dict[str, Any]) -> events.FleetEvent:
     """The event for this state of the request; the same state always gives the same id."""
-    meta = obj["metadata"]
+    meta = Meta.of(obj)
     ref = RequestRef.of(cluster, obj)
-    deleting = "deleting" if meta.get("deletionTimestamp") else "present"
+    deleting = "deleting" if meta.deleting else "present"
     return events.FleetEvent(
         events.DATABASE_REQUEST_CHANGED,
         events.request_resource(ref.cluster, ref.namespace, ref.name),
         # The registered name is part of the id: two registrations of one server (while the
         # watcher switches between them) must not make the server drop one as a duplicate.
-        events.event_id(cluster, meta["uid"], "request", str(meta.get("generation", 0)), deleting),
-        {"request": str(ref), "cluster": ref.cluster, "generation": meta.get("generation", 0)},
+        events.event_id(cluster, meta.uid, "request", str(meta.generation), deleting),
+        {"request": str(ref), "cluster": ref.cluster, "generation": meta.generation},
     )
 
 
@@ -252,7 +252,7 @@ class ClusterWatch:
             log.warning("%s: %s: %s", self.cluster, what, " ".join(str(exc).split()))
 
     def _health_changed(self, cnpg: dict[str, Any]) -> None:
-        request = (cnpg["metadata"].get("annotations") or {}).get(REQUEST)
+        request = CnpgCluster.of(cnpg).request
         if not request:
             return
         ref = RequestRef.parse(request)
@@ -261,41 +261,39 @@ class ClusterWatch:
         )
         if obj is None or not health.disagree(cnpg, obj):
             return
-        meta = cnpg["metadata"]
+        meta = Meta.of(cnpg)
         event = events.FleetEvent(
             events.DATABASE_REQUEST_CHANGED,
             events.request_resource(ref.cluster, ref.namespace, ref.name),
-            events.event_id(meta["uid"], "health", meta.get("resourceVersion", "")),
+            events.event_id(meta.uid, "health", meta.resource_version),
             {"request": request, "cluster": ref.cluster, "health": health.summary(cnpg)},
         )
         self.emit([event])
         log.info("emitted %s for %s: its CNPG Cluster is %s", event.event, request, health.summary(cnpg))
 
     def _rotated(self, client: KubeClient, secret: dict[str, Any]) -> None:
-        meta = secret["metadata"]
-        name = (meta.get("labels") or {}).get("cnpg.io/cluster")
+        meta = Meta.of(secret)
+        name = meta.labels.get("cnpg.io/cluster")
         if not name:
             return
         try:
-            owner = client.get_or_none(CNPG_API, "Cluster", name, meta["namespace"])
+            owner = client.get_or_none(CNPG_API, "Cluster", name, meta.namespace)
         except APINotFoundError:
             return  # no CloudNativePG here
         if owner is None:
             return
-        request = (owner["metadata"].get("annotations") or {}).get(REQUEST)
+        request = CnpgCluster.of(owner).request
         if not request:
             return  # not made by fleetflow
         ref = RequestRef.parse(request)
         event = events.FleetEvent(
             events.DATABASE_REQUEST_CHANGED,
             events.request_resource(ref.cluster, ref.namespace, ref.name),
-            events.event_id(meta["uid"], "rotated", meta.get("resourceVersion", "")),
-            {"request": request, "cluster": ref.cluster, "rotated": f"{meta['namespace']}/{meta['name']}"},
+            events.event_id(meta.uid, "rotated", meta.resource_version),
+            {"request": request, "cluster": ref.cluster, "rotated": f"{meta.namespace}/{meta.name}"},
         )
         self.emit([event])
-        log.info(
-            "emitted %s for %s: secret %s/%s changed", event.event, request, meta["namespace"], meta["name"]
-        )
+        log.info("emitted %s for %s: secret %s/%s changed", event.event, request, meta.namespace, meta.name)
 
     def emit(self, batch: list[events.FleetEvent]) -> None:
         """Send until accepted (or stopped): a rotation or a health change is seen once by its
