@@ -171,7 +171,7 @@ def failure(exc: Exception, what: str) -> APIError:
     if isinstance(exc, httpx.TransportError | OSError):  # refused, reset, timed out, DNS
         detail = " ".join(str(exc).split())[:200]
         return TemporaryError(f"{what}: Prefect API unreachable ({type(exc).__name__}: {detail})")
-    # Anything else (the client's own failures): as before, assumed passing; named by type only.
+    # Anything else (the client's own failures) is taken as passing; named by type only.
     return TemporaryError(f"{what}: Prefect API request failed ({type(exc).__name__})")
 
 

@@ -23,9 +23,9 @@ of a service cluster S it
    not ready) and restarted within seconds; a password written into an ``X-app`` Secret is
    set on X's role.
 
-Why one server per service cluster, not per Cluster: a burst of 100 Clusters used to mean 100
-``initdb`` runs and 100 servers (seconds each, minutes on 2 cores, and 100 idle postmasters);
-a role and database on a running server take tens of milliseconds. The price, compared with
+Why one server per service cluster, not per Cluster: a server per Cluster would make a burst of
+100 Clusters 100 ``initdb`` runs and 100 servers (seconds each, minutes on 2 cores, and 100 idle
+postmasters); a role and database on a running server take tens of milliseconds. The price, compared with
 CloudNativePG: the role and database are not the ``app``/``app`` (or ``initdb.owner`` /
 ``initdb.database``) that the Cluster names, because a server can hold each name once; a
 consumer must take them from the ``X-app`` Secret (with a user-provided ``initdb.secret`` the
@@ -75,12 +75,11 @@ from fleetflow_dev.cnpg.workqueue import WorkQueue
 log = logging.getLogger("fleetflow.cnpg")
 
 CRD_API_VERSION = "apiextensions.k8s.io/v1"
-WATCH_TIMEOUT = 5  # seconds per watch request: how long a stop may take to be noticed
+WATCH_TIMEOUT = 5  # seconds per watch request (then resumed; a stop closes it at once)
 RESYNC_SECONDS = 300.0  # full relist and reconcile of every Cluster
 WORKERS = 6  # reconciles at once per service cluster
 RECONCILE_BACKOFF = Backoff(first=0.5, cap=30.0)  # one Cluster's failed reconciles
-SERVE_BACKOFF = Backoff(first=0.5, cap=30.0)  # a service cluster's watch that ended with a failure
-STOP_CHECK = 1.0  # seconds: how often serving looks at its stop event
+SERVE_BACKOFF = Backoff(first=0.5, cap=30.0)  # a service cluster's watch that failed for good
 
 
 def default_root() -> Path:
@@ -157,20 +156,28 @@ class StandInController:
             for i in range(self.workers)
         ]
         queue = self._services[service_cluster].queue
+
+        def reconcile(namespace: str, name: str) -> None:
+            queue.add((service_cluster, namespace, name), force=True)
+
         workers += instances.threads(
             service_cluster,
             self.databases[service_cluster],
             lambda: self.clients[service_cluster],
-            lambda namespace, name: queue.add((service_cluster, namespace, name), force=True),
+            reconcile,
             ended,
-            self.watch_timeout,
         )
         for worker in workers:
             worker.start()
+        client = partial(self._client, service_cluster)
+        secrets = instances.watch_app_secrets(
+            service_cluster, client, reconcile, self.watch_timeout, SERVE_BACKOFF
+        )
         try:
             self._drop_legacy_servers(service_cluster)
             self._serve(service_cluster, stop)
         finally:
+            secrets.stop()
             ended.set()
             self._services[service_cluster].queue.wake()
             for worker in workers:
@@ -182,33 +189,25 @@ class StandInController:
         """An informer on the Clusters of ``service_cluster`` (all namespaces) until ``stop``:
         it waits for the Cluster CRD to be served (helm installs the chart), lists, watches,
         resumes, relists on 410 Gone and every ``resync_seconds``, backing off on failures; its
-        batches only queue. A watch that ends with a failure of its own is started again."""
-        delays = SERVE_BACKOFF.delays()
-        while not stop.is_set():
-            informer = Informer(
-                lambda: self._client(service_cluster),
-                API_VERSION,
-                KIND,
-                watch_timeout=self.watch_timeout,
-                retry_not_served=True,
-                relist_every=self.resync_seconds,
-            )
-            ended = threading.Event()
-            watch = hub().watch(
-                informer,
-                partial(self._queue_batch, service_cluster),
-                name=f"cnpg-{service_cluster}",
-                stop=ended,
-            )
-            try:
-                while not ended.is_set() and not stop.wait(STOP_CHECK):
-                    pass
-            finally:
-                watch.stop()
-            if watch.error is not None and not stop.is_set():
-                delay = delays.next() or SERVE_BACKOFF.cap
-                log.warning("cnpg stand-in: %s: %s; again in %.1fs", service_cluster, watch.error, delay)
-                stop.wait(delay)
+        batches only queue. A watch that fails for good is started again (``SERVE_BACKOFF``)."""
+        informer = Informer(
+            lambda: self._client(service_cluster),
+            API_VERSION,
+            KIND,
+            watch_timeout=self.watch_timeout,
+            retry_not_served=True,
+            relist_every=self.resync_seconds,
+        )
+        watch = hub().watch(
+            informer,
+            partial(self._queue_batch, service_cluster),
+            name=f"cnpg-{service_cluster}",
+            restart=SERVE_BACKOFF,
+        )
+        try:
+            stop.wait()
+        finally:
+            watch.stop()
 
     def _client(self, service_cluster: str) -> KubeClient:
         """The client, built again from the kubeconfig when it changed (a restarted cluster may
