@@ -33,6 +33,8 @@ from fleetflow_dev.manager import Fleet
 
 from fleetflow import config
 from fleetflow.kube import KubeClient, Kubeconfig, client_for
+from fleetflow.kube.hub import hub
+from fleetflow.kube.informer import SYNCED, Event, Informer
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
 from fleetflow.supervisor import state as platform_state
@@ -47,8 +49,8 @@ class Stamps:
     def __init__(self, client: KubeClient, api_version: str, kind: str, test: Callable[[dict], bool]) -> None:
         self.seen: dict[str, float] = {}
         self.changed = threading.Condition()
-        self._args = (client, api_version, kind, test)
-        threading.Thread(target=self._run, daemon=True).start()
+        informer = Informer(client, api_version, kind, watch_timeout=60)
+        self.watch = hub().watch(informer, lambda batch: self._batch(batch, test), name=f"bench-{kind}")
 
     def _note(self, obj: dict, test: Callable[[dict], bool]) -> None:
         namespace = obj["metadata"].get("namespace", "")
@@ -57,20 +59,11 @@ class Stamps:
                 self.seen[namespace] = time.monotonic()
                 self.changed.notify_all()
 
-    def _run(self) -> None:
-        client, api_version, kind, test = self._args
-        while True:
-            items, version = client.list(api_version, kind)
-            for obj in items:
-                self._note(obj, test)
-            try:
-                while True:
-                    for event, obj in client.stream(api_version, kind, resource_version=version, timeout=60):
-                        version = obj.get("metadata", {}).get("resourceVersion") or version
-                        if event in ("ADDED", "MODIFIED"):
-                            self._note(obj, test)
-            except Exception as exc:  # relist after an expired watch
-                print(f"(watch {kind}: {type(exc).__name__}; relisting)")
+    def _batch(self, batch: list[Event], test: Callable[[dict], bool]) -> None:
+        for event in batch:
+            if event.type != "DELETED":
+                for obj in event.items if event.type == SYNCED else (event.object,):
+                    self._note(obj, test)
 
     def wait(self, names: list[str], timeout: float) -> dict[str, float]:
         deadline = time.monotonic() + timeout

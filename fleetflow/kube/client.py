@@ -36,9 +36,7 @@ from kubernetes.dynamic.resource import Resource
 from fleetflow.backoff import Backoff
 from fleetflow.errors import (
     APIConflictError,
-    APIGoneError,
     APINotFoundError,
-    APIUnavailableError,
     ApplyConflictError,
     FleetflowError,
     PermanentError,
@@ -174,41 +172,6 @@ class KubeClient:
                 field_manager=FIELD_MANAGER,
             )
         return dict(live.to_dict())
-
-    def stream(
-        self,
-        api_version: str,
-        kind: str,
-        *,
-        resource_version: str,
-        timeout: int,
-        namespace: str | None = None,
-        label_selector: Selector | str | None = None,
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Watch events ``(type, object)`` from ``resource_version`` for at most ``timeout`` s
-        (only objects matching ``label_selector``, filtered by the API server).
-
-        Raises APIGoneError when the server has compacted past ``resource_version`` (410):
-        the caller relists. BOOKMARK events carry only a newer resourceVersion.
-        """
-        resource = self.resource(api_version, kind)
-        with api_errors(f"watch {kind} in {self.context}"):
-            for event in self.dynamic.watch(
-                resource,
-                namespace=namespace,
-                resource_version=resource_version,
-                timeout=timeout,
-                label_selector=str(label_selector) if label_selector is not None else None,
-                allow_watch_bookmarks=True,
-            ):
-                raw = dict(event["raw_object"])
-                if event["type"] == "ERROR":
-                    code = raw.get("code")
-                    message = f"watch {kind} in {self.context}: {raw.get('message', '')}"
-                    if code == 410:
-                        raise APIGoneError(message, status=410, reason=str(raw.get("reason", "")))
-                    raise APIUnavailableError(message, status=code)
-                yield event["type"], raw
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
         resource = self.resource(api_version, kind)

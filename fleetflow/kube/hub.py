@@ -7,7 +7,10 @@ bounded pool (``kube-handler-*``), one batch at a time per watch, so a watch's e
 handled in order and the process's thread count does not grow with the number of clusters.
 
 - :meth:`Hub.watch` starts an informer whose event batches go to a handler; the returned
-  :class:`Watch` is stopped from any thread (the open watch request is closed).
+  :class:`Watch` is stopped from any thread (the open watch request is closed). With
+  ``restart`` (a backoff policy) a watch that fails for good (its informer's permanent error or
+  spent budget, a handler's bug) is started again after a pause, relisting: a controller's
+  watch that must outlive everything but its stop.
 - :meth:`Hub.run` runs a coroutine on the loop from synchronous code and returns its result
   (``KubeClient.wait``).
 """
@@ -21,7 +24,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from fleetflow.backoff import Delays
+from fleetflow.backoff import Backoff, Delays
 from fleetflow.errors import TemporaryError
 from fleetflow.kube.informer import SYNCED, Event, Informer
 
@@ -54,9 +57,11 @@ class Watch:
         name: str,
         max_batch: int,
         ended: threading.Event | None,
+        restart: Backoff | None = None,
     ) -> None:
         self.hub, self.informer, self.handle, self.name = hub, informer, handle, name
-        self.max_batch, self._ended = max_batch, ended
+        self.max_batch, self._ended, self.restart = max_batch, ended, restart
+        self.restarts = 0
         self.synced = threading.Event()  # the first listing was handled
         self.done = threading.Event()
         self.error: BaseException | None = None
@@ -67,7 +72,7 @@ class Watch:
         if not future.cancelled():
             self.error = future.exception()
             if self.error is not None:
-                log.warning("watch %s ended: %s", self.name, " ".join(str(self.error).split()))
+                log.warning("watch %s ended: %s", self.name, _one_line(self.error))
         self.done.set()
         if self._ended is not None:
             self._ended.set()
@@ -75,20 +80,37 @@ class Watch:
     async def _main(self) -> None:
         """Feed the handler until stopped; a handler that fails transiently (the API server or
         Prefect went away while it wrote) is given a fresh listing after a backoff, as a restart
-        would: handlers are level-triggered, a relist shows them what they missed."""
+        would: handlers are level-triggered, a relist shows them what they missed. Any other
+        failure ends the watch, unless ``restart`` starts it again (until its budget is spent)."""
         delays = self.informer.backoff.delays()
+        restarts = self.restart.delays() if self.restart is not None else None
         while True:
             try:
-                await self._feed(delays)
+                await self._feed(delays, restarts)
             except _InformerFailed as failed:
-                raise failed.error from None
+                if restarts is None:
+                    raise failed.error from None
+                await self._restart(restarts, failed.error)
             except TemporaryError as exc:
                 delay = delays.next() or self.informer.backoff.cap
-                log.warning("%s: %s; relisting in %.1fs", self.name, " ".join(str(exc).split()), delay)
+                log.warning("%s: %s; relisting in %.1fs", self.name, _one_line(exc), delay)
                 await asyncio.sleep(delay)
                 self.informer.resource_version = ""
+            except Exception as exc:  # the handler's
+                if restarts is None:
+                    raise
+                await self._restart(restarts, exc)
 
-    async def _feed(self, delays: Delays) -> None:
+    async def _restart(self, restarts: Delays, error: Exception) -> None:
+        delay = restarts.next()
+        if delay is None:
+            raise error
+        log.warning("watch %s failed: %s; starting it again in %.1fs", self.name, _one_line(error), delay)
+        await asyncio.sleep(delay)
+        self.restarts += 1
+        self.informer.resource_version = ""
+
+    async def _feed(self, delays: Delays, restarts: Delays | None) -> None:
         inbox: asyncio.Queue[Event | _InformerFailed] = asyncio.Queue()
 
         async def read() -> None:
@@ -114,6 +136,8 @@ class Watch:
                 if found:
                     await loop.run_in_executor(self.hub.pool, self.handle, found)
                     delays.reset()
+                    if restarts is not None:
+                        restarts.reset()
                     if any(event.type == SYNCED for event in found):
                         self.synced.set()
                 if isinstance(batch[-1], _InformerFailed):
@@ -153,11 +177,12 @@ class Hub:
         name: str,
         max_batch: int = MAX_BATCH,
         stop: threading.Event | None = None,
+        restart: Backoff | None = None,
     ) -> Watch:
         """Start ``informer``; its events go to ``handle`` in batches, in order, off the loop.
         ``stop`` (if given) is set when the watch ends, so a caller waiting on it wakes up to a
-        failure as well as to its own stop."""
-        return Watch(self, informer, handle, name, max_batch, stop)
+        failure as well as to its own stop. ``restart``: see the module docstring."""
+        return Watch(self, informer, handle, name, max_batch, stop, restart)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop and wait for its result (from any thread but the loop's)."""
@@ -183,3 +208,7 @@ def hub() -> Hub:
         if _hub is None:
             _hub = Hub()
         return _hub
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

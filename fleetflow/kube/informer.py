@@ -80,6 +80,9 @@ class Informer:
     ``retry_unreachable=False`` raises a transient failure before the
     first list succeeded (the caller's retries decide whether a never-reached server is worth
     waiting for); once the server answered, transient failures are always backed off.
+    ``resource_version`` starts with a watch from that version instead of a list (a caller that
+    wants every change since a version it saw): no ``SYNCED`` comes first, but one does if the
+    version is gone (410) and the kind is relisted.
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class Informer:
         context: str = "",
         prepare: Callable[[], None] | None = None,
         relist_every: float | None = None,
+        resource_version: str = "",
     ) -> None:
         self.client = client
         self.prepare = prepare
@@ -112,7 +116,7 @@ class Informer:
         self.retry_unreachable, self.retry_not_served = retry_unreachable, retry_not_served
         self._http, self._path = http, path
         self.context = context or ("" if client is None or callable(client) else client.context)
-        self.resource_version = ""  # the last one seen (list, event or bookmark)
+        self.resource_version = resource_version  # the last one seen (list, event or bookmark)
         self.last_error = ""  # the last transient failure, one line; "" after a success
         self.lists = 0
         self.watches = 0
@@ -166,8 +170,8 @@ class Informer:
         permanent failure or a spent backoff budget raises."""
         delays = self.backoff.delays()
         not_served = NOT_SERVED_BACKOFF.delays()
-        reached = False
-        progress = False  # anything delivered since the last list
+        reached = False  # the server answered a list or a watch
+        progress = bool(self.resource_version)  # since the last list; a given version's 410 relists at once
         loop = asyncio.get_running_loop()
         listed_at = loop.time()
         while True:
@@ -196,7 +200,7 @@ class Informer:
                 ):
                     version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
                     self.resource_version = version or self.resource_version
-                    delivered = progress = True
+                    delivered = progress = reached = True
                     delays.reset()
                     self.last_error = ""
                     if kind in ("ADDED", "MODIFIED", "DELETED"):
@@ -205,6 +209,7 @@ class Informer:
                 if not delivered and elapsed < self.watch_timeout / 2:
                     # A server that ends watches at once would make this a hot loop.
                     raise APIUnavailableError(f"watch {self.what}: ended after {elapsed:.1f}s")
+                reached = True
                 delays.reset()  # a watch that lasted its time: resume from where it was
             except APIGoneError:
                 log.info("%s: resourceVersion %s is gone (410); relisting", self.what, self.resource_version)

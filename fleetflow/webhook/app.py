@@ -24,7 +24,6 @@ its client until the kubeconfig changes, so a restarted fleet (new ports) is pic
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Annotated
@@ -35,6 +34,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRouter
 from fastapi.security import HTTPBearer
 
+from fleetflow.backoff import Backoff, retry
 from fleetflow.databases import inventory as requests
 from fleetflow.databases import overview as inventory
 from fleetflow.databases import store
@@ -66,7 +66,8 @@ log = logging.getLogger(__name__)
 
 POSTGRES_LABEL = "postgres"
 REQUIRED = "required"
-CONFLICT_ATTEMPTS = 4  # a 409 means another writer edited the labels meanwhile: re-read and retry
+# A 409 means another writer edited the labels meanwhile: re-read and retry, 3 times at most.
+CONFLICT_BACKOFF = Backoff(first=0.1, cap=0.4, attempts=3)
 
 
 def one_line(exc: BaseException, limit: int = 500) -> str:
@@ -107,10 +108,13 @@ def _edit(registry: Registry, cluster: str, change: str) -> tuple[ClusterRecord,
     """Apply one kubectl-style label change, as ``fleetflow cluster label`` does: (before, after).
 
     No write when the label is already as asked. A 409 (a concurrent label edit) is retried on
-    a fresh read; a cluster deregistered meanwhile is a 404.
+    a fresh read, with the platform's backoff (``CONFLICT_BACKOFF``: a few tries within a
+    second); nothing else is retried: an unreachable management cluster is a 503 at once. A
+    cluster deregistered meanwhile is a 404.
     """
     edit = LabelEdit.parse([change])
-    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+
+    def attempt() -> tuple[ClusterRecord, ClusterRecord]:
         before = registry.get(cluster)
         if before is None:
             raise _not_registered(cluster)
@@ -122,11 +126,12 @@ def _edit(registry: Registry, cluster: str, change: str) -> tuple[ClusterRecord,
             if registry.get(cluster) is None:
                 raise _not_registered(cluster) from None
             raise
-        except APIConflictError:
-            if attempt == CONFLICT_ATTEMPTS:
-                raise
-            time.sleep(0.05 * 2**attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
+
+    return retry(f"label {cluster} {change}", attempt, CONFLICT_BACKOFF, is_transient=_conflict)
+
+
+def _conflict(exc: BaseException) -> bool:
+    return isinstance(exc, APIConflictError)
 
 
 def _apply_request(registry: Registry, body: DatabaseRequest) -> tuple[RequestRef, bool]:

@@ -17,9 +17,12 @@ On a real cluster two more parts keep a Cluster's PostgreSQL in line, besides th
   application user, so the new password works and the old one stops working.
   (CloudNativePG: ``refreshCredentialsFromSecret`` in the instance manager's reconcile of the
   primary, ``internal/management/controller/instance_controller.go``.) :func:`watch_app_secrets`
-  watches the ``cnpg.io/userType=app`` Secrets of a service cluster and has the Cluster a changed
-  one belongs to reconciled (which pins the Secret's password on the role, see
-  ``databases.Databases.ensure``). Unlike CloudNativePG, that reconcile also rewrites the
+  watches the ``cnpg.io/userType=app`` Secrets of a service cluster (an informer on the
+  process's watch loop, no thread of its own) and has the Cluster a changed one belongs to
+  reconciled (which pins the Secret's password on the role, see
+  ``databases.Databases.ensure``); after a relist (not the first listing: every Cluster is
+  reconciled then anyway), every Cluster with such a Secret is, so a password changed while no
+  watch ran is set too. Unlike CloudNativePG, that reconcile also rewrites the
   Secret's derived keys (``uri``, ``pgpass``, ...) to the new password: one more change of the
   Secret, which consumers see as a second rotation with the same password.
 """
@@ -34,8 +37,11 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from fleetflow.errors import APIGoneError, FleetflowError
+from fleetflow.backoff import Backoff
+from fleetflow.errors import FleetflowError
 from fleetflow.kube import KubeClient
+from fleetflow.kube.hub import Watch, hub
+from fleetflow.kube.informer import SYNCED, Event, Informer
 from fleetflow_dev.cnpg import contract
 from fleetflow_dev.cnpg.databases import Databases
 
@@ -43,7 +49,6 @@ log = logging.getLogger("fleetflow.cnpg")
 
 RESTART_BACKOFF = 5.0  # seconds the "kubelet" keeps a crashed server down (its first back-off is 10 s)
 IDLE_CHECK = 1.0  # while no server runs (none started yet), how often to look again
-BACKOFF_MAX = 30.0
 
 Queue = Callable[[str, str], None]  # (namespace, name) of a Cluster to reconcile, forced
 
@@ -140,34 +145,34 @@ def watch_app_secrets(
     service_cluster: str,
     client: Callable[[], KubeClient],
     queue: Queue,
-    stop: threading.Event,
     watch_timeout: int,
-) -> None:
-    """A changed ``-app`` Secret has its Cluster reconciled (its password set on the role)."""
-    selector = f"{contract.USER_TYPE_LABEL}=app"
-    backoff = 0.5
-    while not stop.is_set():
-        try:
-            kube = client()
-            _, version = kube.list("v1", "Secret", label_selector=selector)
-            while not stop.is_set():
-                for kind, obj in kube.stream(
-                    "v1", "Secret", resource_version=version, timeout=watch_timeout, label_selector=selector
-                ):
-                    meta = obj.get("metadata") or {}
-                    version = meta.get("resourceVersion") or version
-                    owner = (meta.get("labels") or {}).get(contract.CLUSTER_LABEL)
-                    if kind == "MODIFIED" and owner:
-                        queue(meta["namespace"], owner)
-                    if stop.is_set():
-                        return
-            backoff = 0.5
-        except APIGoneError:
-            continue
-        except FleetflowError as exc:
-            log.warning("cnpg stand-in: %s: secrets: %s; relisting in %.1fs", service_cluster, exc, backoff)
-            stop.wait(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX)
+    restart: Backoff,
+) -> Watch:
+    """Start the watch of the ``-app`` Secrets (see the module docstring); the caller stops it.
+    ``restart``: how a watch that failed for good is started again."""
+    informer = Informer(
+        client,
+        "v1",
+        "Secret",
+        label_selector=f"{contract.USER_TYPE_LABEL}=app",
+        watch_timeout=watch_timeout,
+    )
+
+    listed = [False]  # at the first listing every Cluster is reconciled anyway (their own listing)
+
+    def handle(batch: list[Event]) -> None:
+        for event in batch:
+            relisted = event.type == SYNCED and listed[0]
+            listed[0] = listed[0] or event.type == SYNCED
+            if event.type != "MODIFIED" and not relisted:
+                continue
+            for obj in event.items if relisted else (event.object,):
+                meta = obj.get("metadata") or {}
+                owner = (meta.get("labels") or {}).get(contract.CLUSTER_LABEL)
+                if owner:
+                    queue(meta["namespace"], owner)
+
+    return hub().watch(informer, handle, name=f"cnpg-{service_cluster}-secrets", restart=restart)
 
 
 def threads(
@@ -176,20 +181,14 @@ def threads(
     client: Callable[[], KubeClient],
     queue: Queue,
     stop: threading.Event,
-    watch_timeout: int,
 ) -> list[threading.Thread]:
-    """The threads (not started) that do this for one service cluster until ``stop`` is set."""
+    """The threads (not started) that do the kubelet's part for one service cluster until
+    ``stop`` is set: :func:`supervise`."""
     return [
         threading.Thread(
             target=supervise,
             args=(service_cluster, databases, client, queue, stop),
             name=f"cnpg-{service_cluster}-kubelet",
-            daemon=True,
-        ),
-        threading.Thread(
-            target=watch_app_secrets,
-            args=(service_cluster, client, queue, stop, watch_timeout),
-            name=f"cnpg-{service_cluster}-secrets",
             daemon=True,
         ),
     ]

@@ -9,35 +9,40 @@ LoadBalancer address allocator (:mod:`fleetflow_dev.nodes.loadbalancer`). ``flee
 and it prints ``node controllers: serving`` once every controller has set up and every watch
 has listed; SIGTERM (or SIGINT) stops it.
 
-Each (cluster, controller) runs as the CloudNativePG stand-in does (``fleetflow_dev.cnpg``): a
-thread per watched kind lists, then watches from the list's resourceVersion, and only queues
-keys (a 410 Gone or a lost connection relists, with backoff; a full relist every few minutes);
-one worker reconciles from a :class:`~fleetflow_dev.cnpg.workqueue.WorkQueue` (so a key queued many
-times is reconciled once, never twice at once), level-triggered from the live objects. A
-failure is logged and its key queued again with backoff; nothing ends the loop but ``stop``.
+Each (cluster, controller) runs as the CloudNativePG stand-in does (``fleetflow_dev.cnpg``): an
+informer per watched kind (:mod:`fleetflow.kube.informer`, on the process's one watch loop: list,
+watch from the list's resourceVersion, resume, relist on 410 Gone, back off, a full relist every
+few minutes) only queues keys; one worker thread reconciles from a
+:class:`~fleetflow_dev.cnpg.workqueue.WorkQueue` (so a key queued many times is reconciled once,
+never twice at once), level-triggered from the live objects. A failure is logged and its key
+queued again with the platform's backoff (:mod:`fleetflow.backoff`); a watch that fails for good
+is started again; nothing ends the loop but ``stop``.
 
 Every API call has a deadline: :class:`fleetflow.kube.KubeClient` passes no request timeout
 to the client library, so :class:`BoundedClient` runs each call in a daemon thread and gives up
-waiting after :data:`CALL_TIMEOUT` (an APIUnavailableError, retried like any other); a watch
-is given up when it neither delivers nor ends within its own timeout plus :data:`CALL_TIMEOUT`.
+waiting after :data:`CALL_TIMEOUT` (an APIUnavailableError, retried like any other). The
+informers' requests have timeouts of their own (:mod:`fleetflow.kube.transport`).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import queue
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from fleetflow.errors import APIGoneError, APIUnavailableError, FleetflowError, TemporaryError
+from fleetflow.backoff import Backoff, Delays, retry
+from fleetflow.errors import APIUnavailableError, FleetflowError
 from fleetflow.kube import KubeClient, client_for
+from fleetflow.kube.hub import Watch, hub
+from fleetflow.kube.informer import SYNCED, Event, Informer
 from fleetflow.kube.types import FIELD_MANAGER, Body, Propagation
 from fleetflow.labels import Selector
 from fleetflow_dev.cnpg.workqueue import WorkQueue
@@ -49,10 +54,13 @@ log = logging.getLogger("fleetflow.nodes")
 
 SERVING = "node controllers: serving"
 CALL_TIMEOUT = 20.0  # seconds one API call may take
-WATCH_TIMEOUT = 5  # seconds per watch request: how long a stop may take to be noticed
+WATCH_TIMEOUT = 5  # seconds per watch request (then resumed; a stop closes it at once)
 RESYNC_SECONDS = 300.0  # full relist (and reconcile of everything) per watched kind
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
+SETUP_BACKOFF = Backoff(first=BACKOFF_FIRST, cap=BACKOFF_MAX)  # a controller's setup until it works
+RECONCILE_BACKOFF = Backoff(first=BACKOFF_FIRST, cap=BACKOFF_MAX)  # one key's failed reconciles
+WATCH_RESTART_BACKOFF = Backoff(first=BACKOFF_FIRST, cap=BACKOFF_MAX)  # a watch that failed for good
 
 T = TypeVar("T")
 
@@ -153,50 +161,6 @@ class BoundedClient(KubeClient):
             lambda: KubeClient.delete(self, api_version, kind, name, namespace, propagation=propagation),
         )
 
-    def stream(
-        self,
-        api_version: str,
-        kind: str,
-        *,
-        resource_version: str,
-        timeout: int,
-        namespace: str | None = None,
-        label_selector: Selector | str | None = None,
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """:meth:`KubeClient.stream`, given up when nothing arrives for ``timeout`` + the call timeout."""
-        events: queue.Queue[tuple[str, Any]] = queue.Queue()
-
-        def pump() -> None:
-            try:
-                for item in KubeClient.stream(
-                    self,
-                    api_version,
-                    kind,
-                    resource_version=resource_version,
-                    timeout=timeout,
-                    namespace=namespace,
-                    label_selector=label_selector,
-                ):
-                    events.put(("event", item))
-                events.put(("end", None))
-            except BaseException as exc:  # handed to the consumer
-                events.put(("error", exc))
-
-        threading.Thread(target=pump, name=f"watch {kind} {self.context}", daemon=True).start()
-        patience = timeout + self.timeout
-        while True:
-            try:
-                what, value = events.get(timeout=patience)
-            except queue.Empty:
-                raise APIUnavailableError(
-                    f"watch {kind} in {self.context}: neither an event nor its end within {patience:.0f}s"
-                ) from None
-            if what == "end":
-                return
-            if what == "error":
-                raise value
-            yield value
-
 
 @dataclass
 class Loop:
@@ -212,7 +176,7 @@ class Loop:
     ready: threading.Event = field(default_factory=threading.Event)
     _listed: set[str] = field(default_factory=set)
     _set_up: bool = False
-    _backoff: dict[Hashable, float] = field(default_factory=dict)
+    _backoff: dict[Hashable, Delays] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _client: tuple[KubeClient, BoundedClient] | None = None
 
@@ -235,15 +199,9 @@ class Loop:
             return self._client[1]
 
     def threads(self, stop: threading.Event) -> list[threading.Thread]:
+        """The worker (not started); the watches are :meth:`start_watches`'."""
         name = f"{self.controller.name}-{self.cluster}"
-        threads = [threading.Thread(target=self.work, args=(stop,), name=name, daemon=True)]
-        for api_version, kind in self.controller.watches:
-            threads.append(
-                threading.Thread(
-                    target=self.watch, args=(api_version, kind, stop), name=f"{name}-{kind}", daemon=True
-                )
-            )
-        return threads
+        return [threading.Thread(target=self.work, args=(stop,), name=name, daemon=True)]
 
     def _mark(self, listed: str | None = None, set_up: bool = False) -> None:
         with self._guard:
@@ -256,16 +214,19 @@ class Loop:
     # -- the worker ------------------------------------------------------------------------
 
     def work(self, stop: threading.Event) -> None:
-        backoff = BACKOFF_FIRST
-        while not stop.is_set():
-            try:
-                self.controller.setup(self.client())
-                self._mark(set_up=True)
-                break
-            except Exception as exc:
-                log.warning("nodes: %s: setting up: %s; again in %.1fs", self.label, _one_line(exc), backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+        try:
+            retry(
+                f"nodes: {self.label}: setting up",
+                lambda: self.controller.setup(self.client()),
+                SETUP_BACKOFF,
+                is_transient=lambda exc: True,  # a controller outlives its failures
+                stop=stop,
+            )
+        except Exception:
+            if not stop.is_set():
+                raise
+            return
+        self._mark(set_up=True)
         while (item := self.queue.get(stop)) is not None:
             key, _ = item
             try:
@@ -279,9 +240,7 @@ class Loop:
             again = self.controller.reconcile(self.client(), key)
         except Exception as exc:
             with self._guard:
-                previous = self._backoff.get(key)
-                delay = BACKOFF_FIRST if previous is None else min(previous * 2, BACKOFF_MAX)
-                self._backoff[key] = delay
+                delay = self._backoff.setdefault(key, RECONCILE_BACKOFF.delays()).next() or BACKOFF_MAX
             log.warning("nodes: %s: %s: %s; retrying in %.1fs", self.label, key, _one_line(exc), delay)
             self.queue.add(key, delay=delay)
             return
@@ -290,50 +249,35 @@ class Loop:
         if again is not None:
             self.queue.add(key, delay=again)
 
-    # -- a watch ---------------------------------------------------------------------------
+    # -- the watches -----------------------------------------------------------------------
 
-    def watch(self, api_version: str, kind: str, stop: threading.Event) -> None:
-        """List, queue every key, watch and queue what changes; relist on failure and every resync."""
-        backoff = BACKOFF_FIRST
-        while not stop.is_set():
-            try:
-                self._list_and_watch(api_version, kind, stop)
-                backoff = BACKOFF_FIRST
-            except APIGoneError:
-                log.info("nodes: %s: watch of %s expired (410 Gone); relisting", self.label, kind)
-            except TemporaryError as exc:
-                log.warning("nodes: %s: %s; relisting in %.1fs", self.label, _one_line(exc), backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-            except Exception as exc:  # the loop outlives its bugs and a CRD not served yet
-                log.error(
-                    "nodes: %s: %s: %s; relisting in %.1fs",
-                    self.label,
-                    type(exc).__name__,
-                    _one_line(exc),
-                    backoff,
-                )
-                stop.wait(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+    def start_watches(self) -> list[Watch]:
+        """An informer per watched kind, on the process's watch loop, queueing every key of a
+        listing and of each change; stopped by the caller."""
+        return [
+            hub().watch(
+                Informer(
+                    self.client,
+                    api_version,
+                    kind,
+                    watch_timeout=self.watch_timeout,
+                    retry_not_served=True,
+                    relist_every=self.resync_seconds,
+                ),
+                partial(self._queue_batch, kind),
+                name=f"{self.controller.name}-{self.cluster}-{kind}",
+                restart=WATCH_RESTART_BACKOFF,
+            )
+            for api_version, kind in self.controller.watches
+        ]
 
-    def _list_and_watch(self, api_version: str, kind: str, stop: threading.Event) -> None:
-        client = self.client()
-        items, version = client.list(api_version, kind)
-        for obj in items:
-            for key in self.controller.keys(kind, obj):
-                self.queue.add(key)
-        self._mark(listed=kind)
-        resync_at = time.monotonic() + self.resync_seconds
-        while not stop.is_set() and time.monotonic() < resync_at:
-            for event, obj in client.stream(
-                api_version, kind, resource_version=version, timeout=self.watch_timeout
-            ):
-                version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                if event in ("ADDED", "MODIFIED", "DELETED"):
-                    for key in self.controller.keys(kind, obj):
-                        self.queue.add(key)
-                if stop.is_set():
-                    return
+    def _queue_batch(self, kind: str, batch: list[Event]) -> None:
+        for event in batch:
+            for obj in event.items if event.type == SYNCED else (event.object,):
+                for key in self.controller.keys(kind, obj):
+                    self.queue.add(key)
+            if event.type == SYNCED:
+                self._mark(listed=kind)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -369,6 +313,7 @@ def run(
     threads = [t for loop in running for t in loop.threads(stop)]
     for thread in threads:
         thread.start()
+    watches = [w for loop in running for w in loop.start_watches()]
     log.info(
         "nodes: controllers starting for %s", ", ".join(f"{c} ({i})" for c, i in sorted(clusters.items()))
     )
@@ -378,9 +323,11 @@ def run(
             (announce or _print)(SERVING)
             announced = True
         stop.wait(0.1 if not announced else 1.0)
+    for watch in watches:
+        watch.stop()
     for loop in running:
         loop.queue.wake()
-    deadline = time.monotonic() + WATCH_TIMEOUT + CALL_TIMEOUT
+    deadline = time.monotonic() + CALL_TIMEOUT
     for thread in threads:  # a call stuck past its deadline is abandoned (daemon threads)
         thread.join(max(0.0, deadline - time.monotonic()))
     log.info("nodes: controllers stopped")
