@@ -7,7 +7,7 @@ twice, they would drift (changing ``postgres=required`` to ``postgres=optional``
 automation, yet the next reconcile deprovisioning the database). Here each row is written
 once, as a label selector in ``kubectl -l`` syntax, and both read it: :func:`wanted`
 evaluates the selector on a cluster's labels (reconcile), :func:`triggers` turns the same
-selector into Prefect match specifications (automations). ``tests/unit/test_policy.py``
+selector into Prefect match specifications (automations). ``tests/databases/test_policy.py``
 proves, row by row, that the two agree under Prefect's own matching rules on the events the
 watcher really emits.
 

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from fleetflow.kube import Kubeconfig
-from tests.integration.conftest import LocalFleet
-from tests.integration.requests_support import ns
+from tests.support.local_fleet import LocalFleet
+from tests.support.requests_support import ns
 
 pytestmark = pytest.mark.integration
 

@@ -15,12 +15,12 @@ import pytest
 import yaml
 from fleetflow_dev.cnpg import chart_dir
 
-from fleetflow.databases.converge import _render
+from fleetflow.databases.provision import render as render_cluster
 from fleetflow.databases.spec import DatabaseSpec, RequestRef
 from fleetflow.errors import APIInvalidError
 from fleetflow.kube import KubeClient
 from fleetflow.templating import render
-from tests.integration.conftest import TEST_LABEL, LocalFleet
+from tests.support.local_fleet import TEST_LABEL, LocalFleet
 
 pytestmark = pytest.mark.integration
 CNPG = "postgresql.cnpg.io/v1"
@@ -77,10 +77,8 @@ def rendered(namespace: str) -> list[dict[str, Any]]:
     bodies = [
         *render("cnpg-cluster.yaml.j2", {"cluster": "w-default", "namespace": namespace}),
         *render("cnpg-cluster.yaml.j2", everything),
-        _render(RequestRef("w", "team", "orders"), "db-team-orders-0a1b2c3d", full),
-        _render(
-            RequestRef("w", "team", "defaults"), "db-team-defaults-0a1b2c3d", DatabaseSpec.from_spec("d", {})
-        ),
+        render_cluster(RequestRef("w", "team", "orders"), full),
+        render_cluster(RequestRef("w", "team", "defaults"), DatabaseSpec.from_spec("d", {})),
     ]
     for body in bodies:
         body["metadata"]["namespace"] = namespace

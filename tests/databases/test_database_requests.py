@@ -17,8 +17,8 @@ from fleetflow.databases.spec import RequestRef, cnpg_name
 from fleetflow.errors import APIInvalidError, PermanentError
 from fleetflow.flows.database_request import database_request
 from fleetflow.registry import Registry
-from tests.integration.conftest import TEST_LABEL, LocalFleet
-from tests.integration.requests_support import CNPG, ask, ns, psql, secret, seeded_fleet
+from tests.support.local_fleet import TEST_LABEL, LocalFleet
+from tests.support.requests_support import CNPG, ask, ns, psql, secret, seeded_fleet
 
 pytestmark = pytest.mark.integration
 

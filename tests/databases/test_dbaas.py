@@ -26,8 +26,7 @@ from fleetflow.flows.register_cluster import register_cluster
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
 from fleetflow.templating import TemplateError
-from tests.integration.conftest import LocalFleet
-from tests.integration.dbaas_support import (
+from tests.support.dbaas_support import (
     FLEETFLOW,
     cli,
     decoded,
@@ -37,6 +36,7 @@ from tests.integration.dbaas_support import (
     seeded_fleet,
     versions,
 )
+from tests.support.local_fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
 

@@ -28,8 +28,8 @@ from fleetflow.flows.register_cluster import register_cluster
 from fleetflow.kube import Kubeconfig
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
-from tests.integration.conftest import LocalFleet
-from tests.integration.dbaas_support import cli, decoded, forget, seeded_fleet, versions
+from tests.support.dbaas_support import cli, decoded, forget, seeded_fleet, versions
+from tests.support.local_fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
 

@@ -23,8 +23,8 @@ from fleetflow.flows.provision_database import provision_database
 from fleetflow.flows.register_cluster import register_cluster
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
-from tests.integration.conftest import LocalFleet
-from tests.integration.dbaas_support import decoded, forget, psql, seeded_fleet
+from tests.support.dbaas_support import decoded, forget, psql, seeded_fleet
+from tests.support.local_fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
 

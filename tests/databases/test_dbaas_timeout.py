@@ -11,8 +11,8 @@ from fleetflow.flows.install_operator import install_operator
 from fleetflow.flows.provision_database import provision_database
 from fleetflow.flows.register_cluster import register_cluster
 from fleetflow.registry import Registry
-from tests.integration.conftest import LocalFleet
-from tests.integration.dbaas_support import forget, label_database
+from tests.support.dbaas_support import forget, label_database
+from tests.support.local_fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,9 @@ from fleetflow.databases.spec import RequestRef, cnpg_name
 from fleetflow.errors import FleetflowError
 from fleetflow.kube import KubeClient, Kubeconfig
 from fleetflow.registry import API_VERSION as FLEET_API
-from tests.integration.conftest import LocalFleet
-from tests.integration.platform_support import Platform, running_platform
+from tests.support.eventually import eventually
+from tests.support.local_fleet import LocalFleet
+from tests.support.platform_support import Platform, running_platform
 
 pytestmark = pytest.mark.integration
 TOKEN = "gitops-token-" + "y" * 20
@@ -36,15 +37,6 @@ FLUX = "kustomize-controller"
 # one name per API server, the first that works: these names sort first.
 APP, SERVICES = "a-gitops-app", "a-gitops-services"
 CNPG = "postgresql.cnpg.io/v1"
-
-
-def wait(platform: Platform, what: str, check: Callable[[], Any], timeout: float = 180) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.5)  # polling the clusters with a deadline
-    raise AssertionError(f"awaited {what} within {timeout}s\n{platform.tails()}")
 
 
 def apply_dir(client: KubeClient, directory: Path) -> None:
@@ -134,15 +126,18 @@ def test_a_directory_of_yaml_drives_the_chain_and_nothing_is_lost(
     orders, reports = RequestRef(APP, namespace, "orders"), RequestRef(APP, namespace, "reports")
     try:
         apply_dir(mgmt, mgmt_dir)
-        wait(
-            platform,
-            "the Database CRD in the workload cluster (fleetflow installs it on registration)",
+        eventually(
             lambda: workload.get_or_none("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd.CRD_NAME),
+            "the Database CRD in the workload cluster (fleetflow installs it on registration)",
+            timeout=180,
+            detail=platform.tails,
         )
         (team_dir / "orders.yaml").write_text(database_yaml(namespace, "orders", deletionPolicy="Delete"))
         apply_dir(workload, team_dir)
         started = time.monotonic()
-        obj = wait(platform, f"Database {orders} Ready", lambda: ready(workload, orders), 240)
+        obj = eventually(
+            lambda: ready(workload, orders), f"Database {orders} Ready", 240, detail=platform.tails
+        )
         print(f"Database applied -> Ready: {time.monotonic() - started:.1f}s")
         assert obj["status"]["serviceCluster"] == SERVICES or obj["status"]["serviceCluster"]
         done = psql_select(workload, orders, "orders-credentials")
@@ -155,10 +150,11 @@ def test_a_directory_of_yaml_drives_the_chain_and_nothing_is_lost(
         (team_dir / "reports.yaml").write_text(database_yaml(namespace, "reports", instances=2))
         apply_dir(workload, team_dir)
         platform.start("watch")
-        wait(
-            platform,
-            f"Database {reports} Ready after the watcher restarted",
+        eventually(
             lambda: ready(workload, reports),
+            f"Database {reports} Ready after the watcher restarted",
+            timeout=180,
+            detail=platform.tails,
         )
 
         # Pruned from Git while fleetflow is down: processed (Delete policy) once it is up.
@@ -169,15 +165,17 @@ def test_a_directory_of_yaml_drives_the_chain_and_nothing_is_lost(
         assert workload.get(crd.API_VERSION, crd.KIND, "orders", namespace)["metadata"]["deletionTimestamp"]
         platform.start("executor")
         platform.start("watch")
-        wait(
-            platform,
-            "the pruned Database to be finalised",
+        eventually(
             lambda: workload.get_or_none(crd.API_VERSION, crd.KIND, "orders", namespace) is None,
+            "the pruned Database to be finalised",
+            timeout=180,
+            detail=platform.tails,
         )
-        wait(
-            platform,
-            "its CNPG Cluster to be deleted (deletionPolicy Delete)",
+        eventually(
             lambda: service.get_or_none(CNPG, "Cluster", cnpg_name(orders), APP) is None,
+            "its CNPG Cluster to be deleted (deletionPolicy Delete)",
+            timeout=180,
+            detail=platform.tails,
         )
         assert workload.get_or_none("v1", "Secret", "orders-credentials", namespace) is None
         clusters, _ = service.list(CNPG, "Cluster", APP)

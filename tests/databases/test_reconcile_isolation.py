@@ -15,7 +15,6 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
 from uuid import UUID
 
 import pytest
@@ -38,8 +37,9 @@ from fleetflow.flows.reconcile import ARTIFACT_KEY, reconcile
 from fleetflow.flows.register_cluster import register_cluster
 from fleetflow.kube import Kubeconfig
 from fleetflow.registry import Registry
-from tests.integration.conftest import LocalFleet
-from tests.integration.dbaas_support import forget
+from tests.support.dbaas_support import forget
+from tests.support.eventually import eventually
+from tests.support.local_fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
 
@@ -88,16 +88,6 @@ def fleet(monkeypatch: pytest.MonkeyPatch, local_fleet: LocalFleet, prefect_api:
         delivery.withdraw(mgmt, APP_NAMESPACE)
         for name in (DEAD, APP):
             registry.deregister(name, delete_namespace=True)
-
-
-def _poll(what: str, check: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)  # polling the Prefect API with a deadline
-    raise AssertionError(f"awaited {what} within {timeout}s")
 
 
 def outcome_table(flow_run_id: UUID) -> dict[str, dict[str, str]]:
@@ -153,13 +143,13 @@ def test_unreachable_and_stuck_clusters_do_not_stop_the_repair_of_the_others(
     assert rows[SLOW]["outcome"] == "failed", rows[SLOW]
     assert rows[SLOW]["detail"].startswith("provision-database: "), rows[SLOW]
     assert "timed out after" in rows[SLOW]["detail"], rows[SLOW]
-    lines = _poll(
-        "one reconcile log line per cluster",
+    lines = eventually(
         lambda: (
             (found := log_lines(run_id))
             and all(any(line.startswith(f"{name}: ") for line in found) for name in (DEAD, SLOW, APP))
             and found
         ),
+        "one reconcile log line per cluster",
     )
     assert any(line.startswith(f"{APP}: repaired app") for line in lines), lines
     assert any(line.startswith(f"{DEAD}: FAILED") for line in lines), lines

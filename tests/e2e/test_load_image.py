@@ -18,7 +18,7 @@ import pytest
 from fleetflow_dev.images import PAUSE, ensure_images
 from fleetflow_dev.nodes.config import NodePaths
 
-from tests.e2e.conftest import FLEETFLOW, TEST_LABEL, WORKLOAD, Seed
+from tests.support.e2e_seed import FLEETFLOW, TEST_LABEL, WORKLOAD, Seed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 NAME = "docker.io/fleetflow-tests/loaded:1"

@@ -1,7 +1,8 @@
 """The seed's chain and a Database request's life on the real CloudNativePG, on real nodes.
 
-All on the one platform ``fleetflow demo`` left running (:func:`tests.e2e.conftest.seed`), each
-test in a namespace of its own, in this order; the last one stops the platform and checks the host:
+All on the one platform ``fleetflow demo`` left running (the ``seed`` fixture,
+:func:`tests.support.e2e_seed.running_seed`), each test in a namespace of its own, in this
+order; the last one stops the platform and checks the host:
 
 1. the demo's chain: 3/3 instances, 2 streaming replicas, pods on the service cluster's node,
    the todo-table Job succeeded on the workload cluster's node, the table there;
@@ -20,6 +21,7 @@ Only the failover needs a replica: its request asks for 2 instances, the others 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -34,7 +36,9 @@ from fleetflow_dev.manager import Fleet
 from fleetflow.databases import crd
 from fleetflow.databases.spec import RequestRef, cnpg_name
 from fleetflow.kube import KubeClient
-from tests.e2e.conftest import (
+from fleetflow.kube.hub import hub
+from fleetflow.kube.informer import SYNCED, Informer
+from tests.support.e2e_seed import (
     CNPG,
     HEALTHY,
     SERVICE,
@@ -54,6 +58,7 @@ from tests.e2e.conftest import (
     wait_ready,
     watch,
 )
+from tests.support.eventually import eventually
 
 # The first test also waits for the demo (up to 15 minutes), whichever test that is.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
@@ -114,18 +119,17 @@ def test_the_demo_runs_the_seeds_chain_on_real_nodes(seed: Seed) -> None:
 
     # The primary streams to both replicas (asked inside its pod: the app's role may not see it).
     sql = "select application_name from pg_stat_replication where state = 'streaming' order by 1"
-    deadline = time.monotonic() + 60
-    while True:
+
+    def replicas_streaming() -> list[str]:
         done = kubectl(
             seed, SERVICE, "-n", WORKLOAD, "exec", primary, "-c", "postgres", "--", "psql", "-tAc", sql
         )
         streaming = done.stdout.split()
         if done.returncode == 0 and streaming == [n for n in instances if n != primary]:
-            break
-        assert time.monotonic() < deadline, (
-            f"timed out awaiting 2 streaming replicas on {primary}: {streaming} {done.stderr.strip()}"
-        )
-        time.sleep(1)  # polling the primary with a deadline
+            return streaming
+        raise AssertionError(f"{streaming} {done.stderr.strip()}")  # shown as the last on timeout
+
+    streaming = eventually(replicas_streaming, f"2 streaming replicas on {primary}", 60, max_pause=1.0)
     print(f"primary {primary} streams to {', '.join(streaming)}")
 
     pods, _ = workload.list("v1", "Pod", "todo", "job-name=todo-table")
@@ -140,38 +144,34 @@ def _transitions(
     seed: Seed, client: KubeClient, namespace: str, since: str, done: Any, timeout: float, awaiting: str
 ) -> list[tuple[float, str, str, str]]:
     """The (seconds, phase, Ready, reason) a namespace's Database went through after
-    resourceVersion ``since`` (a watch from there replays every change: none is missed), until
-    ``done(history)``."""
+    resourceVersion ``since`` (an informer watching from there replays every change: none is
+    missed), until ``done(history)``."""
     started = time.monotonic()
-    deadline = started + timeout
     seen: list[tuple[float, str, str, str]] = []
-    version = since
-    while not done(seen):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(
-                f"timed out after {timeout:.0f}s awaiting {awaiting}; saw {seen}\n{seed.tails()}"
-            )
-        for kind, obj in client.stream(
-            crd.API_VERSION,
-            crd.KIND,
-            resource_version=version,
-            timeout=max(1, int(min(left, 30))),
-            namespace=namespace,
-        ):
-            version = obj["metadata"].get("resourceVersion", version)
-            if kind == "BOOKMARK":
-                continue
-            cond = condition(obj)
-            state = (
-                (obj.get("status") or {}).get("phase", ""),
-                cond.get("status", ""),
-                cond.get("reason", ""),
-            )
-            if not seen or seen[-1][1:] != state:
-                seen.append((round(time.monotonic() - started, 1), *state))
-            if done(seen):
-                break
+    informer = Informer(
+        client, crd.API_VERSION, crd.KIND, namespace=namespace, resource_version=since, watch_timeout=30
+    )
+
+    async def follow() -> None:
+        async for event in informer.events():
+            for obj in event.items if event.type == SYNCED else (event.object,):
+                cond = condition(obj)
+                state = (
+                    (obj.get("status") or {}).get("phase", ""),
+                    cond.get("status", ""),
+                    cond.get("reason", ""),
+                )
+                if not seen or seen[-1][1:] != state:
+                    seen.append((round(time.monotonic() - started, 1), *state))
+                if done(seen):
+                    return
+
+    try:
+        hub().run(asyncio.wait_for(follow(), timeout))
+    except TimeoutError:
+        raise AssertionError(
+            f"timed out after {timeout:.0f}s awaiting {awaiting}; saw {seen}\n{seed.tails()}"
+        ) from None
     return seen
 
 
@@ -180,9 +180,9 @@ def _unavailable_then_ready(seen: list[tuple[float, str, str, str]]) -> bool:
     return down is not None and any(s[2] == "True" for s in seen[down + 1 :])
 
 
-def test_failover_promotes_a_replica_and_the_request_recovers(seed: Seed, namespace: str) -> None:
+def test_failover_promotes_a_replica_and_the_request_recovers(seed: Seed, seed_namespace: str) -> None:
     service, workload = seed.client(SERVICE), seed.client(WORKLOAD)
-    ref = RequestRef(WORKLOAD, namespace, "orders")
+    ref = RequestRef(WORKLOAD, seed_namespace, "orders")
     started = time.monotonic()
     ask(seed, ref, instances=2, deletionPolicy="Delete")
     obj = wait_ready(seed, ref)
@@ -225,7 +225,7 @@ def test_failover_promotes_a_replica_and_the_request_recovers(seed: Seed, namesp
     seen = _transitions(
         seed,
         workload,
-        namespace,
+        seed_namespace,
         since,
         _unavailable_then_ready,
         300,
@@ -242,9 +242,11 @@ def test_failover_promotes_a_replica_and_the_request_recovers(seed: Seed, namesp
     )
 
 
-def test_a_rotated_password_is_set_by_the_instance_manager_and_delivered(seed: Seed, namespace: str) -> None:
+def test_a_rotated_password_is_set_by_the_instance_manager_and_delivered(
+    seed: Seed, seed_namespace: str
+) -> None:
     service, workload = seed.client(SERVICE), seed.client(WORKLOAD)
-    ref = RequestRef(WORKLOAD, namespace, "rotated")
+    ref = RequestRef(WORKLOAD, seed_namespace, "rotated")
     ask(seed, ref, deletionPolicy="Delete")
     wait_ready(seed, ref)
     _, old = delivered(seed, ref)
@@ -288,9 +290,9 @@ def test_a_rotated_password_is_set_by_the_instance_manager_and_delivered(seed: S
     assert psql(fresh, "select 1").returncode == 0
 
 
-def test_retain_keeps_the_rows_for_a_re_created_request(seed: Seed, namespace: str) -> None:
+def test_retain_keeps_the_rows_for_a_re_created_request(seed: Seed, seed_namespace: str) -> None:
     service, workload = seed.client(SERVICE), seed.client(WORKLOAD)
-    ref = RequestRef(WORKLOAD, namespace, "kept")
+    ref = RequestRef(WORKLOAD, seed_namespace, "kept")
     ask(seed, ref, deletionPolicy="Retain")
     wait_ready(seed, ref)
     first, creds = delivered(seed, ref)
@@ -338,12 +340,14 @@ def _runtime_pids(seed: Seed, cluster: str) -> dict[str, int]:
     return found
 
 
-def test_a_node_runtime_restart_mid_provision_ends_ready_with_one_cluster(seed: Seed, namespace: str) -> None:
+def test_a_node_runtime_restart_mid_provision_ends_ready_with_one_cluster(
+    seed: Seed, seed_namespace: str
+) -> None:
     service = seed.client(SERVICE)
     node_binaries = binaries.ensure(nodes=True)
     before = _runtime_pids(seed, SERVICE)
     assert set(before) == {"kubelet", "containerd"}, before
-    ref = RequestRef(WORKLOAD, namespace, "restarted")
+    ref = RequestRef(WORKLOAD, seed_namespace, "restarted")
     started = time.monotonic()
     ask(seed, ref, deletionPolicy="Delete")
     created = watch(

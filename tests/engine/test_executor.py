@@ -1,148 +1,28 @@
 """The executor on a real Prefect server: exactly once, crash recovery, coalescing, draining.
 
-Executors run as separate processes (``tests.integration.run_executor``) against the
+Executors run as separate processes (``tests.support.run_executor``) against the
 session's Prefect server and a test flow that records every execution
-(``tests.integration.executor_flows``). Each test has its own deployment, so no test sees
+(``tests.support.executor_flows``). Each test has its own deployment, so no test sees
 another's runs.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import signal
-import subprocess
-import sys
-import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import FlowRun
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 import fleetflow.supervisor as platform
 from fleetflow.supervisor import pgserver, prefect_db
-from tests.integration.executor_flows import record
+from tests.support.eventually import eventually
+from tests.support.executor_lab import Lab, open_lab
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-MODULE = "tests.integration.run_executor"
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)  # polling the server with a deadline
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-@dataclass
-class Lab:
-    api: str
-    deployment: str
-    deployment_id: uuid.UUID
-    record: Path
-    home: Path
-    procs: dict[str, subprocess.Popen[bytes]]
-
-    def start(self, name: str, concurrency: int = 4) -> subprocess.Popen[bytes]:
-        log = self.home / f"{name}.log"
-        offset = log.stat().st_size if log.exists() else 0
-        env = dict(
-            os.environ,
-            PREFECT_API_URL=self.api,
-            FLEETFLOW_HOME=str(self.home),
-            FLEETFLOW_TEST_RECORD=str(self.record),
-            PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        )
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.integration.run_executor",
-                    name,
-                    self.deployment,
-                    str(concurrency),
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        self.procs[name] = proc
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"executor {name} exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-            return "executor ready" in log.read_text()[offset:]
-
-        wait_for(f"executor {name} to print 'executor ready'", ready)
-        return proc
-
-    def create(self, count: int, **parameters: Any) -> list[FlowRun]:
-        """``count`` runs at once; ``key`` gets the run's index unless given."""
-
-        async def create_all() -> list[FlowRun]:
-            gate = asyncio.Semaphore(4)  # a burst, without overloading the test server
-
-            async def create(client: Any, i: int) -> FlowRun:
-                async with gate:
-                    return await client.create_flow_run_from_deployment(
-                        self.deployment_id, parameters={"key": f"k{i}", **parameters}
-                    )
-
-            async with get_client() as client:
-                return list(await asyncio.gather(*(create(client, i) for i in range(count))))
-
-        return asyncio.run(create_all())
-
-    def runs(self, ids: list[uuid.UUID]) -> list[FlowRun]:
-        with get_client(sync_client=True) as client:
-            return [client.read_flow_run(i) for i in ids]
-
-    def states(self, run_id: uuid.UUID) -> list[str]:
-        with get_client(sync_client=True) as client:
-            return [s.name for s in sorted(client.read_flow_run_states(run_id), key=lambda s: s.timestamp)]
-
-    def wait_final(self, ids: list[uuid.UUID], timeout: float = 90.0) -> list[FlowRun]:
-        def final() -> list[FlowRun] | None:
-            runs = self.runs(ids)
-            return runs if all(r.state and r.state.is_final() for r in runs) else None
-
-        return wait_for(f"{len(ids)} runs to finish", final, timeout)  # type: ignore[no-any-return]
-
-    def starts(self) -> Counter[str]:
-        lines = self.record.read_text().split() if self.record.exists() else []
-        triples = [lines[i : i + 3] for i in range(0, len(lines), 3)]
-        return Counter(run for run, _, what in triples if what == "start")
-
-
-@contextlib.contextmanager
-def open_lab(api: str, home: Path, tags: list[str] | None = None) -> Iterator[Lab]:
-    """A deployment of the test flow on the server at ``api``; executors started are killed after."""
-    with temporary_settings(updates={PREFECT_API_URL: api}):
-        name = f"test-{uuid.uuid4().hex[:8]}"
-        deployment_id = record.to_deployment(name, tags=tags).apply()
-        lab = Lab(api, name, deployment_id, home / "record", home, {})
-        try:
-            yield lab
-        finally:
-            for proc in lab.procs.values():
-                if proc.poll() is None:
-                    proc.kill()
-                proc.wait(timeout=30)
 
 
 @pytest.fixture
@@ -173,7 +53,7 @@ def test_each_run_executes_once_with_two_executors_and_one_stopped_mid_burst(
     first = lab.start("e1")
     lab.start("e2")
     runs = lab.create(40, work_seconds=0.2)
-    wait_for("a few runs to execute", lambda: sum(lab.starts().values()) >= 5)
+    eventually(lambda: sum(lab.starts().values()) >= 5, "a few runs to execute")
     first.send_signal(signal.SIGTERM)  # stops claiming; finishes what it holds
     assert first.wait(timeout=60) == 0
     done = lab.wait_final([r.id for r in runs])
@@ -217,7 +97,7 @@ def test_replayed_scheduled_events_do_not_run_a_run_again(lab: Lab) -> None:
 def test_a_crashed_executors_runs_are_redone_when_it_restarts(lab: Lab) -> None:
     proc = lab.start("e1")
     (run,) = lab.create(1, key="held", hold=True)
-    wait_for("the held run to record its start", lambda: lab.starts()[str(run.id)] == 1)
+    eventually(lambda: lab.starts()[str(run.id)] == 1, "the held run to record its start")
     assert lab.runs([run.id])[0].state_type.value == "RUNNING"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
@@ -235,12 +115,12 @@ def test_a_crashed_executors_runs_are_redone_when_it_restarts(lab: Lab) -> None:
 def test_a_burst_for_one_key_coalesces_into_one_run_in_flight_and_one_waiting(lab: Lab) -> None:
     lab.start("e1")
     (first,) = lab.create(1, key="same", hold=True)
-    wait_for("the first run to be Running", lambda: lab.runs([first.id])[0].state_type.value == "RUNNING")
+    eventually(lambda: lab.runs([first.id])[0].state_type.value == "RUNNING", "the first run to be Running")
     burst = lab.create(5, key="same", hold=True)
     ids = [r.id for r in burst]
-    wait_for(
-        "four of five runs to be superseded",
+    eventually(
         lambda: sum(r.state_type.value == "CANCELLED" for r in lab.runs(ids)) == 4,
+        "four of five runs to be superseded",
     )
     lab.record.with_name("release").touch()
     done = {r.id: r for r in lab.wait_final([first.id, *ids])}

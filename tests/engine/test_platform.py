@@ -27,8 +27,9 @@ from fleetflow.databases.names import APP_NAMESPACE
 from fleetflow.deployments.automations import LOST_HEARTBEATS_NAME
 from fleetflow.kube import KubeClient
 from fleetflow.labels import LabelEdit
-from tests.integration.conftest import LocalFleet
-from tests.integration.platform_support import Platform, running_platform
+from tests.support.eventually import eventually
+from tests.support.local_fleet import LocalFleet
+from tests.support.platform_support import Platform, running_platform
 
 pytestmark = pytest.mark.integration
 
@@ -46,16 +47,6 @@ def webhook(platform: Platform, method: str, path: str, body: dict[str, str] | N
     with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
         assert response.status == 202
         return dict(json.loads(response.read()))
-
-
-def _wait(what: str, check: Any, timeout: float, platform: Platform) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.5)  # polling Prefect/registry state with a deadline
-    raise AssertionError(f"awaited {what} within {timeout}s\n{platform.tails()}")
 
 
 @pytest.fixture(scope="module")
@@ -130,28 +121,28 @@ def test_labels_alone_drive_the_chain(
     cleanup += [svc, app]
     platform.enroll(svc, "service-cluster", {"type": "services"})
     platform.enroll(app, "workload-cluster", {})
-    _wait(
-        "install-operator to run for the new service cluster",
+    eventually(
         lambda: _completed("install-operator", svc),
+        "install-operator to run for the new service cluster",
         180,
-        platform,
+        detail=platform.tails,
     )
     assert f"{svc}.cnpg-system.cnpg" in {a.key for a in operator.addons(platform.registry.mgmt)}
 
     assert webhook(platform, "POST", "/v1/databases", {"cluster": app})["changed"] is True
     mgmt = local_fleet.client("mgmt")
-    creds = _wait(
-        "pg-credentials delivered to the management cluster",
+    creds = eventually(
         lambda: _secret(mgmt, "pg-credentials", app),
+        "pg-credentials delivered to the management cluster",
         240,
-        platform,
+        detail=platform.tails,
     )
     # provision-database delivers the credentials itself (no separate fetch-credentials run).
-    _wait(
-        f"a completed provision-database run for {app}",
+    eventually(
         lambda: _completed("provision-database", app),
+        f"a completed provision-database run for {app}",
         60,
-        platform,
+        detail=platform.tails,
     )
 
     platform.registry.edit_labels(app, LabelEdit.parse(["type=app"]))
@@ -163,10 +154,18 @@ def test_labels_alone_drive_the_chain(
         args = job["spec"]["template"]["spec"]["containers"][0]["args"] if job else []
         return f"--port={address['port']}" in args
 
-    _wait(
-        "the todo-table Job for this database on the workload cluster", job_for_this_database, 180, platform
+    eventually(
+        job_for_this_database,
+        "the todo-table Job for this database on the workload cluster",
+        180,
+        detail=platform.tails,
     )
-    _wait(f"a completed deploy-app run for {app}", lambda: _completed("deploy-app", app), 60, platform)
+    eventually(
+        lambda: _completed("deploy-app", app),
+        f"a completed deploy-app run for {app}",
+        60,
+        detail=platform.tails,
+    )
     delivered = _secret(workload, "pg-credentials", APP_NAMESPACE)
     assert delivered == creds
     done = select_one(address, creds)
@@ -174,11 +173,11 @@ def test_labels_alone_drive_the_chain(
 
     # Retain (the default): the label goes, the database and its data stay, marked orphaned.
     webhook(platform, "DELETE", f"/v1/databases/{app}")
-    _wait(
-        f"a completed deprovision-database run for {app}",
+    eventually(
         lambda: _completed("deprovision-database", app),
+        f"a completed deprovision-database run for {app}",
         120,
-        platform,
+        detail=platform.tails,
     )
     service = local_fleet.client("service-cluster")
     kept = service.get("postgresql.cnpg.io/v1", "Cluster", f"cluster-{app}", app)
@@ -198,11 +197,11 @@ def test_labels_alone_drive_the_chain(
 
     # No longer an app cluster: the Job is withdrawn (its automation, from the policy table).
     platform.registry.edit_labels(app, LabelEdit.parse(["type-"]))
-    _wait(
-        "the todo-table Job to be withdrawn after type=app was removed",
+    eventually(
         lambda: workload.get_or_none("batch/v1", "Job", "todo-table", APP_NAMESPACE) is None,
+        "the todo-table Job to be withdrawn after type=app was removed",
         120,
-        platform,
+        detail=platform.tails,
     )
 
 
@@ -215,11 +214,11 @@ def test_fifty_requests_in_a_second_make_one_database(
     platform.enroll(name, "workload-cluster", {})
     # The burst is about provisioning: let the service cluster get its operator first (alone, this
     # test would otherwise race install-operator for the CNPG CRD).
-    _wait(
-        "install-operator for the burst's service cluster",
+    eventually(
         lambda: _completed("install-operator", services),
+        "install-operator for the burst's service cluster",
         180,
-        platform,
+        detail=platform.tails,
     )
     started = time.monotonic()
     for i in range(50):
@@ -230,7 +229,7 @@ def test_fifty_requests_in_a_second_make_one_database(
         runs = _runs("provision-database", name)
         return len(runs) >= 50 and all(r.state and r.state.is_final() for r in runs)
 
-    _wait("the burst's provision-database runs to finish", settled, 600, platform)
+    eventually(settled, "the burst's provision-database runs to finish", 600, detail=platform.tails)
     runs = _runs("provision-database", name)
     states = [r.state.name for r in runs if r.state]
     why = [r.state.message for r in runs if r.state and r.state.name not in ("Completed", "Superseded")]

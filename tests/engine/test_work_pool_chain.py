@@ -28,8 +28,9 @@ from fleetflow import events, watcher
 from fleetflow.deployments import platform
 from fleetflow.deployments.work_pool import HEARTBEAT_ENV
 from fleetflow.registry import Registry
-from tests.integration.conftest import LocalFleet
-from tests.integration.prefect_server_support import PrefectServer, prefect_server
+from tests.support.eventually import eventually
+from tests.support.local_fleet import LocalFleet
+from tests.support.prefect_server_support import PrefectServer, prefect_server
 
 pytestmark = pytest.mark.integration
 
@@ -91,12 +92,12 @@ def assert_run_by_the_worker(api: SyncPrefectClient, run_id: uuid.UUID, tail: st
 def await_run(api: SyncPrefectClient, deployment_id: uuid.UUID, timeout: float = 60) -> FlowRun:
     """The flow run an automation created for this deployment."""
     flt = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if runs := api.read_flow_runs(deployment_filter=flt):
-            return runs[0]
-        time.sleep(0.2)  # polling the server with a deadline
-    raise AssertionError(f"awaited the automation's flow run of deployment {deployment_id} within {timeout}s")
+    runs = eventually(
+        lambda: api.read_flow_runs(deployment_filter=flt),
+        f"the automation's flow run of deployment {deployment_id}",
+        timeout,
+    )
+    return runs[0]
 
 
 def test_a_stock_process_worker_runs_the_chain_from_registration_to_the_operator(

@@ -14,6 +14,7 @@ fleet is never killed.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import subprocess
@@ -28,17 +29,20 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from fleetflow import events
+from fleetflow.backoff import Backoff, retry
 from fleetflow.databases.names import CNPG_API
 from fleetflow.databases.spec import cnpg_name, label_ref
-from fleetflow.errors import APIGoneError, TemporaryError
 from fleetflow.kube import Kubeconfig
+from fleetflow.kube.hub import hub
+from fleetflow.kube.informer import SYNCED, Event, Informer
 from fleetflow.registry import API_VERSION, KIND, ClusterRecord
-from tests.integration.dbaas_support import FLEETFLOW, psql
-from tests.integration.fault_fleet_support import MGMT, SERVICE, WORKLOAD, FaultFleet, fault_fleet
-from tests.integration.prefect_events import read_events, wait_for_events
-from tests.integration.watch_support import WatchProcess, logged_at
+from tests.support.dbaas_support import FLEETFLOW, psql
+from tests.support.eventually import eventually
+from tests.support.fault_fleet_support import MGMT, SERVICE, WORKLOAD, FaultFleet, fault_fleet
+from tests.support.prefect_events import read_events, wait_for_events
+from tests.support.watch_support import WatchProcess, logged_at
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 # Longer than ordinary task retries last (1, 2 and 4 s, up to 50 % jitter): the run completes
 # only if its wait rides out the restart, and apply-database retries for longer.
@@ -55,15 +59,9 @@ def faults(tmp_path_factory: pytest.TempPathFactory, assets: binaries.Binaries) 
 
 
 def retried(what: str, action: Callable[[], T], timeout: float = 60.0) -> T:
-    """The test's own writes right after a restart: retry transient failures, with a deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return action()
-        except TemporaryError as exc:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"awaited {what} within {timeout}s; last: {exc}") from None
-            time.sleep(0.2)  # between attempts at a write the restarted server refused
+    """The test's own writes right after a restart: transient failures are retried with the
+    platform's backoff policy until ``timeout``; any other failure is raised at once."""
+    return retry(what, action, Backoff(first=0.2, cap=1.0, deadline=timeout))
 
 
 def flow_run_of(workload: str) -> tuple[Any, dict[str, Any]]:
@@ -191,11 +189,15 @@ def test_provision_completes_with_one_cluster_when_the_service_api_server_dies_b
     def placed(proc: subprocess.Popen[bytes], tail: Callable[[], str]) -> None:
         """place-database has finished (it reads the management cluster only): apply-database,
         the first task to call the service cluster, starts now."""
-        deadline = time.monotonic() + 120
-        while not re.search(r"Task run 'place-database-\w+' - Finished in state Completed", log.read_text()):
-            assert proc.poll() is None, f"provision-database ended before placing\n{tail()}"
-            assert time.monotonic() < deadline, f"awaited place-database to complete within 120 s\n{tail()}"
-            time.sleep(0.05)  # polling the run's output with a deadline
+
+        def done() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"provision-database ended before placing\n{tail()}")
+            return bool(
+                re.search(r"Task run 'place-database-\w+' - Finished in state Completed", log.read_text())
+            )
+
+        eventually(done, "place-database to complete", 120, detail=tail)
 
     try:
         provision_across_outage(faults, prefect_api, log, workload, placed, "before the apply")
@@ -286,8 +288,12 @@ def test_watcher_emits_every_label_change_once_across_a_mgmt_api_server_restart(
         assert len(read_events(prefect_api, events.CLUSTER_REGISTERED, resource)) == 1
     # A watch resumed from before the restart is told to relist (410 at the request itself:
     # the new server's watch cache starts later), not failed for good.
-    with pytest.raises(APIGoneError):
-        list(faults.client(MGMT).stream(API_VERSION, KIND, resource_version=versions["before"], timeout=2))
+    resumed = Informer(
+        faults.client(MGMT), API_VERSION, KIND, resource_version=versions["before"], watch_timeout=2
+    )
+    first = hub().run(asyncio.wait_for(_first_event(resumed), 30))
+    assert first.type == SYNCED, f"resumed from before the restart: relisting expected, got {first.type}"
+    assert resumed.lists == 1, "resumed from before the restart: relisted once"
     ids = [eid for made in changes.values() for eid in made.values()]
     sent = [logged_at(line) for line in watch.seen if killing in line]
     if sent[0] >= back:
@@ -309,3 +315,9 @@ def test_watcher_emits_every_label_change_once_across_a_mgmt_api_server_restart(
         f"mgmt apiserver fault: {len(ids)} changes, {len(ids)} events stored, once each; "
         f"{reemitted} re-emitted (deduplicated by id)"
     )
+
+
+async def _first_event(informer: Informer) -> Event:
+    async for event in informer.events():
+        return event
+    raise AssertionError("an informer's events end only by raising")

@@ -39,11 +39,12 @@ from fleetflow.databases.spec import RequestRef, cnpg_name
 from fleetflow.errors import FleetflowError
 from fleetflow.kube import KubeClient, WaitTimeoutError
 from fleetflow.labels import LabelEdit
-from tests.integration.conftest import LocalFleet
-from tests.integration.platform_support import FLEETFLOW, Platform, running_platform, wait
-from tests.integration.requests_support import CNPG, ask, psql
+from tests.support.eventually import eventually
+from tests.support.local_fleet import LocalFleet
+from tests.support.platform_support import FLEETFLOW, Platform, running_platform
+from tests.support.requests_support import CNPG, ask, psql
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 TOKEN = "fault-db-token-" + "x" * 20
 SERVICES, APP = "fdb-services", "fdb-app"
@@ -159,10 +160,11 @@ def fleet(
             platform.registry.edit_labels(APP, LabelEdit.parse(["postgres=required"]))
             ask(local_fleet, ref.namespace, ref, "workload-cluster")
             # pg-credentials of this module's database: an earlier module's may still be there.
-            wait(
-                platform,
-                f"pg-credentials of {CLUSTER} in the workload cluster (provision-database, then deploy-app)",
+            eventually(
                 lambda: delivered(service, workload),
+                f"pg-credentials of {CLUSTER} in the workload cluster (provision-database, then deploy-app)",
+                timeout=180,
+                detail=platform.tails,
             )
             workload.wait(
                 crd.API_VERSION,
@@ -208,10 +210,8 @@ def test_a_rotated_password_reaches_the_workload_cluster_within_seconds(fleet: F
     assert mgmt_copy["password"] == new_password, "the management cluster's copy kept the old password"
 
     fresh = label_path_login(fleet)
-    deadline = time.monotonic() + 60
-    while (works := psql(fresh, "select 1")).returncode != 0:
-        assert time.monotonic() < deadline, f"the new password never opened the database: {works.stderr}"
-        time.sleep(0.5)  # polling the database with a deadline (the stand-in sets the role's password)
+    # The stand-in sets the role's password when it next reconciles the Cluster.
+    eventually(lambda: psql(fresh, "select 1").returncode == 0, "the new password to open the database", 60)
     print(f"label path: -app Secret rotated -> new password connects: {time.monotonic() - started:.1f} s")
     refused = psql(old, "select 1")
     assert refused.returncode != 0, "the old password still works after the rotation"
@@ -289,10 +289,11 @@ def test_a_killed_server_shows_not_ready_keeps_the_credentials_and_recovers(
     )
     print(f"killed server -> CNPG Cluster ready again: {time.monotonic() - killed:.1f} s")
     # The same delivered passwords connect again.
-    deadline = time.monotonic() + 30
-    while (works := psql(login, "select 1")).returncode != 0 or psql(request_login, "select 1").returncode:
-        assert time.monotonic() < deadline, f"the delivered password no longer connects: {works.stderr}"
-        time.sleep(0.5)  # polling the database with a deadline
+    eventually(
+        lambda: psql(login, "select 1").returncode == 0 and psql(request_login, "select 1").returncode == 0,
+        "the delivered passwords to connect again",
+        30,
+    )
     print(f"killed server -> delivered passwords connect again: {time.monotonic() - killed:.1f} s")
     watch(
         fleet,

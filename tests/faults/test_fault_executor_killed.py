@@ -7,7 +7,7 @@ short repair interval (``FLEETFLOW_REPAIR_INTERVAL=10``: heartbeats every 3.3 s,
 10 s without one), the platform's automation marks the run Crashed saying why, and the surviving
 executor runs it again to Completed, with nobody acting on the run.
 
-The deployment is the executor tests' recording flow (``tests.integration.executor_flows``),
+The deployment is the executor tests' recording flow (``tests.support.executor_flows``),
 tagged like the platform's deployments, since the automation covers runs of those.
 """
 
@@ -29,9 +29,10 @@ from fleetflow.config import REPAIR_INTERVAL_ENV, RepairInterval
 from fleetflow.deployments import automations, platform
 from fleetflow.executor import repair
 from fleetflow.executor.prefect_api import claim_message
-from tests.integration.test_executor import Lab, open_lab, wait_for
+from tests.support.eventually import eventually
+from tests.support.executor_lab import Lab, open_lab
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
 WINDOW = 10  # seconds: Prefect's smallest ``within`` for a proactive trigger
 DEADLINE = 90.0  # kill -> Completed, generous on a shared 2-core machine
 
@@ -74,7 +75,7 @@ def test_a_run_of_a_killed_executor_is_crashed_and_completed_by_another(repair_l
     assert automation.trigger.within.total_seconds() == WINDOW  # type: ignore[union-attr]
     first = lab.start("e1")
     (run,) = lab.create(1, key="held", hold=True)
-    wait_for("the held run to record its start in e1", lambda: lab.starts()[str(run.id)] == 1)
+    eventually(lambda: lab.starts()[str(run.id)] == 1, "the held run to record its start in e1")
     lab.start("e2")
     assert lab.runs([run.id])[0].state_type.value == "RUNNING"
 
@@ -90,9 +91,9 @@ def test_a_run_of_a_killed_executor_is_crashed_and_completed_by_another(repair_l
         return now if redone else None
 
     try:
-        wait_for(f"run {run.id} to be Crashed by the automation", lambda: _crashed(run.id), DEADLINE)
+        eventually(lambda: _crashed(run.id), f"run {run.id} to be Crashed by the automation", DEADLINE)
         to_crashed = time.monotonic() - killed
-        done = wait_for(f"run {run.id} to finish again, after the crash", finished_again, DEADLINE)
+        done = eventually(finished_again, f"run {run.id} to finish again, after the crash", DEADLINE)
         to_completed = time.monotonic() - killed
     except AssertionError as exc:
         raise AssertionError(f"{exc}\nstates: {lab.states(run.id)}\ne2 log:\n{_tail(lab, 'e2')}") from None
@@ -124,12 +125,12 @@ def test_a_crash_that_no_executor_saw_is_redone_by_the_fallback_poll(repair_lab:
     lab = repair_lab
     first = lab.start("e1")
     (run,) = lab.create(1, key="unseen", hold=True)
-    wait_for("the held run to record its start in e1", lambda: lab.starts()[str(run.id)] == 1)
+    eventually(lambda: lab.starts()[str(run.id)] == 1, "the held run to record its start in e1")
     first.kill()  # typically before its first heartbeat of the run: its claim opened the window
     killed = time.monotonic()
     first.wait(timeout=30)
     lab.record.with_name("release").touch()
-    wait_for(f"run {run.id} to be Crashed by the automation", lambda: _crashed(run.id), DEADLINE)
+    eventually(lambda: _crashed(run.id), f"run {run.id} to be Crashed by the automation", DEADLINE)
     print(f"no executor up: executor killed -> run Crashed: {time.monotonic() - killed:.1f} s")
     assert lab.runs([run.id])[0].state_type.value == "CRASHED", "nobody else redoes it"
 

@@ -31,12 +31,13 @@ from fleetflow import events
 from fleetflow.databases.views import CnpgCluster
 from fleetflow.events import EMIT_BACKOFF_MAX
 from fleetflow.labels import LabelEdit
-from tests.integration.conftest import LocalFleet
-from tests.integration.platform_support import Platform, running_platform, wait
-from tests.integration.prefect_events import read_events, wait_for_events
-from tests.integration.prefect_server_support import PrefectServer, prefect_server
+from tests.support.eventually import eventually
+from tests.support.local_fleet import LocalFleet
+from tests.support.platform_support import Platform, running_platform
+from tests.support.prefect_events import read_events, wait_for_events
+from tests.support.prefect_server_support import PrefectServer, prefect_server
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 TOKEN = "pr-token-" + "y" * 24
 SERVICES, DB, APP, UNAPP, FLIGHT = "pr-services", "pr-db", "pr-app", "pr-unapp", "pr-flight"
@@ -62,10 +63,11 @@ def platform(
         (found.logs / "prefect-server.log").symlink_to(server.log)  # in the tails of failures
         try:
             found.enroll(SERVICES, "service-cluster", {"type": "services"})
-            wait(
-                found,
-                "install-operator for the service cluster",
+            eventually(
                 lambda: completed(server.api_url, "install-operator", SERVICES),
+                "install-operator for the service cluster",
+                timeout=180,
+                detail=found.tails,
             )
             yield found
         finally:
@@ -127,10 +129,11 @@ def test_label_changes_while_prefect_is_down_run_once_it_is_back(
     platform.enroll(DB, "workload-cluster", {})
     platform.enroll(APP, "workload-cluster", {"type": "web"})
     platform.enroll(UNAPP, "workload-cluster", {"type": "app"})
-    wait(
-        platform,
-        "deploy-app for the registered app cluster",
+    eventually(
         lambda: completed(api, "deploy-app", UNAPP),
+        "deploy-app for the registered app cluster",
+        timeout=180,
+        detail=platform.tails,
     )
     before = {cluster: {r.id for r in runs(api, flow, cluster)} for cluster, flow in CHANGES}
     first = runs(api, "deploy-app", UNAPP)[0]
@@ -155,11 +158,11 @@ def test_label_changes_while_prefect_is_down_run_once_it_is_back(
         assert all(p <= EMIT_BACKOFF_MAX for p in pauses), pauses
         return any(p >= 0.8 * EMIT_BACKOFF_MAX for p in pauses)
 
-    wait(
-        platform,
-        f"the watcher to wait about {EMIT_BACKOFF_MAX}s between attempts to send the changes",
+    eventually(
         longest_pause,
+        f"the watcher to wait about {EMIT_BACKOFF_MAX}s between attempts to send the changes",
         90,
+        detail=platform.tails,
     )
     assert api_call(platform, "GET", f"/v1/databases/{DB}")[0] == 200, "the API needs no Prefect"
     print(f"prefect server down for {time.monotonic() - down_at:.1f}s")
@@ -168,13 +171,14 @@ def test_label_changes_while_prefect_is_down_run_once_it_is_back(
     print(f"prefect server start on the same port and database (to /health): {server.start():.1f}s")
     answered = datetime.now(UTC)
     for cluster, flow in CHANGES:
-        run = wait(
-            platform,
-            f"{flow} for {cluster} to complete after the restart",
+        run = eventually(
             lambda c=cluster, f=flow: next(
                 (r for r in runs(api, f, c) if r.id not in before[c] and r.state_name == "Completed"),
                 None,
             ),
+            f"{flow} for {cluster} to complete after the restart",
+            timeout=180,
+            detail=platform.tails,
         )
         sent = cluster_events(api, events.CLUSTER_LABELED, cluster)
         assert len(sent) == 1, f"one labeled event for {cluster}, not {len(sent)}\n{logs()}"
@@ -233,10 +237,11 @@ def test_a_provision_in_flight_when_prefect_stops_completes_once(
     clusters.append(FLIGHT)
     platform.enroll(FLIGHT, "workload-cluster", {})
     platform.registry.edit_labels(FLIGHT, LabelEdit.parse(["postgres=required"]))
-    wait(
-        platform,
-        f"provision-database for {FLIGHT} to be running",
+    eventually(
         lambda: any(r.state_name == "Running" for r in runs(api, "provision-database", FLIGHT)),
+        f"provision-database for {FLIGHT} to be running",
+        timeout=180,
+        detail=platform.tails,
     )
     engine_log = platform.logs / "executor.log"
     lost_before = engine_log.read_text().count(ENGINE_LOST)
@@ -246,26 +251,26 @@ def test_a_provision_in_flight_when_prefect_stops_completes_once(
     service, mgmt = local_fleet.client("service-cluster"), local_fleet.client("mgmt")
     # The outage lasts until the run's engine said it cannot reach the server, with the database
     # ready (the run has its work done up to what needs Prefect).
-    wait(
-        platform,
-        f"the run's engine to lose the server, and the database of {FLIGHT} to be ready",
+    eventually(
         lambda: (
             engine_log.read_text().count(ENGINE_LOST) > lost_before
             and (live := service.get_or_none(CNPG, "Cluster", f"cluster-{FLIGHT}", FLIGHT)) is not None
             and CnpgCluster.of(live).healthy
         ),
+        f"the run's engine to lose the server, and the database of {FLIGHT} to be ready",
         120,
+        detail=platform.tails,
     )
     print(f"in flight: prefect server down for {time.monotonic() - down_at:.1f}s")
     restarted = datetime.now(UTC)
     print(f"in flight: prefect server start (to /health): {server.start():.1f}s")
-    run = wait(
-        platform,
-        f"a completed provision-database run for {FLIGHT}",
+    run = eventually(
         lambda: next(
             (r for r in runs(api, "provision-database", FLIGHT) if r.state_name == "Completed"), None
         ),
+        f"a completed provision-database run for {FLIGHT}",
         300,
+        detail=platform.tails,
     )
     states = [r.state_name for r in runs(api, "provision-database", FLIGHT)]
     print(

@@ -4,7 +4,7 @@ A Cluster gets CNPG's Secret and Services and a real database reached with the `
 Secret's user and password and the LoadBalancer's ingress IP and port; Clusters share their
 service cluster's server but neither credentials nor databases; deleting a Cluster drops its
 database; a Secret's password outlives a lost server. The fleet, chart and controller are set
-up as :mod:`tests.integration.cnpg_standin_support` describes; the chart and the controller's
+up as :mod:`tests.support.cnpg_standin_support` describes; the chart and the controller's
 own behaviour are tested in ``test_cnpg_standin_controller.py``.
 """
 
@@ -22,7 +22,7 @@ from fleetflow_dev.cnpg.controller import StandInController
 
 from fleetflow.errors import FleetError
 from fleetflow.supervisor import pgroles
-from tests.integration.cnpg_standin_support import (
+from tests.support.cnpg_standin_support import (
     SECRET_KEYS,
     SEED_SQL,
     SERVICE_CLUSTER,
@@ -37,7 +37,7 @@ from tests.integration.cnpg_standin_support import (
     running_standin,
     seed_cluster,
 )
-from tests.integration.conftest import LocalFleet
+from tests.support.local_fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ The chart installs with the real helm like CloudNativePG's and upgrades in place
 ``fleet up`` starts) waits for the chart, then serves until stopped; a slow Cluster holds up
 neither the watch nor the others; a failing Cluster is reported and retried without stopping
 the controller. The fleet, chart and controller are set up as
-:mod:`tests.integration.cnpg_standin_support` describes (this module's first test sees the
+:mod:`tests.support.cnpg_standin_support` describes (this module's first test sees the
 controller wait for a chart not installed yet); the databases a consumer gets are tested in
 ``test_cnpg_standin.py``.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from fleetflow_dev import binaries, cnpg
 from fleetflow_dev.cnpg import contract
 
 from fleetflow.supervisor import pgroles
-from tests.integration.cnpg_standin_support import (
+from tests.support.cnpg_standin_support import (
     SERVICE_CLUSTER,
     WAIT,
     Credentials,
@@ -38,7 +37,8 @@ from tests.integration.cnpg_standin_support import (
     running_standin,
     wait_established,
 )
-from tests.integration.conftest import LocalFleet
+from tests.support.eventually import eventually
+from tests.support.local_fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
 
@@ -91,10 +91,11 @@ def test_run_waits_for_the_chart_then_serves_until_stopped(
     thread.start()
     try:
         if not chart_was_installed:  # the module's first test: the controller starts before the chart
-            deadline = time.monotonic() + WAIT
-            while not any("waiting for its CRD" in r.getMessage() for r in caplog.records):
-                assert time.monotonic() < deadline, "timed out waiting for the controller to wait for the CRD"
-                time.sleep(0.05)
+            eventually(
+                lambda: any("waiting for its CRD" in r.getMessage() for r in caplog.records),
+                "the controller to wait for the CRD",
+                WAIT,
+            )
         installed = helm_install(fleet, helm_env)
         assert installed.returncode == 0, installed.stderr
         wait_established(client)

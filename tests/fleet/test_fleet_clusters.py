@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from fleetflow.errors import APIInvalidError, APINotFoundError
-from tests.integration.conftest import LocalFleet, ensure_namespace
+from tests.support.local_fleet import LocalFleet, ensure_namespace
 
 pytestmark = pytest.mark.integration
 

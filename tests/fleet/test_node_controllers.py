@@ -15,8 +15,7 @@ import queue
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,8 @@ from fleetflow_dev.nodes import controllers, storage
 from fleetflow_dev.nodes.addresses import NodeAddresses
 
 from fleetflow.kube import KubeClient
-from tests.integration.cnpg_standin_support import SERVICE_CLUSTER, fresh_namespace, private_fleet
-from tests.integration.conftest import LocalFleet
+from tests.support.cnpg_standin_support import SERVICE_CLUSTER, fresh_namespace, private_fleet
+from tests.support.local_fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
 
@@ -72,14 +71,6 @@ def running(fleet: LocalFleet, root: Path) -> Iterator[None]:
 def namespace(fleet: LocalFleet, request: pytest.FixtureRequest) -> Iterator[str]:
     with fresh_namespace(fleet, request.node.name) as name:
         yield name
-
-
-def until(check: Callable[[], bool], awaiting: str, timeout: float = WAIT) -> None:
-    """Poll ``check`` until it holds; fail naming what was awaited."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {awaiting}"
-        time.sleep(0.1)
 
 
 def ingress(obj: dict[str, Any] | None) -> str | None:

@@ -190,7 +190,7 @@ def test_a_failing_reconcile_is_retried_with_backoff_and_never_raised() -> None:
     loop._client = (cast(KubeClient, fake), cast(controllers.BoundedClient, fake))
     loop.sync(loadbalancer.KEY)
     loop.sync(loadbalancer.KEY)
-    assert loop._backoff[loadbalancer.KEY] == 2 * controllers.BACKOFF_FIRST
+    assert loop._backoff[loadbalancer.KEY].failures == 2
     fake.fail = ()
     loop.sync(loadbalancer.KEY)
     assert loadbalancer.KEY not in loop._backoff

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,21 +16,10 @@ from fleetflow_dev.state import FleetState
 from fleetflow.kube import KubeClient, WaitTimeoutError
 from fleetflow.kube.hub import Watch, hub
 from fleetflow.kube.informer import SYNCED, Event, Informer
-from tests.integration.conftest import LocalFleet, ensure_namespace
+from tests.support.eventually import eventually
+from tests.support.local_fleet import LocalFleet, ensure_namespace
 
 pytestmark = pytest.mark.integration
-
-
-def eventually(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """``check()`` until truthy; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what}"
-        pause.wait(0.1)
 
 
 class Seen:
@@ -90,8 +79,9 @@ def test_lists_then_hands_on_each_change(client: KubeClient, namespace: str, sta
     client.apply(configmap("after", namespace, a="2"))
     client.delete("v1", "ConfigMap", "after", namespace)
     eventually(
-        "ADDED, MODIFIED, DELETED of the new ConfigMap",
         lambda: seen.of("after") == ["ADDED", "MODIFIED", "DELETED"],
+        "ADDED, MODIFIED, DELETED of the new ConfigMap",
+        timeout=30,
     )
     assert informer.lists == 1
 
@@ -103,9 +93,9 @@ def test_a_watch_that_ends_resumes_from_its_version_without_relisting(
     informer = Informer(client, "v1", "ConfigMap", namespace=namespace, watch_timeout=2)
     started.append(watch := hub().watch(informer, seen, name="test"))
     assert watch.synced.wait(30)
-    eventually("a second watch request (the first lasted its 2 s)", lambda: informer.watches >= 2, timeout=15)
+    eventually(lambda: informer.watches >= 2, "a second watch request (the first lasted its 2 s)", timeout=15)
     client.apply(configmap("late", namespace))
-    eventually("the change made after the resume", lambda: seen.of("late") == ["ADDED"])
+    eventually(lambda: seen.of("late") == ["ADDED"], "the change made after the resume", timeout=30)
     assert informer.lists == 1, "an ended watch resumes from its resourceVersion; it does not relist"
 
 
@@ -154,7 +144,7 @@ def test_a_resource_version_that_was_compacted_away_relists(
     assert informer.watches >= 1, "watched from the old version first"
     assert informer.lists == 1, "got 410, listed once"
     client.apply(event("next", namespace))
-    eventually("a change after the relist", lambda: seen.of("next") == ["ADDED"])
+    eventually(lambda: seen.of("next") == ["ADDED"], "a change after the relist", timeout=30)
 
 
 def test_bookmarks_move_the_resource_version_without_events(
@@ -172,9 +162,9 @@ def test_bookmarks_move_the_resource_version_without_events(
     listed = int(informer.resource_version)
     client.apply(configmap("unrelated", namespace))  # advances the server's resourceVersion
     eventually(
-        "a bookmark past the listed resourceVersion",
         lambda: int(informer.resource_version or 0) > listed,
-        timeout=90,  # the API server sends a bookmark about once a minute
+        "a bookmark past the listed resourceVersion",
+        timeout=90,
     )
     assert [e for e in seen.events if e.type != SYNCED] == [], "bookmarks are not handed on"
 

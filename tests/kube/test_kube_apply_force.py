@@ -1,7 +1,7 @@
 """Server-side apply does not force unless asked; a conflict is permanent and names the owner.
 
 Taking over another manager's field against a real API server is shown by
-tests/integration/test_kube_client_real.py.
+tests/kube/test_kube_client_real.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from fleetflow import errors
-from tests.unit.kube_fakes import Dynamic, Resource, Result, job, kube
+from tests.support.kube_fakes import Dynamic, Resource, Result, job, kube
 
 
 def test_apply_does_not_force_conflicts_unless_asked() -> None:

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -18,20 +17,10 @@ from fleetflow.errors import ApplyConflictError
 from fleetflow.kube import KubeClient
 from fleetflow.labels import Selector
 from fleetflow.registry import Registry, crd
-from tests.integration.conftest import LocalFleet, ensure_namespace
+from tests.support.eventually import eventually
+from tests.support.local_fleet import LocalFleet, ensure_namespace
 
 pytestmark = pytest.mark.integration
-
-
-def poll(what: str, check: Any, timeout: float = 60.0) -> Any:
-    """``check()`` until it is truthy; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what}"
-        time.sleep(0.2)
 
 
 def job(name: str, namespace: str) -> dict[str, Any]:
@@ -61,10 +50,10 @@ def test_deleting_a_job_deletes_its_pods(local_fleet: LocalFleet, namespace: str
     ensure_namespace(client, namespace)
     client.apply(job("once", namespace))
     # The job controller creates the Pod (no node runs it: there are no kubelets).
-    poll("the Job's Pod", lambda: pods_of(client, namespace, "once"))
+    eventually(lambda: pods_of(client, namespace, "once"), "the Job's Pod")
 
     assert client.delete("batch/v1", "Job", "once", namespace)
-    poll("the Job's Pods to be garbage-collected", lambda: not pods_of(client, namespace, "once"))
+    eventually(lambda: not pods_of(client, namespace, "once"), "the Job's Pods to be garbage-collected")
 
 
 def test_a_label_selector_is_applied_by_the_server(local_fleet: LocalFleet, namespace: str) -> None:

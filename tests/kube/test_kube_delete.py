@@ -1,12 +1,12 @@
 """KubeClient.delete asks for background propagation: batch/v1 Jobs otherwise orphan their Pods.
 
 What the garbage collector then does is shown against a real cluster by
-tests/integration/test_kube_client_real.py.
+tests/kube/test_kube_client_real.py.
 """
 
 from __future__ import annotations
 
-from tests.unit.kube_fakes import Dynamic, kube
+from tests.support.kube_fakes import Dynamic, kube
 
 
 def test_delete_asks_for_background_propagation_so_a_jobs_pods_go_too() -> None:

@@ -1,7 +1,7 @@
 """The informer against a scripted API server (httpx's MockTransport): which requests it makes
 (list, then watch from the list's resourceVersion, bookmarks asked for, a server-side timeout),
 how it resumes after a dropped stream, relists after 410 Gone, backs off on transient failures,
-raises permanent ones, and stops cleanly. Real API servers: tests/integration/test_informer.py.
+raises permanent ones, and stops cleanly. Real API servers: tests/kube/test_informer.py.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -19,6 +19,7 @@ from fleetflow.backoff import Backoff
 from fleetflow.errors import APIForbiddenError, APIUnavailableError
 from fleetflow.kube.hub import Hub
 from fleetflow.kube.informer import Event, Informer
+from tests.support.eventually import eventually
 
 PATH = "/api/v1/namespaces/ns/configmaps"
 HANG = b""  # in a watch script: the stream stays open, silent
@@ -192,15 +193,6 @@ class Recorder:
             self.block.wait(5)
 
 
-def eventually(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    done = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if check():
-            return
-        done.wait(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_the_hub_hands_batches_in_order_off_the_loop_and_stops_cleanly() -> None:
     server = Server(
         [([obj("a", "1")], "1")], [[*(line("ADDED", obj(f"o{i}", str(i + 2))) for i in range(5)), HANG]]
@@ -209,7 +201,7 @@ def test_the_hub_hands_batches_in_order_off_the_loop_and_stops_cleanly() -> None
     handler = Recorder()
     watch = hub.watch(informer(server, backoff=FAST, watch_timeout=60), handler, name="test")
     assert watch.synced.wait(5), "the first listing was handled"
-    eventually(lambda: sum(len(b) for b in handler.batches) >= 6, "six events handled")
+    eventually(lambda: sum(len(b) for b in handler.batches) >= 6, "six events handled", timeout=5)
     flat = [e for batch in handler.batches for e in batch]
     assert flat[0].type == "SYNCED"
     assert [e.name for e in flat[1:6]] == [f"o{i}" for i in range(5)], "in order"

@@ -1,7 +1,7 @@
 """Label selectors go to the API server (KubeClient.list, Registry.list), typed as Selector.
 
 The client library and the management cluster are recording stand-ins: what the server does
-with the selector is shown by tests/integration/test_kube_client_real.py.
+with the selector is shown by tests/kube/test_kube_client_real.py.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from fleetflow.labels import Selector
 from fleetflow.registry import Registry
-from tests.unit.kube_fakes import Dynamic, kube
+from tests.support.kube_fakes import Dynamic, kube
 
 
 class Mgmt:

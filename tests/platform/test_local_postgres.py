@@ -9,8 +9,7 @@ from __future__ import annotations
 import socket
 import stat
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,14 +20,7 @@ from fleetflow.supervisor import pgroles, postgres
 from fleetflow.supervisor.pgroles import run_psql
 from fleetflow.supervisor.pgsystem import find_bindir
 from fleetflow.supervisor.postgres import Endpoint, LocalPostgres
-
-
-def _eventually(condition: Callable[[], bool], awaited: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {awaited}")
-        time.sleep(0.05)
+from tests.support.eventually import eventually
 
 
 def _accepts(port: int) -> bool:
@@ -85,7 +77,7 @@ def test_start_is_idempotent_and_stop_stops(server: LocalPostgres) -> None:
 
     server.stop()
     assert server.status().state == "Stopped"
-    _eventually(lambda: not _accepts(endpoint.port), f"port {endpoint.port} to stop accepting connections")
+    eventually(lambda: not _accepts(endpoint.port), f"port {endpoint.port} to stop accepting connections", 15)
     server.stop()  # no-op
 
     assert server.start().port == endpoint.port  # the previous port, still free
@@ -117,7 +109,7 @@ def test_a_taken_port_is_replaced_and_reported(server: LocalPostgres) -> None:
     server = LocalPostgres(server.root, progress=messages.append)
     first = server.start()
     server.stop()
-    _eventually(lambda: not _accepts(first.port), f"port {first.port} to stop accepting connections")
+    eventually(lambda: not _accepts(first.port), f"port {first.port} to stop accepting connections", 15)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", first.port))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import psutil
 import pytest
 
 from fleetflow.supervisor import pgsystem
+from tests.support.eventually import eventually
 
 
 @pytest.fixture
@@ -65,10 +65,9 @@ def test_a_reused_pid_is_not_the_postmaster(
 def test_a_dead_or_zombie_postmaster_is_not_running(fake_postgres: Path, data_dir: Path) -> None:
     zombie = subprocess.Popen([fake_postgres, "0"], cwd=data_dir)
     try:
-        deadline = time.monotonic() + 10
-        while psutil.Process(zombie.pid).status() != psutil.STATUS_ZOMBIE:
-            assert time.monotonic() < deadline, "the child never exited"
-            time.sleep(0.02)
+        eventually(
+            lambda: psutil.Process(zombie.pid).status() == psutil.STATUS_ZOMBIE, "the child to exit", 10
+        )
         _pidfile(data_dir, zombie.pid)
         assert pgsystem.postmaster_pid(data_dir) is None
     finally:

@@ -1,14 +1,33 @@
-"""The platform's parts: their order, and readiness lines read only from the current start."""
+"""The platform's parts: the order they stop in, and readiness lines read only from the current start."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from fleetflow.supervisor import parts
+from fleetflow.supervisor.state import PlatformState, load, save
 
 
-def test_parts_start_in_order_and_stop_in_reverse() -> None:
-    assert parts.PARTS == ("prefect-db", "prefect-server", "executor", "watch", "api")
+def test_down_stops_later_parts_first_and_the_database_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``fleetflow down`` stops, in what order: each part after those that use it."""
+    pids = {part: 1000 + i for i, part in enumerate(("prefect-server", "executor", "watch", "api"))}
+    save(
+        PlatformState(
+            own_server=True, prefect_db="postgres", pids=dict(pids), markers=dict.fromkeys(pids, "m")
+        )
+    )
+    stopped: list[str] = []
+    monkeypatch.setattr(parts.processes, "stop", lambda pid, marker: stopped.append(f"pid {pid}"))
+    monkeypatch.setattr(
+        parts.prefect_db, "stop", lambda choice, progress: stopped.append(f"{choice} database")
+    )
+
+    parts.down(lambda _message: None)
+
+    assert stopped == ["pid 1003", "pid 1002", "pid 1001", "pid 1000", "postgres database"]
+    assert load().pids == {}, "a stopped part is no longer recorded as running"
 
 
 def test_a_readiness_line_from_an_earlier_start_does_not_count(tmp_path: Path) -> None:

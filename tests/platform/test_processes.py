@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
 from fleetflow.supervisor import processes
-
-
-def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+from tests.support.eventually import eventually
 
 
 @pytest.fixture
@@ -27,7 +20,7 @@ def sleeper(tmp_path: Path) -> Iterator[tuple[int, str]]:
     marker = str(tmp_path / "cluster-dir")
     argv = [sys.executable, "-c", "import time; time.sleep(60)", marker]
     pid = processes.start(argv, tmp_path / "sleeper.log")
-    _until(lambda: processes.is_ours(pid, marker))  # it has exec'd
+    eventually(lambda: processes.is_ours(pid, marker), "the child to exec with the marker", 10)
     yield pid, marker
     processes.stop(pid, marker, timeout=5)
 
@@ -58,7 +51,7 @@ def test_no_pid_or_a_gone_pid_is_not_ours() -> None:
 def test_a_zombie_is_not_running_and_gets_reaped(tmp_path: Path) -> None:
     marker = str(tmp_path)
     pid = processes.start([sys.executable, "-c", "pass", marker], tmp_path / "quick.log")
-    _until(lambda: psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    eventually(lambda: psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, "the child to be a zombie", 10)
     assert not processes.is_ours(pid, marker)
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # is_ours reaped it

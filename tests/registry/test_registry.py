@@ -21,9 +21,9 @@ from fleetflow.flows.register_cluster import register_cluster
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
 from fleetflow.watcher import LabelWatcher
-from tests.integration.conftest import LocalFleet
-from tests.integration.prefect_events import read_events, wait_for_events
-from tests.integration.watch_support import WatchProcess
+from tests.support.local_fleet import LocalFleet
+from tests.support.prefect_events import read_events, wait_for_events
+from tests.support.watch_support import WatchProcess
 
 pytestmark = pytest.mark.integration
 

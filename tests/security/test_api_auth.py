@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import stat
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI
 
@@ -17,6 +15,9 @@ from fleetflow.errors import ConfigError
 from fleetflow.registry import Registry
 from fleetflow.webhook import auth, create_app
 from fleetflow.webhook.auth import TOKEN_ENV, check_bearer, load_or_create_token
+from tests.support.webhook_api import call
+
+pytestmark = pytest.mark.security
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -155,17 +156,6 @@ def test_check_bearer(header: str | None, ok: bool) -> None:
 
 def _unreachable() -> Registry:
     raise AssertionError("an unauthenticated request must not reach the registry")
-
-
-def call(app: FastAPI, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    """One request to ``app`` in process (starlette's TestClient wants a package we do not use)."""
-
-    async def go() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
-            return await client.request(method, path, **kwargs)
-
-    return asyncio.run(go())
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ import pytest
 from fleetflow.kube import Kubeconfig
 from fleetflow.registry import Registry
 from fleetflow.webhook import create_app
-from tests.integration.api_security_support import (
+from tests.support.api_security_support import (
     ApiProcess,
     Kind,
     Targets,
@@ -43,9 +43,9 @@ from tests.integration.api_security_support import (
     request_bytes,
     settled,
 )
-from tests.integration.conftest import LocalFleet
+from tests.support.local_fleet import LocalFleet
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.security]
 
 TOKEN = secrets.token_urlsafe(32)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -31,10 +31,10 @@ from fleetflow.registry import Registry
 from fleetflow.registry.crd import kubeconfig_secret_name
 from fleetflow.supervisor.readiness import tls_context
 from fleetflow.watcher import STATE_NAMESPACE
-from tests.integration.conftest import LocalFleet
-from tests.integration.dbaas_support import FLEETFLOW
+from tests.support.dbaas_support import FLEETFLOW
+from tests.support.local_fleet import LocalFleet
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.security]
 
 TEAMS = {"rbac-team-a": "workload-cluster", "rbac-team-b": "service-cluster"}  # cluster -> context
 FC = "/apis/fleetflow.io/v1alpha1"

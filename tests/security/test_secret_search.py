@@ -14,11 +14,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.integration.secret_search import Search
+from tests.support.secret_search import Search
+
+pytestmark = pytest.mark.security
 
 PASSWORD = b"Zq8vN3xw-Kp2LmT7rY"
 

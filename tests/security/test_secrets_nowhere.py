@@ -29,12 +29,13 @@ from prefect.settings import get_current_settings
 from fleetflow.databases.names import APP_NAMESPACE
 from fleetflow.kube import KubeClient
 from fleetflow.supervisor.processes import free_port
-from tests.integration.conftest import LocalFleet
-from tests.integration.dbaas_support import FLEETFLOW, decoded, psql
-from tests.integration.platform_support import Platform, running_platform, wait
-from tests.integration.secret_search import Search, call
+from tests.support.dbaas_support import FLEETFLOW, decoded, psql
+from tests.support.eventually import eventually
+from tests.support.local_fleet import LocalFleet
+from tests.support.platform_support import Platform, running_platform
+from tests.support.secret_search import Search, call
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.security]
 
 SERVICES, APP = "sn-services", "sn-app"
 TOKEN = "secrets-test-token-" + "y" * 20
@@ -192,7 +193,7 @@ def step(
     """Run a fleetflow command, wait for what it should lead to, print how long that took."""
     started = time.monotonic()
     fleetflow(platform, *command)
-    result = wait(platform, *awaited) if awaited else None
+    result = eventually(awaited[1], awaited[0], timeout=180, detail=platform.tails) if awaited else None
     print(f"{label}: {time.monotonic() - started:.1f} s")
     return result
 
@@ -226,16 +227,36 @@ def run_the_chain(platform: Platform, mgmt: KubeClient, api: httpx.Client, tmp: 
         ["cluster", "label", APP, "type=app"],
         ("a completed deploy-app run", lambda: finished_run(api, "deploy-app", {"cluster": APP})),
     )
-    wait(platform, "the deploy-app run's logs and events stored", lambda: recorded(api, app_run), 120)
+    eventually(
+        lambda: recorded(api, app_run),
+        "the deploy-app run's logs and events stored",
+        120,
+        detail=platform.tails,
+    )
 
     # reconcile writes its table artifact; a registration that fails logs and records its error.
     started = time.monotonic()
     deployment = call(api, "GET", "deployments/name/reconcile/fleetflow")["id"]
     call(api, "POST", f"deployments/{deployment}/create_flow_run", json={})
-    wait(platform, "the reconcile-outcome artifact", lambda: artifacts(api, "reconcile-outcome"))
+    eventually(
+        lambda: artifacts(api, "reconcile-outcome"),
+        "the reconcile-outcome artifact",
+        timeout=180,
+        detail=platform.tails,
+    )
     print(f"reconcile run -> its artifact: {time.monotonic() - started:.1f} s")
-    reconciled = wait(platform, "a completed reconcile run", lambda: finished_run(api, "reconcile", {}))
-    wait(platform, "the reconcile run's logs and events stored", lambda: recorded(api, reconciled), 120)
+    reconciled = eventually(
+        lambda: finished_run(api, "reconcile", {}),
+        "a completed reconcile run",
+        timeout=180,
+        detail=platform.tails,
+    )
+    eventually(
+        lambda: recorded(api, reconciled),
+        "the reconcile run's logs and events stored",
+        120,
+        detail=platform.tails,
+    )
     unreachable = tmp / "unreachable.kubeconfig"
     config = yaml.safe_load(Path(platform.env["KUBECONFIG"]).read_text())
     for entry in config["clusters"]:
@@ -259,8 +280,11 @@ def run_the_chain(platform: Platform, mgmt: KubeClient, api: httpx.Client, tmp: 
     assert "cannot be reached" in failed.stderr, failed.stderr
     failed_run = finished_run(api, "register-cluster", {"name": "sn-unreachable"}, "FAILED")
     assert failed_run, "the failed registration must show as a Failed run"
-    wait(
-        platform, "the failed run's logs and events stored", lambda: recorded(api, failed_run, "Failed"), 120
+    eventually(
+        lambda: recorded(api, failed_run, "Failed"),
+        "the failed run's logs and events stored",
+        120,
+        detail=platform.tails,
     )
     for command in (["show", "databases"], ["show", "addons"], ["cluster", "list"], ["status"]):
         fleetflow(platform, *command)

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import psutil
+import pytest
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -40,7 +41,8 @@ from fleetflow.registry import Registry
 from fleetflow.registry import crd as fleet_crd
 from fleetflow.supervisor import readiness
 from fleetflow.supervisor.processes import free_port
-from tests.integration.conftest import LocalFleet
+from tests.support.eventually import EventuallyTimeout, eventually
+from tests.support.local_fleet import LocalFleet
 
 FLEETFLOW = str(Path(sys.executable).parent / "fleetflow")
 
@@ -81,13 +83,16 @@ def api_process(local_fleet: LocalFleet, token: str, logs: Path) -> Iterator[Api
         )
     api = ApiProcess(f"http://127.0.0.1:{port}", proc, log)
     try:
-        deadline = time.monotonic() + 60
-        while not (health := readiness.probe(api.url + "/healthz"))[0]:
-            assert proc.poll() is None, f"fleetflow api exited with {proc.returncode}:\n{api.tail()}"
-            assert time.monotonic() < deadline, (
-                f"awaited fleetflow api's /healthz 200 within 60 s; last: {health[1]}\n{api.tail()}"
-            )
-            time.sleep(0.2)  # polling the process's health with a deadline
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"fleetflow api exited with {proc.returncode}:\n{api.tail()}")
+            ok, why = readiness.probe(api.url + "/healthz")
+            if not ok:
+                raise ConnectionError(why)  # shown as the last failure if it never answers 200
+            return True
+
+        eventually(healthy, "fleetflow api's /healthz 200", 60, detail=api.tail)
         yield api
     finally:
         proc.terminate()
@@ -304,12 +309,16 @@ def descriptors(process: psutil.Process, port: int) -> Descriptors:
 def settled(process: psutil.Process, port: int, at_most: int) -> Descriptors:
     """The API's descriptors once it has closed every client connection and holds at most
     ``at_most`` others, or after 30 s."""
-    deadline = time.monotonic() + 30
-    while True:
-        now = descriptors(process, port)
-        if (now.inbound == 0 and now.others <= at_most) or time.monotonic() > deadline:
-            return now
-        time.sleep(0.2)  # the server closes its side as it notices each client's close: poll
+    last = [descriptors(process, port)]
+
+    def closed() -> Descriptors | None:
+        last[0] = now = descriptors(process, port)
+        return now if now.inbound == 0 and now.others <= at_most else None
+
+    try:  # the server closes its side as it notices each client's close
+        return eventually(closed, "the API to close its client connections", 30)
+    except EventuallyTimeout:
+        return last[0]  # the caller's assertion says what is still open
 
 
 def chunked(body: bytes, size: int = 16 * 1024) -> bytes:

@@ -8,7 +8,7 @@ every database is reached the way a consumer would reach it: with the ``<cluster
 user and password and the LoadBalancer Service's ingress IP and port.
 
 The pieces are context managers and helpers rather than fixtures so that each test module can
-declare its fixtures (pytest finds fixtures only in conftest files and the test module itself).
+declare its fixtures with the scope it needs.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from fleetflow.kube import KubeClient
 from fleetflow.supervisor.pgroles import run_psql
 from fleetflow.supervisor.pgsystem import find_bindir
 from fleetflow.supervisor.postgres import Endpoint
-from tests.integration.conftest import LocalFleet, ensure_namespace
+from tests.support.local_fleet import LocalFleet, ensure_namespace
 
 SERVICE_CLUSTER = "service-cluster"
 WAIT = 120.0  # seconds: a first initdb on a busy 2-core machine takes a few

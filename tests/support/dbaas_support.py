@@ -28,7 +28,7 @@ from fleetflow.flows.deprovision_database import deprovision_database
 from fleetflow.flows.register_cluster import register_cluster
 from fleetflow.labels import LabelEdit
 from fleetflow.registry import Registry
-from tests.integration.conftest import LocalFleet
+from tests.support.local_fleet import LocalFleet
 
 FLEETFLOW = str(Path(sys.executable).parent / "fleetflow")
 PSQL = "/usr/bin/psql"

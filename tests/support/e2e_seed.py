@@ -1,16 +1,17 @@
-"""The e2e tier: ``fleetflow demo`` as a user runs it, on real nodes with the real CloudNativePG.
+"""The e2e tier's platform: ``fleetflow demo`` as a user runs it, on real nodes with the real
+CloudNativePG.
 
-One platform for the whole tier: the session fixture :func:`seed` runs the demo in a temporary
-``FLEETFLOW_HOME`` (fleet with nodes, Prefect, executor, watcher, webhook API; the seed's
-database with 3 instances; the todo-table Job), keeps its output next to that home, and stops
-everything with ``fleetflow down --local`` at the end. The last test of the tier calls
-:meth:`Seed.down` itself and checks the host is as it was (:class:`HostSnapshot`); the
+One platform for the whole tier: :func:`running_seed` (the session fixture ``seed``) runs the
+demo in a temporary ``FLEETFLOW_HOME`` (fleet with nodes, Prefect, executor, watcher, webhook
+API; the seed's database with 3 instances; the todo-table Job), keeps its output next to that
+home, and stops everything with ``fleetflow down --local`` at the end. The last test of the tier
+calls :meth:`Seed.down` itself and checks the host is as it was (:class:`HostSnapshot`); the
 fixture's teardown then finds nothing left to stop.
 
-Every test asks for its own namespace (:func:`namespace`, labelled ``created-by:
-fleetflow-tests``) on the workload cluster and applies its Database requests there, as GitOps
-would. Every wait has a deadline and names what it awaited; a timeout shows the tails of the
-platform's logs and where the fleet's are.
+Every test asks for its own namespace (:func:`seed_namespace`, the fixture ``seed_namespace``,
+labelled ``created-by: fleetflow-tests``) on the workload cluster and applies its Database
+requests there, as GitOps would. Every wait has a deadline and names what it awaited; a timeout
+shows the tails of the platform's logs and where the fleet's are.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ import pytest
 from fleetflow.databases import crd
 from fleetflow.databases.spec import DatabaseSpec, RequestRef, cnpg_name, manifest
 from fleetflow.kube import KubeClient, WaitTimeoutError, client_for
+from tests.support.eventually import eventually
 
 FLEETFLOW = str(Path(sys.executable).parent / "fleetflow")
 KUBECTL = "/usr/bin/kubectl"
@@ -191,8 +194,8 @@ def _node_indexes(home: Path) -> dict[str, int]:
     return {name: int(c.get("node_index") or 0) for name, c in clusters.items() if c.get("node_index")}
 
 
-@pytest.fixture(scope="session")
-def seed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seed]:
+@contextmanager
+def running_seed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seed]:
     """``fleetflow demo`` (real CloudNativePG on real nodes) in a home of its own, left running
     for the tier; ``fleetflow down --local`` in that home at the end."""
     if os.geteuid() != 0:
@@ -231,8 +234,8 @@ def seed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seed]:
 # --- one namespace per test, and Database requests in it ----------------------------------------
 
 
-@pytest.fixture
-def namespace(seed: Seed, request: pytest.FixtureRequest) -> Iterator[str]:
+@contextmanager
+def seed_namespace(seed: Seed, request: pytest.FixtureRequest) -> Iterator[str]:
     """A namespace of this test on the workload cluster (labelled as the tests'); afterwards its
     requests are deleted (fleetflow applies their policy), a retained CNPG Cluster is removed
     from the service cluster, and the namespace goes."""
@@ -350,12 +353,14 @@ def psql_within(
     creds: dict[str, str], sql: str, timeout: float, awaiting: str, password: str | None = None
 ) -> str:
     """Run ``sql`` until it succeeds (the database may be switching over); its output."""
-    deadline = time.monotonic() + timeout
-    while (done := psql(creds, sql, password)).returncode != 0:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s awaiting {awaiting}: {done.stderr.strip()}")
-        time.sleep(1)  # polling the database with a deadline
-    return done.stdout.strip()
+
+    def answered() -> subprocess.CompletedProcess[str]:
+        done = psql(creds, sql, password)
+        if done.returncode != 0:
+            raise ConnectionError(done.stderr.strip())  # shown as the last failure on timeout
+        return done
+
+    return eventually(answered, awaiting, timeout, max_pause=1.0).stdout.strip()
 
 
 def kubectl(seed: Seed, context: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -11,11 +11,9 @@ import os
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fleetflow_dev.cnpg import controller
@@ -27,7 +25,8 @@ from fleetflow.registry import Registry
 from fleetflow.supervisor import readiness
 from fleetflow.supervisor.parts import DEPLOYMENTS
 from fleetflow.supervisor.processes import free_port
-from tests.integration.conftest import LocalFleet
+from tests.support.eventually import eventually
+from tests.support.local_fleet import LocalFleet
 
 FLEETFLOW = str(Path(sys.executable).parent / "fleetflow")
 GRACE = 20  # the executor's --grace: seconds to finish its runs when stopped
@@ -86,15 +85,6 @@ class Platform:
         self.registry.apply(name, context, labels)
 
 
-def wait(platform: Platform, what: str, check: Callable[[], Any], timeout: float = 180) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.5)  # polling the platform's state with a deadline
-    raise AssertionError(f"awaited {what} within {timeout}s\n{platform.tails()}")
-
-
 def deployed(api_url: str) -> int:
     """How many deployments the Prefect server has (the executor applies them with automations)."""
     with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
@@ -139,17 +129,33 @@ def running_platform(
             platform.start(part)
         standin.start()
         # Automations must exist before the first event, or it triggers nothing.
-        wait(
-            platform,
-            "the platform's deployments and automations",
+        eventually(
             lambda: deployed(prefect_api) >= DEPLOYMENTS,
+            "the platform's deployments and automations",
+            timeout=180,
+            detail=platform.tails,
         )
         # On a server that earlier modules used, the deployments exist before this executor has
         # applied anything: its own word says when its deployments and automations are in place.
         executor_log = logs / "executor.log"
-        wait(platform, "the executor to be ready", lambda: "executor ready" in executor_log.read_text())
-        wait(platform, "the webhook API", lambda: readiness.probe(platform.api_url + "/healthz")[0], 60)
-        wait(platform, "the watcher's first sync", lambda: "synced" in (logs / "watch.log").read_text(), 60)
+        eventually(
+            lambda: "executor ready" in executor_log.read_text(),
+            "the executor to be ready",
+            timeout=180,
+            detail=platform.tails,
+        )
+        eventually(
+            lambda: readiness.probe(platform.api_url + "/healthz")[0],
+            "the webhook API",
+            60,
+            detail=platform.tails,
+        )
+        eventually(
+            lambda: "synced" in (logs / "watch.log").read_text(),
+            "the watcher's first sync",
+            60,
+            detail=platform.tails,
+        )
         yield platform
     finally:
         try:

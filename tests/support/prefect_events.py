@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prefect.client.orchestration import get_client
+
+from tests.support.eventually import eventually
 
 
 def read_events(api: str, event: str, resource_id: str) -> list[dict[str, Any]]:
@@ -26,13 +27,9 @@ def wait_for_events(
     api: str, event: str, resource_id: str, *, count: int = 1, timeout: float = 30.0, where: Any = None
 ) -> list[dict[str, Any]]:
     """Poll /events/filter until ``count`` matching events are stored (the server writes in batches)."""
-    deadline = time.monotonic() + timeout
-    found: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
+
+    def stored() -> list[dict[str, Any]] | None:
         found = [e for e in read_events(api, event, resource_id) if where is None or where(e)]
-        if len(found) >= count:
-            return found
-        time.sleep(0.25)  # polling the server's event store with a deadline
-    raise AssertionError(
-        f"awaited {count} {event} event(s) for {resource_id} within {timeout}s; found {len(found)}"
-    )
+        return found if len(found) >= count else None
+
+    return eventually(stored, f"{count} {event} event(s) for {resource_id}", timeout)

@@ -24,7 +24,7 @@ from fleetflow.flows.install_operator import install_operator
 from fleetflow.flows.register_cluster import register_cluster
 from fleetflow.kube import KubeClient
 from fleetflow.registry import Registry
-from tests.integration.conftest import TEST_LABEL, LocalFleet
+from tests.support.local_fleet import TEST_LABEL, LocalFleet
 
 CNPG = "postgresql.cnpg.io/v1"
 

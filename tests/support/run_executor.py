@@ -1,4 +1,4 @@
-"""An executor for the test flow: ``python -m tests.integration.run_executor NAME DEPLOYMENT N``."""
+"""An executor for the test flow: ``python -m tests.support.run_executor NAME DEPLOYMENT N``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 import sys
 
 from fleetflow.executor.main import resolver, serve
-from tests.integration.executor_flows import record
+from tests.support.executor_flows import record
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -19,7 +19,7 @@ from fleetflow.databases.watcher import ClusterWatch
 from fleetflow.errors import PermanentError, TemporaryError
 from fleetflow.events import EMIT_BACKOFF_MAX
 from fleetflow.watcher import LabelWatcher
-from tests.unit.test_watcher_state import Mgmt, cluster
+from tests.support.watcher_fakes import Mgmt, cluster
 
 
 class Stop(threading.Event):

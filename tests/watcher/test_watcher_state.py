@@ -8,38 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 import pytest
 
 from fleetflow import events
 from fleetflow.watcher import STATE_NAME, STATE_NAMESPACE, LabelWatcher
-
-
-class Mgmt:
-    """Just enough of KubeClient for LabelWatcher.resync: one ConfigMap and a list of clusters."""
-
-    def __init__(self, state: dict[str, str], clusters: list[dict[str, Any]]) -> None:
-        self.state = state
-        self.clusters = clusters
-        self.patches: list[dict[str, Any]] = []
-
-    def get_or_none(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Any:
-        assert (kind, name, namespace) == ("ConfigMap", STATE_NAME, STATE_NAMESPACE)
-        return {"metadata": {"name": name}, "data": dict(self.state)}
-
-    def list(self, api_version: str, kind: str, *args: Any, **kwargs: Any) -> tuple[list[Any], str]:
-        return list(self.clusters), "100"
-
-    def merge_patch(
-        self, api_version: str, kind: str, name: str, namespace: str | None, patch: dict[str, Any]
-    ) -> dict[str, Any]:
-        self.patches.append(patch)
-        return {}
-
-
-def cluster(name: str, uid: str, **labels: str) -> dict[str, Any]:
-    return {"metadata": {"name": name, "uid": uid, "resourceVersion": "7", "labels": labels}}
+from tests.support.watcher_fakes import Mgmt, cluster
 
 
 def entry(uid: str, **labels: str) -> str:

@@ -4,55 +4,22 @@ from __future__ import annotations
 
 import logging
 import secrets
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from fleetflow.errors import APIForbiddenError, APIUnavailableError, ConfigError
 from fleetflow.registry import Registry
 from fleetflow.webhook import create_app
-from tests.integration.conftest import LocalFleet
+from tests.support.local_fleet import LocalFleet
+from tests.support.webhook_api import running
 
 pytestmark = pytest.mark.integration
 
 TOKEN = secrets.token_urlsafe(32)
 ROW_FIELDS = {"cluster", "service_cluster", "phase", "endpoint", "credentials"}
-
-
-@contextmanager
-def running(app: FastAPI) -> Iterator[str]:
-    """Serve ``app`` on a free 127.0.0.1 port in a thread; yields its base URL; stops it after."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.bind(("127.0.0.1", 0))  # bound here and handed over: no race for the port
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            app, log_config=None, log_level="info", ws="none", lifespan="off", proxy_headers=False
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"api-{port}")
-        thread.start()
-        try:
-            deadline = time.monotonic() + 30
-            while not server.started:
-                assert thread.is_alive(), "the API server died while starting"
-                assert time.monotonic() < deadline, "the API server did not start within 30 s"
-                time.sleep(0.02)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
-            thread.join(30)
-            assert not thread.is_alive(), "the API server did not stop"
-    finally:
-        sock.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Body limits and one-line errors of the webhook API, in process (no fleet needed).
 
-The integration module tests/integration/test_api_security.py sends the same and worse to the
+The integration module tests/security/test_api_security.py sends the same and worse to the
 real ``fleetflow api`` process; these pin the rules themselves.
 """
 
@@ -23,7 +23,8 @@ from fleetflow.labels import validate_dns_label, validate_key, validate_value
 from fleetflow.registry import Registry
 from fleetflow.webhook import create_app
 from fleetflow.webhook.limits import MAX_BODY, BodyProblem, check_json, header_timeout_protocol
-from tests.unit.test_api_auth import call
+from tests.support.eventually import eventually
+from tests.support.webhook_api import call
 
 TOKEN = "limits-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
@@ -134,11 +135,13 @@ def serving(app: FastAPI, header_seconds: float) -> Iterator[int]:
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
     thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive(), "uvicorn died while starting"
-            assert time.monotonic() < deadline, "uvicorn did not start within 30 s"
-            time.sleep(0.02)
+
+        def started() -> bool:
+            if not thread.is_alive():
+                pytest.fail("uvicorn died while starting")
+            return bool(server.started)
+
+        eventually(started, "uvicorn to start", 30)
         yield sock.getsockname()[1]
     finally:
         server.should_exit = True

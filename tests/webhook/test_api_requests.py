@@ -13,8 +13,8 @@ from fleetflow.databases import crd
 from fleetflow.flows.register_cluster import register_cluster
 from fleetflow.registry import Registry
 from fleetflow.webhook import create_app
-from tests.integration.conftest import LocalFleet
-from tests.integration.test_api import running
+from tests.support.local_fleet import LocalFleet
+from tests.support.webhook_api import running
 
 pytestmark = pytest.mark.integration
 TOKEN = secrets.token_urlsafe(32)
