@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from fleetflow_dev.cnpg.contract import sql_name
-from fleetflow_dev.cnpg.databases import LEGACY_UID_FILE, comment, legacy_servers, parse_comment, servers
+from fleetflow_dev.cnpg.databases import comment, parse_comment, servers
 from fleetflow_dev.cnpg.workqueue import WorkQueue
 
 from fleetflow.supervisor.pgroles import validate_name
@@ -86,11 +86,8 @@ def test_queue_get_returns_none_once_stopped() -> None:
     assert queue.get(stop, poll=0.01) is None
 
 
-def test_servers_finds_one_per_service_cluster_and_legacy_per_cluster_ones(tmp_path: Path) -> None:
+def test_servers_finds_one_per_service_cluster(tmp_path: Path) -> None:
     (tmp_path / "svc-a" / "data").mkdir(parents=True)
-    legacy = tmp_path / "svc-b" / "ns" / "old-cluster"
-    legacy.mkdir(parents=True)
-    (legacy / LEGACY_UID_FILE).write_text("uid\n")
-    (tmp_path / "svc-b" / "ns" / "not-a-server").mkdir()
-    assert [s.root for s in servers(tmp_path)] == [tmp_path / "svc-a", legacy]
-    assert [s.root for s in legacy_servers(tmp_path / "svc-b")] == [legacy]
+    (tmp_path / "svc-b" / "ns" / "not-a-server").mkdir(parents=True)
+    (tmp_path / "not-a-dir").write_text("")
+    assert [s.root for s in servers(tmp_path)] == [tmp_path / "svc-a"]

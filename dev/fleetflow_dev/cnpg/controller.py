@@ -67,7 +67,7 @@ from fleetflow.kube.informer import SYNCED, Event, Informer
 from fleetflow.supervisor.postgres import LocalPostgres
 from fleetflow_dev.cnpg import instances
 from fleetflow_dev.cnpg.contract import API_VERSION, KIND
-from fleetflow_dev.cnpg.databases import Databases, legacy_servers
+from fleetflow_dev.cnpg.databases import Databases
 from fleetflow_dev.cnpg.databases import servers as _servers
 from fleetflow_dev.cnpg.reconcile import Key, Reconciler
 from fleetflow_dev.cnpg.workqueue import WorkQueue
@@ -174,7 +174,6 @@ class StandInController:
             service_cluster, client, reconcile, self.watch_timeout, SERVE_BACKOFF
         )
         try:
-            self._drop_legacy_servers(service_cluster)
             self._serve(service_cluster, stop)
         finally:
             secrets.stop()
@@ -249,15 +248,6 @@ class StandInController:
         for namespace, name in orphans:
             log.info("cnpg stand-in: %s: Cluster %s/%s is gone", service_cluster, namespace, name)
             self._services[service_cluster].queue.add((service_cluster, namespace, name), force=True)
-
-    def _drop_legacy_servers(self, service_cluster: str) -> None:
-        """Per-Cluster servers of an earlier stand-in go; their Clusters move to the shared server."""
-        for server in legacy_servers(self.root / service_cluster):
-            log.info("cnpg stand-in: %s: destroying the per-Cluster server %s", service_cluster, server.root)
-            try:
-                server.destroy()
-            except FleetflowError as exc:  # it only costs its memory; serving goes on
-                log.warning("cnpg stand-in: %s: cannot destroy %s: %s", service_cluster, server.root, exc)
 
     def _work(self, service_cluster: str, stop: threading.Event) -> None:
         queue = self._services[service_cluster].queue

@@ -26,7 +26,6 @@ log = logging.getLogger("fleetflow.cnpg")
 
 COMMENT_PREFIX = "fleetflow cnpg stand-in:"
 _COMMENT = re.compile(rf"^{re.escape(COMMENT_PREFIX)} ([^/ ]+)/([^/ ]+) uid=(\S*)$")
-LEGACY_UID_FILE = "cluster-uid"  # the marker of a per-Cluster server (before one server per service cluster)
 
 
 @dataclass(frozen=True)
@@ -117,16 +116,10 @@ class Databases:
         return sorted({(o.namespace, o.name) for o in self.owners().values()} - live)
 
 
-def legacy_servers(base: Path) -> list[LocalPostgres]:
-    """Per-Cluster servers (``base/<namespace>/<cluster>``) an earlier stand-in left."""
-    return [LocalPostgres(p) for p in sorted(base.glob("*/*")) if (p / LEGACY_UID_FILE).is_file()]
-
-
 def servers(root: Path) -> list[LocalPostgres]:
-    """Every stand-in server under ``root``: ``root/<service cluster>``, and legacy per-Cluster ones."""
+    """Every stand-in server under ``root``: one per service cluster, ``root/<service cluster>``."""
     found: list[LocalPostgres] = []
     for base in sorted(p for p in root.glob("*") if p.is_dir()):
         if (base / "data").exists() or (base / "data").is_symlink():
             found.append(LocalPostgres(base))
-        found += legacy_servers(base)
     return found
