@@ -53,6 +53,12 @@ def prefect_server(flow: str) -> Iterator[None]:
     if get_current_settings().api.url:
         yield
         return
+    if api_url := os.environ.get("PREFECT_API_URL"):
+        # Named after Prefect's settings were loaded (``fleetflow up`` learns its server's address
+        # only once it has started it): Prefect reads the environment once, so name it here.
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            yield
+        return
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
     from prefect.server.api.server import SubprocessASGIServer

@@ -22,9 +22,11 @@ Only the failover needs a replica: its request asks for 2 instances, the others 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +98,22 @@ def test_the_demo_runs_the_seeds_chain_on_real_nodes(seed: Seed) -> None:
     assert stages.get("CNPG replicas ready on service-cluster", "").startswith("3/3 instances ready"), stages
     assert stages.get("todo-table Job Succeeded on workload-cluster") == "Succeeded", stages
     assert "table todo present" in stages.get("delivered credentials verified against PostgreSQL", ""), stages
+    assert stages.get(f"Database of the label listed on {WORKLOAD} (kubectl get databases -A)", "").endswith(
+        "READY True"
+    ), stages
+
+    # The clusters' registrations are runs of the platform's Prefect server, which the UI shows,
+    # not of a temporary one the demo's process started for itself.
+    assert "temporary server" not in seed.output, tail
+    [ui] = re.findall(r"Prefect UI: (http://\S+)", seed.output)
+    body = json.dumps({"flows": {"name": {"any_": ["register-cluster"]}}}).encode()
+    request = urllib.request.Request(  # noqa: S310 (the platform's own http URL)
+        f"{ui}/api/flow_runs/filter", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 (the platform's own URL)
+        runs = json.loads(answer.read())
+    registered = sorted(r["parameters"].get("name", "") for r in runs if r["state_type"] == "COMPLETED")
+    assert registered == ["mgmt", SERVICE, WORKLOAD], [(r["parameters"], r["state_type"]) for r in runs]
 
     service, workload = seed.client(SERVICE), seed.client(WORKLOAD)
     cluster = service.get(CNPG, "Cluster", SEED_CLUSTER, WORKLOAD)
