@@ -37,8 +37,8 @@ WAKE_ON = [
 UNSEEN_RETRY = 0.1  # an announced run not readable yet (the event can beat the commit): look again
 UNSEEN_TRIES = 50
 # A stopped Prefect server is looked for again at least this often: the event stream is how the
-# executor hears of new runs at once (30 s here had runs start ~25 s after a restarted server
-# took the events that created them).
+# executor hears of new runs at once, so a longer pause delays every run a restarted server
+# creates by up to that long.
 LISTEN_BACKOFF_MAX = 5.0
 LISTEN_BACKOFF = Backoff(first=0.5, cap=LISTEN_BACKOFF_MAX)  # reconnecting the event stream
 TICK_PAUSE_PER_RUN = 0.005

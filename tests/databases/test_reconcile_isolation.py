@@ -4,8 +4,8 @@ becomes ready fail their own rows, and a cluster listed after them is still repa
 Three clusters, in the registry's (alphabetical) order: ``rc-a-dead`` (type=app) whose
 kubeconfig points at a port nobody listens on; ``rc-b-slow`` (postgres=required) whose database
 never becomes ready (no CloudNativePG stand-in runs in this module); ``rc-c-app`` (type=app)
-whose credentials are in the management cluster but whose Job is missing. Walking the clusters
-one after another, the first failure stopped the run before ``rc-c-app`` was reached.
+whose credentials are in the management cluster but whose Job is missing. The first two failing
+must not keep ``rc-c-app`` from being repaired.
 """
 
 from __future__ import annotations

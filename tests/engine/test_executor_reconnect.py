@@ -1,9 +1,8 @@
 """The executor's event stream while the Prefect server is down: it is looked for every few seconds.
 
-Its backoff grew to 30 s, so after an outage of half a minute the executor heard of the runs a
-restarted server created up to 30 s late (the integration test saw them start ~25 s after their
-events). Now it tries again at least every ``LISTEN_BACKOFF_MAX`` seconds, and a stream that
-connects again wakes a tick at once (runs created meanwhile are looked at).
+It tries again at least every ``LISTEN_BACKOFF_MAX`` seconds, so the runs a restarted server
+creates are heard of within seconds (a 30 s cap would start them up to 30 s late), and a stream
+that connects again wakes a tick at once (runs created meanwhile are looked at).
 """
 
 from __future__ import annotations
