@@ -28,7 +28,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "installing fleetflow and its dependencies into $VENV ..." >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip
   # The product and, as its own distribution, the local development fleet (dev/).
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]" -e "$ROOT/dev"
+  # setuptools' editable-install warnings are noise to a user: shown only if the install fails.
+  if ! out=$("$VENV/bin/python" -m pip install -q -e "$ROOT[dev]" -e "$ROOT/dev" 2>&1); then
+    echo "$out" >&2
+    echo "error: installing fleetflow into $VENV failed (above)" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
