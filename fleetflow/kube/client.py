@@ -256,8 +256,8 @@ class KubeClient:
         object may already be there), then watches, resuming after a dropped stream and
         relisting after 410 Gone, backing off (``WAIT_BACKOFF``, never past the deadline) while
         the API server is restarting. Raises WaitTimeoutError naming ``awaiting``, what was last
-        seen and the last failure. A server that cannot be reached at the first list is the
-        caller's error at once (its retries decide).
+        seen and the last failure. A server that cannot be reached at all at the first list is the
+        caller's error at once (its retries decide); one that answers 503 or 429 is waited for.
         """
         path = self.resource(api_version, kind).path(namespace=namespace)
         informer = Informer(

@@ -228,7 +228,9 @@ class Informer:
                 self.last_error = _one_line(exc)
                 await asyncio.sleep(delay)
             except TemporaryError as exc:
-                if not reached and not self.retry_unreachable:
+                # A server that answered (a 503 while its storage initialises, a 429) is waited
+                # for; one that cannot be reached at all, before any answer, may be the caller's.
+                if not reached and not self.retry_unreachable and exc.status is None:
                     raise
                 self.last_error = _one_line(exc)
                 await self._pause(delays, self.last_error, exc)

@@ -103,7 +103,8 @@ def provision_across_outage(
     started = time.monotonic()
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [FLEETFLOW, "run", "provision-database", workload, "--timeout", "180"],
+            # -v: the run's task logs, whose lines mark the moment of the fault
+            [FLEETFLOW, "run", "provision-database", workload, "--timeout", "180", "-v"],
             env=faults.env(prefect_api),
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -144,11 +145,12 @@ def provision_across_outage(
     assert proof.returncode == 0, proof.stderr
     assert proof.stdout.strip() == "1"
 
-    attempts = tasks["apply-database"].run_count if "apply-database" in tasks else 0
+    converge = tasks.get("converge-database-request")
+    attempts = converge.run_count if converge else 0
     print(f"service apiserver fault {label}: killed {at:.1f}s after the run started")
     print(
         f"service apiserver fault {label}: outage {outage:.1f}s "
-        f"(down {SERVICE_DOWN_FOR:.0f}s, restart {restart:.1f}s); apply-database attempts {attempts}"
+        f"(down {SERVICE_DOWN_FOR:.0f}s, restart {restart:.1f}s); converge attempts {attempts}"
     )
     print(
         f"service apiserver fault {label}: provision-database total {total:.1f}s, "
@@ -187,17 +189,17 @@ def test_provision_completes_with_one_cluster_when_the_service_api_server_dies_b
     log = tmp_path / "p.log"
 
     def placed(proc: subprocess.Popen[bytes], tail: Callable[[], str]) -> None:
-        """place-database has finished (it reads the management cluster only): apply-database,
-        the first task to call the service cluster, starts now."""
+        """request-label-database has finished (it writes the label's Database on the workload
+        cluster): converge-database-request, the first task to call the service cluster
+        (placement, then the apply), starts now."""
 
         def done() -> bool:
             if proc.poll() is not None:
-                pytest.fail(f"provision-database ended before placing\n{tail()}")
-            return bool(
-                re.search(r"Task run 'place-database-\w+' - Finished in state Completed", log.read_text())
-            )
+                pytest.fail(f"provision-database ended before the fault\n{tail()}")
+            finished = r"Task run 'request-label-database-\w+' - Finished in state Completed"
+            return bool(re.search(finished, log.read_text()))
 
-        eventually(done, "place-database to complete", 120, detail=tail)
+        eventually(done, "request-label-database to complete", 120, detail=tail)
 
     try:
         provision_across_outage(faults, prefect_api, log, workload, placed, "before the apply")
