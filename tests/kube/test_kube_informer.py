@@ -150,6 +150,15 @@ def test_an_unreachable_server_at_the_first_list_is_the_callers_error_when_asked
         collect(informer(server, backoff=FAST, retry_unreachable=False), 1)
 
 
+def test_a_server_that_answers_503_at_the_first_list_is_waited_for_even_so() -> None:
+    """An API server just started answers 503 ("storage is (re)initializing") before it serves:
+    it is reachable, so it is waited for; only a server that cannot be reached is refused."""
+    server = Server([503, 503, ([], "3")], [[line("ADDED", obj("a", "4"))]])
+    events = collect(informer(server, backoff=FAST, retry_unreachable=False), 2)
+    assert [e.type for e in events] == ["SYNCED", "ADDED"]
+    assert server.lists == 3
+
+
 def test_the_backoff_budget_ends_the_retries() -> None:
     server = Server([503], [[]])
     with pytest.raises(APIUnavailableError, match="HTTP 503 said"):
