@@ -123,6 +123,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _register(name: str) -> None:
+    from fleetflow.cli.run import prefect_server
     from fleetflow.flows.register_cluster import register_cluster
     from fleetflow.registry import connect
 
@@ -131,7 +132,8 @@ def _register(name: str) -> None:
         registry.install()
         config.save_setting("mgmtContext", "mgmt")
     if registry.get(name) is None:
-        register_cluster(name=name, context=name, labels=LOCAL_LABELS[name], mgmt_context="mgmt")
+        with prefect_server("register-cluster"):  # the platform's server, named after Prefect loaded
+            register_cluster(name=name, context=name, labels=LOCAL_LABELS[name], mgmt_context="mgmt")
         progress(f"registered {name} {LOCAL_LABELS[name] or ''}")
 
 
@@ -165,12 +167,17 @@ def _status(args: argparse.Namespace) -> int:
     notes = sys.stderr if output in (JSON, YAML) else sys.stdout
     state = parts.load()
     if state.api_url:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
         from fleetflow.errors import TemporaryError
         from fleetflow.events import recent_failed_actions
 
-        os.environ.setdefault("PREFECT_API_URL", state.api_url)
+        # Named here, not by the environment: Prefect may have read its settings already (a
+        # process that just started the platform), and would then ask a temporary server.
+        api_url = os.environ.get("PREFECT_API_URL") or state.api_url
         try:
-            failures = recent_failed_actions()
+            with temporary_settings({PREFECT_API_URL: api_url}):
+                failures = recent_failed_actions()
         except TemporaryError as exc:
             print(f"\nautomation failures: unknown ({exc})", file=notes)
             return 0

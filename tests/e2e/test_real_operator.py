@@ -105,7 +105,7 @@ def test_the_demo_runs_the_seeds_chain_on_real_nodes(seed: Seed) -> None:
     # The clusters' registrations are runs of the platform's Prefect server, which the UI shows,
     # not of a temporary one the demo's process started for itself.
     assert "temporary server" not in seed.output, tail
-    [ui] = re.findall(r"Prefect UI: (http://\S+)", seed.output)
+    ui = re.findall(r"Prefect UI: (http://\S+)", seed.output)[-1]  # the demo's last line
     body = json.dumps({"flows": {"name": {"any_": ["register-cluster"]}}}).encode()
     request = urllib.request.Request(  # noqa: S310 (the platform's own http URL)
         f"{ui}/api/flow_runs/filter", data=body, headers={"Content-Type": "application/json"}
