@@ -106,8 +106,8 @@ def build(
         ),
         deployment(
             fetch_credentials,
-            "Deliver a database's credentials and address (provision-database does it too); "
-            "a rotated password at once.",
+            "Deliver a database's credentials and address again, on demand (provision-database "
+            "and a rotation's re-converge do it by themselves).",
             triggers=_triggers(automations.fetch_credentials()),
         ),
         deployment(
